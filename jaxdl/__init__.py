@@ -1,0 +1,35 @@
+"""jaxdl: the FAU deep-learning exercise framework as pure JAX init/apply layers.
+
+Architecture (one functional core, every other part uses it):
+
+* `jaxdl.core`: the layer contract (`Layer`, `Serial`, `output_shape`).
+* `jaxdl.layers`: FullyConnected, Conv, Pooling, Flatten, activations, Dropout,
+  BatchNormalization (one module each).
+* `jaxdl.initializers`, `jaxdl.losses`, `jaxdl.regularizers`, `jaxdl.optimizers` (optax).
+* `jaxdl.training`: the jitted training step, prediction, evaluation, `NeuralNetwork`.
+"""
+
+from jaxdl.core import Layer, Serial, count_params, output_shape
+from jaxdl.initializers import Constant, He, UniformRandom, Xavier
+from jaxdl.layers import (
+    BatchNormalization, Conv, Dropout, Flatten, FullyConnected, Pooling, ReLU, Sigmoid, SoftMax, TanH,
+)
+from jaxdl.losses import accuracy, cross_entropy, softmax_cross_entropy
+from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularization_loss
+from jaxdl.regularizers import L1Regularizer, L2Regularizer
+from jaxdl.training import (
+    NeuralNetwork, TrainState, create_train_state, evaluate, make_predict, make_train_step,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Layer", "Serial", "count_params", "output_shape",
+    "Constant", "He", "UniformRandom", "Xavier",
+    "BatchNormalization", "Conv", "Dropout", "Flatten", "FullyConnected", "Pooling", "ReLU",
+    "Sigmoid", "SoftMax", "TanH",
+    "accuracy", "cross_entropy", "softmax_cross_entropy",
+    "Adam", "Optimizer", "Sgd", "SgdWithMomentum", "regularization_loss",
+    "L1Regularizer", "L2Regularizer",
+    "NeuralNetwork", "TrainState", "create_train_state", "evaluate", "make_predict", "make_train_step",
+]

@@ -1,0 +1,198 @@
+"""The layer contract, `Serial` composition and shape inference.
+
+A layer is a small immutable value (a frozen dataclass holding only its configuration)
+carrying two pure functions::
+
+    params, state = layer.init(key, input_shape)            # input_shape includes the batch
+    y, new_state = layer.apply(params, state, x, key=None, train=False)
+
+* ``params`` are the trainable arrays, ``state`` the non-trainable ones (batch-norm running
+  statistics, a memorized recurrent state). Both are nested dicts of arrays with readable
+  string keys; a layer without them returns ``{}``.
+* ``train`` is a static Python bool chosen at call time (training or evaluation behaviour).
+* ``key`` is a `jax.random` key; only a layer that draws randomness while training needs it.
+* Layers are hashable, so they can be static arguments of `jax.jit` and never cause
+  recompilation by identity.
+
+Example:
+    >>> import jax, jax.numpy as jnp, jaxdl
+    >>> model = jaxdl.Serial(jaxdl.Flatten(), jaxdl.FullyConnected(10), jaxdl.SoftMax())
+    >>> params, state = model.init(jax.random.key(0), (32, 1, 8, 8))
+    >>> probs, state = model.apply(params, state, jnp.ones((32, 1, 8, 8)))
+    >>> probs.shape
+    (32, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Params = dict[str, Any]
+State = dict[str, Any]
+Shape = tuple[int, ...]
+
+
+class Layer:
+    """Base class of every jaxdl layer.
+
+    Subclasses are frozen dataclasses that override `init` and `apply`. A layer without
+    parameters only needs `apply`; its `init` returns ``({}, {})``.
+    """
+
+    #: True when `apply` needs a `jax.random` key in training mode.
+    needs_key_in_training: bool = False
+
+    def init(self, key: jax.Array, input_shape: Shape, dtype=jnp.float32) -> tuple[Params, State]:
+        """Creates the parameters and state for an input of ``input_shape`` (batch included).
+
+        Args:
+            key: a `jax.random` key for the initializers.
+            input_shape: the shape of the input, batch dimension first.
+            dtype: the floating dtype of the parameters (float32 unless asked otherwise).
+
+        Returns:
+            ``(params, state)``, two (possibly empty) dicts of arrays.
+        """
+        del key, input_shape, dtype
+        return {}, {}
+
+    def apply(self, params: Params, state: State, x: jax.Array, *, key=None, train: bool = False):
+        """Runs the layer; returns ``(y, new_state)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement apply")
+
+    def __call__(self, params, state, x, *, key=None, train=False):
+        """Same as `apply`."""
+        return self.apply(params, state, x, key=key, train=train)
+
+    @property
+    def name(self) -> str:
+        """The snake_case class name, used as the key of this layer's params in `Serial`."""
+        return _snake_case(type(self).__name__)
+
+
+def _snake_case(name: str) -> str:
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def require_key(layer: Layer, key) -> jax.Array:
+    """Returns ``key`` or raises the error that shows the call to make."""
+    if key is None:
+        raise ValueError(
+            f"{layer!r} draws randomness in training mode and needs a key: call "
+            f"apply(params, state, x, key=jax.random.key(seed), train=True), or train=False "
+            f"for evaluation (no key needed)."
+        )
+    return key
+
+
+def check_rank(layer: Layer, x, ranks: Sequence[int], layout: str) -> None:
+    """Raises a ValueError naming ``layer`` if ``x.ndim`` is not one of ``ranks``."""
+    if x.ndim not in ranks:
+        raise ValueError(
+            f"{layer!r} expects input of layout {layout} (rank {' or '.join(map(str, ranks))}), "
+            f"got shape {tuple(x.shape)}."
+        )
+
+
+def check_floating(layer: Layer, x) -> None:
+    """Raises a TypeError naming ``layer`` if ``x`` is not a floating-point array."""
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise TypeError(
+            f"{layer!r} expects a floating-point input, got dtype {jnp.result_type(x)}; "
+            f"convert it with x.astype(jnp.float32)."
+        )
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Serial(Layer):
+    """Applies ``layers`` one after the other.
+
+    Params and state are dicts keyed ``"<layer name>_<position>"`` (for example
+    ``"conv_0"``, ``"fully_connected_3"``); layers without params or state get no entry.
+    Input shapes are threaded through `init` with `jax.eval_shape`, so no layer needs a
+    hand-computed input size. In training mode the key is split across the layers that need
+    one.
+
+    Args:
+        *layers: the layers, first applied first.
+    """
+
+    layers: tuple[Layer, ...]
+
+    def __init__(self, *layers: Layer):
+        for position, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"Serial expects jaxdl layers, got {layer!r} (type {type(layer).__name__}) "
+                    f"at position {position}."
+                )
+        object.__setattr__(self, "layers", tuple(layers))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The key of each layer in the params/state dicts."""
+        return tuple(f"{layer.name}_{i}" for i, layer in enumerate(self.layers))
+
+    @property
+    def needs_key_in_training(self) -> bool:  # type: ignore[override]
+        return any(layer.needs_key_in_training for layer in self.layers)
+
+    def init(self, key, input_shape, dtype=jnp.float32):
+        params, state = {}, {}
+        shape = tuple(input_shape)
+        keys = jax.random.split(key, max(len(self.layers), 1))
+        for name, layer, layer_key in zip(self.names, self.layers, keys):
+            layer_params, layer_state = layer.init(layer_key, shape, dtype)
+            if layer_params:
+                params[name] = layer_params
+            if layer_state:
+                state[name] = layer_state
+            shape = _apply_shape(layer, layer_params, layer_state, shape, dtype)
+        return params, state
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        new_state = {}
+        needs_key = [train and layer.needs_key_in_training for layer in self.layers]
+        if any(needs_key):
+            keys = list(jax.random.split(require_key(self, key), len(self.layers)))
+        else:
+            keys = [None] * len(self.layers)
+        for name, layer, layer_key in zip(self.names, self.layers, keys):
+            x, layer_state = layer.apply(
+                params.get(name, {}), state.get(name, {}), x, key=layer_key, train=train
+            )
+            if layer_state:
+                new_state[name] = layer_state
+        return x, new_state
+
+    def __repr__(self):
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"Serial({inner})"
+
+
+def _apply_shape(layer, params, state, input_shape, dtype) -> Shape:
+    x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
+    out = jax.eval_shape(lambda p, s, x: layer.apply(p, s, x, train=False)[0], params, state, x)
+    return tuple(out.shape)
+
+
+def output_shape(layer: Layer, input_shape: Shape, dtype=jnp.float32) -> Shape:
+    """The output shape of ``layer`` for an input of ``input_shape``, without computing it.
+
+    Example:
+        >>> jaxdl.output_shape(jaxdl.Conv(6, (5, 5), stride=2), (8, 1, 28, 28))
+        (8, 6, 14, 14)
+    """
+    params, state = jax.eval_shape(lambda k: layer.init(k, tuple(input_shape), dtype), jax.random.key(0))
+    return _apply_shape(layer, params, state, input_shape, dtype)
+
+
+def count_params(params: Params) -> int:
+    """The number of scalars in a parameter tree."""
+    return sum(int(leaf.size) for leaf in jax.tree.leaves(params))

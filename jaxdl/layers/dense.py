@@ -1,0 +1,63 @@
+"""FullyConnected: an affine map over the last axis."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jaxdl.core import Layer, check_floating
+from jaxdl.initializers import Constant, Xavier
+
+
+@dataclasses.dataclass(frozen=True)
+class FullyConnected(Layer):
+    """y = x @ weights + bias over the last axis of x.
+
+    Layout: input (batch, input_size), or (batch, ..., input_size) to apply the same map at
+    every leading position (for example every time step of a sequence). Parameters:
+    ``weights`` of shape (input_size, output_size) and ``bias`` of shape (output_size,).
+    The exercise stores one (input_size + 1, output_size) matrix with the bias as its last
+    row; `jaxdl.exercise.FullyConnected` shows that view.
+
+    Args:
+        output_size: the number of output features.
+        weights_initializer: initializer for ``weights``; fans are (input_size, output_size).
+        bias_initializer: initializer for ``bias`` (same fans).
+
+    Example:
+        >>> layer = FullyConnected(3)
+        >>> params, _ = layer.init(jax.random.key(0), (9, 4))
+        >>> params["weights"].shape, params["bias"].shape
+        ((4, 3), (3,))
+    """
+
+    output_size: int
+    weights_initializer: object = Xavier()
+    bias_initializer: object = Constant(0.0)
+
+    def __post_init__(self):
+        if not isinstance(self.output_size, int) or self.output_size < 1:
+            raise ValueError(f"FullyConnected: output_size must be a positive int, got {self.output_size!r}.")
+
+    def init(self, key, input_shape, dtype=jnp.float32):
+        if len(input_shape) < 2:
+            raise ValueError(
+                f"{self!r} expects input of layout (batch, ..., features), got shape {tuple(input_shape)}."
+            )
+        input_size = input_shape[-1]
+        weights_key, bias_key = jax.random.split(key)
+        weights = self.weights_initializer(
+            weights_key, (input_size, self.output_size), input_size, self.output_size, dtype)
+        bias = self.bias_initializer(bias_key, (self.output_size,), input_size, self.output_size, dtype)
+        return {"weights": weights, "bias": bias}, {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_floating(self, x)
+        input_size = params["weights"].shape[0]
+        if x.ndim < 2 or x.shape[-1] != input_size:
+            raise ValueError(
+                f"{self!r} expects input of layout (batch, ..., {input_size}), got shape {tuple(x.shape)}."
+            )
+        return x @ params["weights"] + params["bias"], state

@@ -1,0 +1,106 @@
+"""BatchNormalization for vectors (batch, features) and images (batch, channels, ...)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from jaxdl.core import Layer, check_floating
+
+
+def statistics_dtype(dtype):
+    """float32 or wider: the dtype batch statistics are computed in."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def reduction_axes(ndim: int) -> tuple[int, ...]:
+    """Axes averaged over: the batch and every axis after the channel axis 1."""
+    return (0,) + tuple(range(2, ndim))
+
+
+def batch_moments(x) -> tuple:
+    """Per-channel mean and biased variance of x (channels on axis 1), in float32 or wider."""
+    x = x.astype(statistics_dtype(x.dtype))
+    axes = reduction_axes(x.ndim)
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - _per_channel(mean, x.ndim)), axis=axes)
+    return mean, var
+
+
+def _per_channel(v, ndim):
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNormalization(Layer):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta, per feature or channel.
+
+    Layouts: (batch, features), (batch, channels, length) or (batch, channels, y, x); the
+    statistics are taken over every axis but the channel axis 1 (the exercise's reformat
+    semantics). Params ``gamma`` (ones) and ``beta`` (zeros); state ``mean``, ``var`` (the
+    running statistics) and ``count`` (training batches seen).
+
+    Training uses the batch mean and biased variance and updates the running statistics:
+    the first training batch sets them (the exercise), later ones update by exponential
+    moving average, running <- decay * running + (1 - decay) * batch. Evaluation uses the
+    running statistics and returns the state unchanged. Statistics are computed in float32
+    or wider, whatever the input dtype.
+
+    Args:
+        decay: weight of the old running statistics. Default 0.9 (PyTorch's momentum 0.1):
+            an average over about ten batches; the exercise slides use 0.8.
+        eps: added to the variance; 1e-5 is safe in float32 (the exercise uses < 1e-10 in
+            float64).
+    """
+
+    decay: float = 0.9
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"BatchNormalization: decay must be in [0, 1), got {self.decay!r}.")
+        if not self.eps >= 0.0:
+            raise ValueError(f"BatchNormalization: eps must be >= 0, got {self.eps!r}.")
+
+    def init(self, key, input_shape, dtype=jnp.float32):
+        self._check_shape(input_shape)
+        channels = input_shape[1]
+        stats = statistics_dtype(dtype)
+        params = {"gamma": jnp.ones((channels,), dtype), "beta": jnp.zeros((channels,), dtype)}
+        state = {
+            "mean": jnp.zeros((channels,), stats),
+            "var": jnp.ones((channels,), stats),
+            "count": jnp.zeros((), jnp.int32),
+        }
+        return params, state
+
+    def _check_shape(self, shape):
+        if len(shape) not in (2, 3, 4):
+            raise ValueError(
+                f"{self!r} expects input of layout (batch, features), (batch, channels, length) "
+                f"or (batch, channels, y, x), got shape {tuple(shape)}."
+            )
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        check_floating(self, x)
+        self._check_shape(x.shape)
+        if x.shape[1] != params["gamma"].shape[0]:
+            raise ValueError(
+                f"{self!r} was initialized for {params['gamma'].shape[0]} channels, got input of "
+                f"shape {tuple(x.shape)} with {x.shape[1]} on axis 1."
+            )
+        if train:
+            mean, var = batch_moments(x)
+            first = state["count"] == 0
+            new_state = {
+                "mean": jnp.where(first, mean, self.decay * state["mean"] + (1 - self.decay) * mean),
+                "var": jnp.where(first, var, self.decay * state["var"] + (1 - self.decay) * var),
+                "count": state["count"] + 1,
+            }
+        else:
+            mean, var, new_state = state["mean"], state["var"], state
+        inv = params["gamma"].astype(mean.dtype) / jnp.sqrt(var + self.eps)
+        shift = params["beta"].astype(mean.dtype) - mean * inv
+        y = x * _per_channel(inv, x.ndim).astype(x.dtype) + _per_channel(shift, x.ndim).astype(x.dtype)
+        return y, new_state

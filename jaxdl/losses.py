@@ -1,0 +1,80 @@
+"""Losses: the exercise's cross-entropy on probabilities and a stable one on logits.
+
+Both accept one-hot labels of the prediction's shape (batch, classes) or integer class
+labels of shape (batch,). ``reduction`` is "sum" over the batch (the exercise's convention,
+the default) or "mean".
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _true_class_values(name: str, values: jax.Array, labels) -> jax.Array:
+    """values[..., true class] for one-hot or integer labels, with shape checks."""
+    labels = jnp.asarray(labels)
+    if values.ndim < 1:
+        raise ValueError(f"{name}: expected predictions of shape (batch, classes), got a scalar.")
+    if labels.shape == values.shape:
+        return jnp.sum(values * labels.astype(values.dtype), axis=-1)
+    if labels.shape == values.shape[:-1]:
+        if not jnp.issubdtype(labels.dtype, jnp.integer):
+            raise TypeError(
+                f"{name}: labels of shape {labels.shape} must be integer class indices, got dtype {labels.dtype}."
+            )
+        return jnp.take_along_axis(values, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    raise ValueError(
+        f"{name}: labels must be one-hot with the predictions' shape {tuple(values.shape)} or integer "
+        f"classes of shape {tuple(values.shape[:-1])}, got shape {tuple(labels.shape)}."
+    )
+
+
+def _reduce(name: str, per_example: jax.Array, reduction: str) -> jax.Array:
+    if reduction == "sum":
+        return jnp.sum(per_example)
+    if reduction == "mean":
+        return jnp.mean(per_example)
+    raise ValueError(f"{name}: reduction must be 'sum' or 'mean', got {reduction!r}.")
+
+
+def cross_entropy(probabilities, labels, *, eps=None, reduction: str = "sum") -> jax.Array:
+    """The exercise's loss: sum over the batch of -ln(p_true + eps).
+
+    Args:
+        probabilities: (batch, classes), for example a SoftMax output.
+        labels: one-hot (batch, classes) or integer (batch,).
+        eps: added inside the log; default the machine epsilon of the probabilities' dtype
+            (the exercise's np.finfo(float).eps in float64).
+        reduction: "sum" (default) or "mean" over the batch.
+    """
+    probabilities = jnp.asarray(probabilities)
+    if eps is None:
+        eps = jnp.finfo(probabilities.dtype).eps
+    true = _true_class_values("cross_entropy", probabilities, labels)
+    return _reduce("cross_entropy", -jnp.log(true + eps), reduction)
+
+
+def softmax_cross_entropy(logits, labels, *, reduction: str = "sum") -> jax.Array:
+    """Cross-entropy of softmax(logits), computed stably as logsumexp(logits) - logit_true.
+
+    Use it on the model's pre-softmax output instead of SoftMax + `cross_entropy`.
+    Same label and reduction conventions as `cross_entropy`.
+    """
+    logits = jnp.asarray(logits)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return _reduce("softmax_cross_entropy", -_true_class_values("softmax_cross_entropy", log_probs, labels), reduction)
+
+
+def accuracy(predictions, labels) -> jax.Array:
+    """Fraction of rows whose arg-max equals the true class (one-hot or integer labels)."""
+    predictions = jnp.asarray(predictions)
+    labels = jnp.asarray(labels)
+    if labels.shape == predictions.shape:
+        labels = jnp.argmax(labels, axis=-1)
+    elif labels.shape != predictions.shape[:-1]:
+        raise ValueError(
+            f"accuracy: labels must be one-hot {tuple(predictions.shape)} or integer "
+            f"{tuple(predictions.shape[:-1])}, got shape {tuple(labels.shape)}."
+        )
+    return jnp.mean(jnp.argmax(predictions, axis=-1) == labels)
