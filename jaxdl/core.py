@@ -57,8 +57,14 @@ class Layer:
 
         Returns:
             ``(params, state)``, two (possibly empty) dicts of arrays.
+
+        Raises:
+            ValueError: if the layer cannot take inputs of ``input_shape``. This default, for
+                layers without params or state, checks by tracing `apply` abstractly.
         """
-        del key, input_shape, dtype
+        del key
+        x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
+        jax.eval_shape(lambda x: self.apply({}, {}, x, train=False), x)
         return {}, {}
 
     def apply(self, params: Params, state: State, x: jax.Array, *, key=None, train: bool = False):

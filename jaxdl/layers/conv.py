@@ -15,7 +15,12 @@ from jaxdl.initializers import Constant, Xavier
 
 def as_tuple(layer_name: str, what: str, value, ndim: int) -> tuple[int, ...]:
     """Normalizes an int or sequence of ints to an ``ndim``-tuple of positive ints."""
-    values = (value,) * ndim if isinstance(value, int) else tuple(value)
+    if isinstance(value, int):
+        values = (value,) * ndim
+    elif isinstance(value, (tuple, list)):
+        values = tuple(value)
+    else:
+        raise ValueError(f"{layer_name}: {what} must be a positive int or {ndim} positive ints, got {value!r}.")
     if len(values) == 1 and ndim > 1:
         values = values * ndim
     if len(values) != ndim or not all(isinstance(v, int) and v >= 1 for v in values):

@@ -1,0 +1,17 @@
+"""Datasets: MNIST through tensorflow-datasets without TensorFlow, and the input pipeline.
+
+* `jaxdl.datasets.mnist`: `load_mnist` (train/validation/test in memory), `prepare_mnist`
+  and the TensorFlow-free tfds builder `MNIST`.
+* `jaxdl.datasets.pipeline`: `batches`, `epoch_order` (seeded per-epoch shuffling),
+  `prefetch` (background thread), `scale_images`.
+"""
+
+from jaxdl.datasets.mnist import (
+    MNIST, MNISTSplits, Split, default_cache_dir, load_mnist, prepare_mnist,
+)
+from jaxdl.datasets.pipeline import batches, epoch_order, num_batches, prefetch, scale_images
+
+__all__ = [
+    "MNIST", "MNISTSplits", "Split", "default_cache_dir", "load_mnist", "prepare_mnist",
+    "batches", "epoch_order", "num_batches", "prefetch", "scale_images",
+]

@@ -1,0 +1,317 @@
+"""MNIST through tensorflow-datasets, prepared and read without TensorFlow.
+
+tfds's own `MNIST` builder needs TensorFlow in exactly two places when it prepares the data:
+it extracts the downloaded ``.gz`` files with ``tf.io.gfile`` (``download_and_extract``) and
+its ``Image`` feature encodes NumPy images to PNG with ``tf.image.encode_png``. `MNIST` below
+subclasses tfds's builder and replaces only those two steps: it asks tfds's download manager
+for the compressed files (``dl_manager.download``, which still validates tfds's registered
+sha256 checksums) and parses them with Python's ``gzip``, and it hands the ``Image`` feature
+PNG bytes encoded with pillow (the feature stores bytes unchanged). Name ("mnist"), version
+(3.0.1), features, supervised keys, split order and checksums are tfds's. The data is
+written as ``array_record`` and read back with ``tfds.data_source``-style random access
+(`ArrayRecordDataSource`), which needs no TensorFlow either.
+
+Where the files come from (nothing touches the network unless asked):
+
+* ``data_dir`` (default: the repository's bundled ``data/mnist/``): a directory holding the
+  four canonical files. They are given to tfds as its ``manual_dir``; tfds finds them by
+  their registered file names and checks their sha256 before use. A missing file is an
+  error that names it, never a download.
+* ``download=True``: tfds downloads the files from its registered mirror (with the same
+  checksum checks) into ``<cache_dir>/downloads``.
+
+Prepared data goes to ``cache_dir`` (default ``$JAXDL_CACHE_DIR/tensorflow_datasets``, where
+``JAXDL_CACHE_DIR`` defaults to ``~/.cache/jaxdl``), as tfds lays it out:
+``<cache_dir>/mnist/3.0.1/``. Preparing (about 10 s) happens once; later calls reuse it.
+
+Example:
+    >>> splits = load_mnist()                  # bundled files, prepared once into the cache
+    >>> splits.train.images.shape, splits.train.labels.dtype
+    ((55000, 28, 28), dtype('int32'))
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pathlib
+import struct
+import urllib.parse
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+#: The canonical file of each part of MNIST (the names tfds registers for them).
+MNIST_FILES = {
+    "train_data": tfds_mnist._MNIST_TRAIN_DATA_FILENAME,
+    "train_labels": tfds_mnist._MNIST_TRAIN_LABELS_FILENAME,
+    "test_data": tfds_mnist._MNIST_TEST_DATA_FILENAME,
+    "test_labels": tfds_mnist._MNIST_TEST_LABELS_FILENAME,
+}
+
+#: The files bundled with the repository (present in a source checkout).
+BUNDLED_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "data" / "mnist"
+
+#: IDX magic numbers (big-endian): unsigned bytes, 3 dimensions for images, 1 for labels.
+IDX_IMAGES_MAGIC = 2051
+IDX_LABELS_MAGIC = 2049
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+
+def default_cache_dir() -> pathlib.Path:
+    """``$JAXDL_CACHE_DIR/tensorflow_datasets``; ``JAXDL_CACHE_DIR`` defaults to ~/.cache/jaxdl."""
+    root = os.environ.get("JAXDL_CACHE_DIR") or os.path.join("~", ".cache", "jaxdl")
+    return pathlib.Path(root).expanduser() / "tensorflow_datasets"
+
+
+# ----------------------------------------------------------------------------------------
+# The two steps that replace TensorFlow: IDX parsing with gzip and PNG encoding with pillow.
+
+
+def read_idx_images(path, expected_count: int | None = None) -> np.ndarray:
+    """Reads a gzipped IDX image file (magic 2051) as uint8 of shape (count, rows, cols).
+
+    Raises:
+        ValueError: for a wrong magic number, a truncated file, or an unexpected count.
+    """
+    with gzip.open(path, "rb") as file:
+        header = file.read(16)
+        if len(header) != 16:
+            raise ValueError(f"{path}: truncated IDX header ({len(header)} of 16 bytes).")
+        magic, count, rows, cols = struct.unpack(">IIII", header)
+        _check_idx(path, magic, IDX_IMAGES_MAGIC, count, expected_count)
+        data = file.read()
+    if len(data) != count * rows * cols:
+        raise ValueError(f"{path}: expected {count}x{rows}x{cols} pixel bytes, got {len(data)}.")
+    return np.frombuffer(data, np.uint8).reshape(count, rows, cols)
+
+
+def read_idx_labels(path, expected_count: int | None = None) -> np.ndarray:
+    """Reads a gzipped IDX label file (magic 2049) as uint8 of shape (count,).
+
+    Raises:
+        ValueError: for a wrong magic number, a truncated file, or an unexpected count.
+    """
+    with gzip.open(path, "rb") as file:
+        header = file.read(8)
+        if len(header) != 8:
+            raise ValueError(f"{path}: truncated IDX header ({len(header)} of 8 bytes).")
+        magic, count = struct.unpack(">II", header)
+        _check_idx(path, magic, IDX_LABELS_MAGIC, count, expected_count)
+        data = file.read()
+    if len(data) != count:
+        raise ValueError(f"{path}: expected {count} label bytes, got {len(data)}.")
+    return np.frombuffer(data, np.uint8)
+
+
+def _check_idx(path, magic, expected_magic, count, expected_count):
+    if magic != expected_magic:
+        raise ValueError(f"{path}: IDX magic number {magic}, expected {expected_magic}.")
+    if expected_count is not None and count != expected_count:
+        raise ValueError(f"{path}: {count} entries, expected {expected_count}.")
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes (8-bit grey) of a uint8 (rows, cols) image, encoded with pillow."""
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise ValueError(f"encode_png: expected a uint8 (rows, cols) image, got {image.dtype} {image.shape}.")
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """The uint8 (rows, cols) image of PNG bytes written by `encode_png`."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image, dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------------
+# The builder.
+
+
+class MNIST(tfds_mnist.MNIST, skip_registration=True):
+    """tfds's MNIST builder with TensorFlow-free preparation (see the module docstring).
+
+    Not registered with tfds (``tfds.builder("mnist")`` still returns tfds's class); it
+    reads and writes the same ``mnist/3.0.1`` data.
+
+    Args:
+        source_dir: the directory with the four canonical ``.gz`` files, or None to let tfds
+            download them (only with `prepare_mnist(download=True)`).
+        verify_checksums: check the files against tfds's registered sha256 (the default).
+            False reads ``source_dir`` directly, without checks and without tfds's download
+            manager: only for test fixtures (small fake IDX files); never prepare such data
+            into a cache that real runs use.
+        **kwargs: tfds builder arguments (``data_dir``, ``file_format``).
+    """
+
+    name = "mnist"
+
+    def __init__(self, *, source_dir=None, verify_checksums: bool = True, **kwargs):
+        self.source_dir = None if source_dir is None else pathlib.Path(source_dir)
+        self.verify_checksums = verify_checksums
+        if not verify_checksums and self.source_dir is None:
+            raise ValueError("MNIST: verify_checksums=False needs a source_dir (nothing is downloaded unchecked).")
+        super().__init__(**kwargs)
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def _checksums_path(cls):
+        # tfds looks for checksums next to the builder's module; use tfds's own MNIST file.
+        return tfds.core.utils.tfds_path() / "url_checksums" / "mnist.txt"
+
+    def _split_generators(self, dl_manager):
+        """Train then test, as tfds's builder; files from `_source_paths`."""
+        paths = self._source_paths(dl_manager)
+        canonical = self.verify_checksums
+        return [
+            tfds.core.SplitGenerator(
+                name=tfds.Split.TRAIN,
+                gen_kwargs=dict(
+                    num_examples=tfds_mnist._TRAIN_EXAMPLES if canonical else None,
+                    data_path=paths["train_data"],
+                    label_path=paths["train_labels"],
+                ),
+            ),
+            tfds.core.SplitGenerator(
+                name=tfds.Split.TEST,
+                gen_kwargs=dict(
+                    num_examples=tfds_mnist._TEST_EXAMPLES if canonical else None,
+                    data_path=paths["test_data"],
+                    label_path=paths["test_labels"],
+                ),
+            ),
+        ]
+
+    def _source_paths(self, dl_manager) -> dict:
+        """The four compressed files, checksum-validated by tfds unless disabled."""
+        if self.source_dir is not None:
+            require_mnist_files(self.source_dir)
+            if not self.verify_checksums:
+                return {part: self.source_dir / name for part, name in MNIST_FILES.items()}
+        # tfds takes each file from manual_dir (= source_dir) by its registered name, or
+        # downloads it when source_dir is None; either way it checks size and sha256.
+        urls = {part: urllib.parse.urljoin(self.URL, name) for part, name in MNIST_FILES.items()}
+        return dl_manager.download(urls)
+
+    def _generate_examples(self, num_examples, data_path, label_path):
+        """Yields (index, {"image": PNG bytes, "label": int}) in file order, as tfds's builder."""
+        images = read_idx_images(data_path, num_examples)
+        labels = read_idx_labels(label_path, num_examples)
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{data_path} has {images.shape[0]} images but {label_path} {labels.shape[0]} labels.")
+        if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"{data_path}: images of {images.shape[1:]}, expected {(IMAGE_SIZE, IMAGE_SIZE)}.")
+        for index, (image, label) in enumerate(zip(images, labels)):
+            yield index, {"image": encode_png(image), "label": int(label)}
+
+
+def require_mnist_files(directory) -> None:
+    """Raises FileNotFoundError naming the canonical files missing from ``directory``."""
+    directory = pathlib.Path(directory)
+    missing = [name for name in MNIST_FILES.values() if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"MNIST files missing from {directory}: {', '.join(missing)}. Put the four canonical "
+            f"files there ({', '.join(MNIST_FILES.values())}), point --data-dir at a directory "
+            f"that has them, or pass --download to let tensorflow-datasets fetch them."
+        )
+
+
+def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
+                  verify_checksums: bool = True) -> MNIST:
+    """Prepares MNIST as array_record under ``cache_dir`` once, and returns the builder.
+
+    Args:
+        data_dir: the directory with the four ``.gz`` files; default the bundled
+            ``data/mnist``. Ignored when ``download`` is True.
+        cache_dir: where tfds keeps prepared data (and downloads); default
+            `default_cache_dir`.
+        download: let tfds download the files from its registered mirror.
+        verify_checksums: see `MNIST`; only test fixtures turn it off.
+
+    Raises:
+        FileNotFoundError: when a file is missing from ``data_dir`` (nothing is downloaded).
+        tfds.download.NonMatchingChecksumError: when a file is not the canonical one.
+    """
+    cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    source_dir = None if download else pathlib.Path(data_dir or BUNDLED_DATA_DIR).expanduser()
+    builder = MNIST(
+        source_dir=source_dir, verify_checksums=verify_checksums,
+        data_dir=os.fspath(cache_dir), file_format="array_record",
+    )
+    if not builder.is_prepared():
+        if source_dir is not None:
+            require_mnist_files(source_dir)
+        config = tfds.download.DownloadConfig(
+            manual_dir=None if source_dir is None else os.fspath(source_dir),
+            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+        )
+        builder.download_and_prepare(download_dir=os.fspath(cache_dir / "downloads"), download_config=config)
+    return builder
+
+
+# ----------------------------------------------------------------------------------------
+# Reading the prepared splits into memory.
+
+
+class Split(NamedTuple):
+    """One split in memory: uint8 images (n, 28, 28) and int32 labels (n,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+class MNISTSplits(NamedTuple):
+    """Train (tfds's train minus the held-out validation), validation and test."""
+
+    train: Split
+    validation: Split
+    test: Split
+
+
+def read_split(builder: MNIST, split: str) -> Split:
+    """All examples of a prepared split, in tfds's stored (deterministic) order."""
+    source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    records = source.__getitems__(list(range(len(source))))
+    if not records:
+        return Split(np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.zeros((0,), np.int32))
+    images = np.stack([decode_png(record["image"]) for record in records])
+    labels = np.asarray([record["label"] for record in records], np.int32)
+    return Split(images, labels)
+
+
+def split_validation(train: Split, validation_size: int) -> tuple[Split, Split]:
+    """Holds out the last ``validation_size`` examples of ``train`` (deterministic)."""
+    if not 0 <= validation_size < len(train):
+        raise ValueError(f"validation_size must be in [0, {len(train)}), got {validation_size}.")
+    cut = len(train) - validation_size
+    return (Split(train.images[:cut], train.labels[:cut]),
+            Split(train.images[cut:], train.labels[cut:]))
+
+
+def load_mnist(data_dir=None, *, cache_dir=None, download: bool = False, validation_size: int = 5000,
+               verify_checksums: bool = True) -> MNISTSplits:
+    """MNIST in memory: 55,000 train, 5,000 validation, 10,000 test images (uint8, 28x28).
+
+    The validation images are the last ``validation_size`` of tfds's train split in its
+    stored order (tfds shuffles records deterministically when preparing), so the split is
+    the same on every machine. Pixels stay uint8 here; `jaxdl.datasets.pipeline` scales them.
+
+    Args:
+        data_dir, cache_dir, download, verify_checksums: as in `prepare_mnist`.
+        validation_size: how many training images to hold out.
+    """
+    builder = prepare_mnist(data_dir, cache_dir=cache_dir, download=download, verify_checksums=verify_checksums)
+    train, validation = split_validation(read_split(builder, "train"), validation_size)
+    return MNISTSplits(train, validation, read_split(builder, "test"))

@@ -1,0 +1,143 @@
+"""Input pipeline: seeded per-epoch shuffling, NumPy batches, background prefetching.
+
+Conventions:
+
+* Images are uint8 (n, rows, cols) in memory; batches are float32 (batch, 1, rows, cols)
+  scaled to [0, 1] (pixel / 255), the exercise's layout, and labels are int32 (batch,)
+  class indices (the jaxdl losses accept them as they are).
+* Shuffling: epoch ``e`` of a run with seed ``s`` visits the examples in the order
+  ``np.random.default_rng([s, e]).permutation(n)``. The order depends on nothing else, so a
+  run resumed at epoch ``e`` sees exactly the batches of an unbroken run.
+* Training batches drop the last incomplete batch (every step has the same shape, so the
+  jitted step compiles once); evaluation batches keep it.
+* `prefetch` builds the next batches in a background thread while the caller (the
+  accelerator) works on the current one.
+
+Example:
+    >>> for x, y in prefetch(batches(split.images, split.labels, 64, order=epoch_order(len(split), seed=0, epoch=3),
+    ...                              drop_remainder=True)):
+    ...     train_state, metrics = train_step(train_state, x, y)
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterable, Iterator
+
+import numpy as np
+
+
+def scale_images(images: np.ndarray) -> np.ndarray:
+    """uint8 (n, rows, cols) -> float32 (n, 1, rows, cols) in [0, 1]."""
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(f"scale_images: expected uint8 (n, rows, cols), got {images.dtype} {images.shape}.")
+    return (images[:, None, :, :].astype(np.float32)) * np.float32(1.0 / 255.0)
+
+
+def epoch_order(num_examples: int, *, seed: int, epoch: int) -> np.ndarray:
+    """The permutation of ``range(num_examples)`` used in ``epoch`` of a run with ``seed``."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
+
+
+def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool) -> int:
+    """How many batches `batches` yields."""
+    full, rest = divmod(num_examples, batch_size)
+    return full if drop_remainder or rest == 0 else full + 1
+
+
+def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, order: np.ndarray | None = None,
+            drop_remainder: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yields (x float32 (b, 1, rows, cols) in [0, 1], labels int32 (b,)) batches.
+
+    Args:
+        images: uint8 (n, rows, cols).
+        labels: integer (n,).
+        batch_size: examples per batch.
+        order: the example indices to visit (e.g. `epoch_order`); default 0..n-1.
+        drop_remainder: skip the last batch if it has fewer than ``batch_size`` examples.
+    """
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}.")
+    if len(images) != len(labels):
+        raise ValueError(f"batches: {len(images)} images but {len(labels)} labels.")
+    order = np.arange(len(labels)) if order is None else np.asarray(order)
+    for b in range(num_batches(len(order), batch_size, drop_remainder=drop_remainder)):
+        index = order[b * batch_size:(b + 1) * batch_size]
+        yield scale_images(images[index]), np.asarray(labels[index], np.int32)
+
+
+class prefetch:  # noqa: N801 (used like a function)
+    """Iterates over ``iterable`` in a background thread, ``size`` items ahead.
+
+    Exceptions raised by the producer are re-raised in the consumer. Use as a context
+    manager, or call `close`, to stop the thread early (for example when training stops on a
+    NaN loss); exhausting the iterator stops it too.
+
+    Args:
+        iterable: what to iterate over (its items are produced in the thread).
+        size: how many items may wait in the queue (2 hides one batch of latency).
+    """
+
+    _DONE = object()
+
+    def __init__(self, iterable: Iterable, size: int = 2):
+        if size < 1:
+            raise ValueError(f"prefetch: size must be >= 1, got {size}.")
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._produce, args=(iter(iterable),), daemon=True,
+                                        name="jaxdl-prefetch")
+        self._thread.start()
+
+    def _produce(self, iterator):
+        try:
+            for item in iterator:
+                if not self._put((True, item)):
+                    return
+        except BaseException as error:  # re-raised in the consumer
+            self._put((False, error))
+            return
+        self._put((True, self._DONE))
+
+    def _put(self, entry) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._finished:
+            raise StopIteration
+        ok, item = self._queue.get()
+        if not ok:
+            self.close()
+            raise item
+        if item is self._DONE:
+            self.close()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stops the producer thread and waits for it."""
+        self._finished = True
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the producer thread is still running."""
+        return self._thread.is_alive()

@@ -1,0 +1,38 @@
+"""ONE registry of every layer with sample configurations.
+
+Each entry is ``(id, layer, input_shape)``. The generic property tests in
+test_layer_properties.py run over all of them: float64 finite-difference gradients, jit equals
+eager, init/apply shape agreement with `output_shape`, determinism for a fixed key, vmap.
+A new layer joins by appending an entry here.
+"""
+
+import jaxdl
+
+LAYER_CASES = [
+    ("fully_connected", jaxdl.FullyConnected(3), (4, 5)),
+    ("fully_connected_sequence", jaxdl.FullyConnected(3), (2, 3, 5)),
+    ("conv2d_same", jaxdl.Conv(3, (3, 3)), (2, 2, 5, 6)),
+    ("conv2d_strided", jaxdl.Conv(2, (3, 2), stride=(2, 3)), (2, 2, 7, 8)),
+    ("conv2d_valid", jaxdl.Conv(2, (3, 3), padding="valid"), (2, 2, 5, 6)),
+    ("conv2d_even_kernel", jaxdl.Conv(2, (4, 2)), (2, 1, 6, 5)),
+    ("conv2d_1x1", jaxdl.Conv(4, (1, 1)), (2, 3, 4, 4)),
+    ("conv1d_same", jaxdl.Conv(3, (3,), stride=2), (2, 2, 9)),
+    ("conv1d_valid", jaxdl.Conv(2, (4,), padding="valid"), (2, 3, 9)),
+    ("pooling", jaxdl.Pooling(2), (2, 2, 4, 6)),
+    ("pooling_overlapping", jaxdl.Pooling((2, 2), stride=(2, 1)), (2, 2, 4, 7)),
+    ("pooling_subsampling", jaxdl.Pooling((2, 2), stride=(3, 2)), (2, 2, 4, 7)),
+    ("flatten", jaxdl.Flatten(), (3, 2, 3, 4)),
+    ("relu", jaxdl.ReLU(), (4, 5)),
+    ("tanh", jaxdl.TanH(), (4, 5)),
+    ("sigmoid", jaxdl.Sigmoid(), (4, 5)),
+    ("softmax", jaxdl.SoftMax(), (4, 5)),
+    ("dropout", jaxdl.Dropout(0.3), (4, 5)),
+    ("batch_norm_vector", jaxdl.BatchNormalization(), (6, 4)),
+    ("batch_norm_sequence", jaxdl.BatchNormalization(), (4, 3, 5)),
+    ("batch_norm_image", jaxdl.BatchNormalization(), (3, 2, 3, 4)),
+    ("serial", jaxdl.Serial(jaxdl.Conv(2, (3, 3)), jaxdl.ReLU(), jaxdl.Pooling(2), jaxdl.Flatten(),
+                            jaxdl.FullyConnected(3), jaxdl.SoftMax()), (2, 1, 6, 6)),
+    ("serial_regularized", jaxdl.Serial(jaxdl.FullyConnected(4), jaxdl.BatchNormalization(),
+                                        jaxdl.TanH(), jaxdl.Dropout(0.5), jaxdl.FullyConnected(2),
+                                        jaxdl.Sigmoid()), (5, 3)),
+]
