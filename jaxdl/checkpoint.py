@@ -107,9 +107,14 @@ def _write_atomic(path: pathlib.Path, write) -> None:
     _fsync_directory(path.parent)
 
 
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    _write_atomic(pathlib.Path(path), lambda file: file.write(data))
+
+
 def write_text_atomic(path, text: str) -> None:
     """Writes ``text`` (UTF-8) to ``path`` atomically (temporary file, fsync, rename)."""
-    _write_atomic(pathlib.Path(path), lambda file: file.write(text.encode("utf-8")))
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -183,11 +188,11 @@ def save_checkpoint(directory, tree, *, model_config: dict | None = None, metada
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    entries, arrays = [], {}
+    entries, arrays = [], []
     for name, leaf in _named_leaves(tree).items():
         entry, array = _entry(leaf)
-        entries.append({"path": name, **entry})
-        arrays[name] = array
+        entries.append({"path": name, "array": f"arr_{len(arrays)}", **entry})
+        arrays.append(array)
     arrays_path = _write_arrays(directory, arrays)
     manifest = {
         "format": FORMAT,
@@ -207,11 +212,12 @@ def save_checkpoint(directory, tree, *, model_config: dict | None = None, metada
     return manifest_path
 
 
-def _write_arrays(directory: pathlib.Path, arrays: dict) -> pathlib.Path:
-    """Writes the npz under a temporary name, then renames it to ``arrays-<hash>.npz``."""
+def _write_arrays(directory: pathlib.Path, arrays: list) -> pathlib.Path:
+    """Writes the npz (members arr_0, arr_1, ...) under a temporary name, then renames it
+    to ``arrays-<hash>.npz``."""
     temp = directory / f".arrays-{uuid.uuid4().hex}.npz.tmp"
     try:
-        _write_atomic(temp, lambda file: np.savez(file, **arrays))
+        _write_atomic(temp, lambda file: np.savez(file, *arrays))
         final = directory / f"arrays-{_sha256(temp)[:16]}.npz"
         os.replace(temp, final)
     except BaseException:
@@ -226,7 +232,7 @@ def _remove_stale_arrays(directory: pathlib.Path, keep: str) -> None:
     for path in directory.glob("arrays-*.npz"):
         if path.name != keep:
             path.unlink(missing_ok=True)
-    for path in directory.glob(".arrays-*.npz.tmp"):
+    for path in directory.glob(".*.tmp"):  # left by a writer killed mid-way
         path.unlink(missing_ok=True)
 
 
@@ -270,7 +276,9 @@ def read_manifest(directory) -> dict:
 
 
 def read_arrays(directory, manifest: dict | None = None) -> dict[str, np.ndarray]:
-    """The checkpoint's arrays by path, after checking the file's sha256 (no pickle).
+    """The checkpoint's arrays by npz member name, after checking the file's sha256 (no pickle).
+
+    Each manifest entry names its member (``"array"``) beside its pytree ``"path"``.
 
     Raises:
         CheckpointCorruptedError: when the array file is missing, changed or unreadable.
@@ -315,8 +323,7 @@ def load_checkpoint(directory, target, *, prefix: str = "") -> tuple[Any, dict]:
     template = _named_leaves(target)
     _check_compatible(directory, entries, template)
     arrays = read_arrays(directory, manifest)
-    full = (lambda name: f"{prefix}/{name}" if name != "root" else prefix) if prefix else (lambda name: name)
-    leaves = [_restore_leaf(entries[name], arrays[full(name)]) for name in template]
+    leaves = [_restore_leaf(entries[name], arrays[entries[name]["array"]]) for name in template]
     treedef = jax.tree_util.tree_structure(target)
     return jax.tree_util.tree_unflatten(treedef, leaves), manifest
 
@@ -338,13 +345,20 @@ def _entries_under(manifest: dict, prefix: str) -> dict[str, dict]:
 def _restore_leaf(entry: dict, array: np.ndarray):
     if entry["dtype"] == "key":
         return jax.random.wrap_key_data(array, impl=entry["key_impl"])
+    if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"]:
+        raise CheckpointCorruptedError(
+            f"Entry {entry['path']}: the array file holds {_describe(array.shape, array.dtype)}, the manifest "
+            f"says {_describe(entry['shape'], entry['dtype'])}."
+        )
     return jax.numpy.asarray(array)
 
 
 def _template_signature(leaf) -> tuple[list, str]:
+    """(shape, dtype name) of a template leaf: an array, a jax.ShapeDtypeStruct or a key."""
+    shape = list(leaf.shape) if hasattr(leaf, "shape") else list(np.shape(leaf))
     if _is_key_array(leaf):
-        return list(np.shape(leaf)), "key"
-    return list(np.shape(leaf)), str(np.dtype(leaf.dtype))
+        return shape, "key"
+    return shape, str(np.dtype(leaf.dtype)) if hasattr(leaf, "dtype") else str(np.asarray(leaf).dtype)
 
 
 def _check_compatible(directory, entries: dict, template: dict) -> None:

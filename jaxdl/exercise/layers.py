@@ -158,8 +158,8 @@ class Conv(FunctionalLayer):
         weights = weights_initializer.initialize(self._weights_shape, fan_in, fan_out)
         bias = bias_initializer.initialize((self.num_kernels,), fan_in, fan_out)
         self._params = {
-            "weights": _reshaped("Conv weights", weights, self._weights_shape),
-            "bias": _reshaped("Conv bias", bias, (self.num_kernels,)),
+            "weights": _reshaped("Conv weights", weights, self._weights_shape, strict=False),
+            "bias": _reshaped("Conv bias", bias, (self.num_kernels,), strict=False),
         }
 
     @property
