@@ -7,6 +7,10 @@ Architecture (one functional core, every other part uses it):
   BatchNormalization (one module each).
 * `jaxdl.initializers`, `jaxdl.losses`, `jaxdl.regularizers`, `jaxdl.optimizers` (optax).
 * `jaxdl.training`: the jitted training step, prediction, evaluation, `NeuralNetwork`.
+* `jaxdl.exercise`: the exercise's own object API (``layer.forward``/``backward``,
+  ``calculate_update``, ``NeuralNetwork.append_layer``...) as a thin stateful facade over the
+  core, and ``python -m jaxdl.exercise scaffold DIR`` for running the course's test file.
+  Import it explicitly: it turns on float64 (``jax_enable_x64``), so ``import jaxdl`` does not.
 """
 
 from jaxdl.core import Layer, Serial, count_params, output_shape

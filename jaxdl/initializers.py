@@ -45,16 +45,22 @@ class UniformRandom:
 class Xavier:
     """Glorot normal: N(0, sigma^2) with sigma = sqrt(2 / (fan_in + fan_out))."""
 
+    def stddev(self, fan_in, fan_out) -> float:
+        """sigma = sqrt(2 / (fan_in + fan_out)), for drawing the same distribution elsewhere."""
+        return math.sqrt(2.0 / (fan_in + fan_out))
+
     def __call__(self, key, shape, fan_in, fan_out, dtype=jnp.float32):
-        sigma = math.sqrt(2.0 / (fan_in + fan_out))
-        return sigma * jax.random.normal(key, shape, dtype)
+        return self.stddev(fan_in, fan_out) * jax.random.normal(key, shape, dtype)
 
 
 @dataclasses.dataclass(frozen=True)
 class He:
     """He (Kaiming) normal: N(0, sigma^2) with sigma = sqrt(2 / fan_in), for ReLU networks."""
 
-    def __call__(self, key, shape, fan_in, fan_out=None, dtype=jnp.float32):
+    def stddev(self, fan_in, fan_out=None) -> float:
+        """sigma = sqrt(2 / fan_in), for drawing the same distribution elsewhere."""
         del fan_out
-        sigma = math.sqrt(2.0 / fan_in)
-        return sigma * jax.random.normal(key, shape, dtype)
+        return math.sqrt(2.0 / fan_in)
+
+    def __call__(self, key, shape, fan_in, fan_out=None, dtype=jnp.float32):
+        return self.stddev(fan_in, fan_out) * jax.random.normal(key, shape, dtype)

@@ -63,3 +63,17 @@ def random_one_hot(batch_size, categories):
     for i in range(batch_size):
         labels[i, np.random.randint(0, categories)] = 1
     return labels
+
+
+class RecordingInitializer:
+    """The course's FullyConnected TestInitializer: records the fans, rows 0 and 1 set to 1 and 2."""
+
+    def __init__(self):
+        self.fan_in = self.fan_out = None
+
+    def initialize(self, shape, fan_in, fan_out):
+        self.fan_in, self.fan_out = fan_in, fan_out
+        weights = np.zeros(shape)
+        weights[0] = 1
+        weights[1] = 2
+        return weights

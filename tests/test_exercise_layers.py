@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from scipy.ndimage import gaussian_filter
 
-from exercise_course import L2Loss, course_modules, random_one_hot
+from exercise_course import L2Loss, RecordingInitializer, course_modules, random_one_hot
 
 # Filled by the `course` fixture with the scaffolded modules (Layers/*, Optimization/*).
 FullyConnected = ReLU = TanH = Sigmoid = SoftMax = Flatten = Conv = Pooling = None
@@ -42,20 +42,6 @@ def assert_update_grows(layer, input_tensor):
 
 
 # 5.1 -------------------------------------------------------------------------------------
-class RecordingInitializer:
-    """The course's FullyConnected TestInitializer: rows 0 and 1 set to 1 and 2."""
-
-    def __init__(self):
-        self.fan_in = self.fan_out = None
-
-    def initialize(self, shape, fan_in, fan_out):
-        self.fan_in, self.fan_out = fan_in, fan_out
-        weights = np.zeros(shape)
-        weights[0] = 1
-        weights[1] = 2
-        return weights
-
-
 class TestFullyConnected:
     batch_size, input_size, output_size, categories = 9, 4, 3, 4
 
@@ -113,6 +99,16 @@ class TestFullyConnected:
         assert np.sum(layer.weights) - expected <= 1e-5
         assert layer.weights.shape == (self.input_size + 1, 10)
         assert np.sum(layer.weights) == pytest.approx(35, abs=1e-12)
+
+    def test_weights_setter_splits_the_bias_row_and_rejects_other_shapes(self):
+        layer = FullyConnected.FullyConnected(self.input_size, self.output_size)
+        weights = np.random.rand(self.input_size + 1, self.output_size)
+        layer.weights = weights
+        np.testing.assert_array_equal(layer.weights, weights)
+        np.testing.assert_allclose(layer.forward(self.input_tensor),
+                                   self.input_tensor @ weights[:-1] + weights[-1], rtol=1e-12)
+        with pytest.raises(ValueError, match="bias as last row"):
+            layer.weights = weights.T
 
     def test_no_update_without_optimizer(self):
         layer = FullyConnected.FullyConnected(self.input_size, self.output_size)
@@ -327,6 +323,14 @@ class TestOptimizers:
         assert isinstance(result, np.ndarray) and result.shape == (2, 3)
         np.testing.assert_array_equal(result, 0.5)
 
+    def test_invalid_hyperparameters_fail_at_construction(self):
+        with pytest.raises(ValueError, match="learning_rate"):
+            Optimizers.Sgd(0)
+        with pytest.raises(ValueError, match="momentum"):
+            Optimizers.SgdWithMomentum(1e-3, 1.5)
+        with pytest.raises(ValueError, match="beta2"):
+            Optimizers.Adam(1e-3, 0.9, 1.0)
+
     def test_state_is_per_instance(self):
         first, second = Optimizers.SgdWithMomentum(1., 0.9), Optimizers.SgdWithMomentum(1., 0.9)
         first.calculate_update(1., 1.)
@@ -379,6 +383,14 @@ class TestInitializers:
 
     def test_constant(self):
         np.testing.assert_array_equal(Initializers.Constant().initialize((2, 3), 3, 2), np.full((2, 3), 0.1))
+
+    def test_core_stddev_is_the_drawn_scale(self):
+        import jax
+        from jaxdl import initializers
+        assert initializers.He().stddev(400, 300) == pytest.approx(np.sqrt(2 / 400), rel=1e-15)
+        assert initializers.Xavier().stddev(400, 300) == pytest.approx(np.sqrt(2 / 700), rel=1e-15)
+        draws = initializers.He()(jax.random.key(0), (400, 400), 400, 400, np.float64)
+        assert np.std(np.asarray(draws)) == pytest.approx(initializers.He().stddev(400), rel=0.01)
 
     def test_seeded_numpy_generator_reproduces(self):
         np.random.seed(7)
@@ -497,6 +509,13 @@ class TestConv:
         conv = Conv.Conv([2], (3, 3), self.num_kernels)
         output = conv.forward(np.array(range(3 * 15 * self.batch_size), dtype=float).reshape((self.batch_size, 3, 15)))
         assert output.shape == (self.batch_size, self.num_kernels, 8)
+
+    def test_1D_with_a_2D_stride_uses_its_first_entry(self):  # noqa: N802
+        input_tensor = np.random.rand(self.batch_size, 3, 15)
+        reference = Conv.Conv([2], (3, 3), self.num_kernels)
+        conv = Conv.Conv((2, 2), (3, 3), self.num_kernels)
+        conv.weights, conv.bias = reference.weights, reference.bias
+        np.testing.assert_array_equal(conv.forward(input_tensor), reference.forward(input_tensor))
 
     def test_backward_size(self):
         conv = Conv.Conv((1, 1), self.kernel_shape, self.num_kernels)
@@ -637,3 +656,32 @@ class TestPooling:
         expected = np.zeros_like(input_tensor)
         expected[:, :, 1::2, 1::2] = 1
         np.testing.assert_array_equal(error, expected)
+
+
+# Compilation: once per layer configuration and shape, never per call or per instance ------
+def test_no_recompilation_per_call_or_instance():
+    from jaxdl.exercise import _engine
+    if not hasattr(_engine.forward_with_vjp, "_cache_size"):
+        pytest.skip("this jax version does not expose jit cache sizes")
+    jitted = (_engine.forward_with_vjp, _engine.forward, _engine.backward, _engine.backward_and_update)
+    x = np.random.rand(6, 5)
+
+    def run():
+        fc = FullyConnected.FullyConnected(5, 4)
+        fc.optimizer = Optimizers.Adam(1e-3, 0.9, 0.999)
+        layers = [fc, ReLU.ReLU(), SoftMax.SoftMax()]
+        h = x
+        for layer in layers:
+            h = layer.forward(h)
+        error = np.random.rand(*h.shape)
+        for layer in reversed(layers):
+            error = layer.backward(error)
+        layers[0].testing_phase = True
+        layers[0].forward(np.random.rand(6, 5))
+
+    run()
+    run()
+    sizes = [f._cache_size() for f in jitted]
+    for _ in range(3):
+        run()
+    assert [f._cache_size() for f in jitted] == sizes

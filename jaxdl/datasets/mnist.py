@@ -239,7 +239,8 @@ def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
 
     Raises:
         FileNotFoundError: when a file is missing from ``data_dir`` (nothing is downloaded).
-        tfds.download.NonMatchingChecksumError: when a file is not the canonical one.
+        tensorflow_datasets.core.download.download_manager.NonMatchingChecksumError: when a
+            file is not the canonical one.
     """
     cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
     source_dir = None if download else pathlib.Path(data_dir or BUNDLED_DATA_DIR).expanduser()

@@ -10,6 +10,9 @@ Conventions:
   run resumed at epoch ``e`` sees exactly the batches of an unbroken run.
 * Training batches drop the last incomplete batch (every step has the same shape, so the
   jitted step compiles once); evaluation batches keep it.
+* Augmentation (optional, training only): `random_shift` moves each image by up to
+  ``max_shift`` pixels along each axis, filling with 0 (the background), drawing from
+  ``np.random.default_rng([seed, epoch, 1])`` (`epoch_augmentation_rng`): reproducible too.
 * `prefetch` builds the next batches in a background thread while the caller (the
   accelerator) works on the current one.
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -40,6 +43,27 @@ def epoch_order(num_examples: int, *, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
 
 
+def epoch_augmentation_rng(*, seed: int, epoch: int) -> np.random.Generator:
+    """The generator `random_shift` draws from in ``epoch`` of a run with ``seed``."""
+    return np.random.default_rng([int(seed), int(epoch), 1])
+
+
+def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Translates each uint8 (n, rows, cols) image by dy, dx uniform in [-max_shift, max_shift].
+
+    Pixels shifted in from outside are 0. ``max_shift=0`` returns the images unchanged.
+    """
+    if max_shift == 0:
+        return images
+    n, rows, cols = images.shape
+    padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))
+    dy = rng.integers(0, 2 * max_shift + 1, n)
+    dx = rng.integers(0, 2 * max_shift + 1, n)
+    row_index = (dy[:, None] + np.arange(rows))[:, :, None]
+    col_index = (dx[:, None] + np.arange(cols))[:, None, :]
+    return padded[np.arange(n)[:, None, None], row_index, col_index]
+
+
 def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool) -> int:
     """How many batches `batches` yields."""
     full, rest = divmod(num_examples, batch_size)
@@ -47,7 +71,8 @@ def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool) -> 
 
 
 def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, order: np.ndarray | None = None,
-            drop_remainder: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            drop_remainder: bool = False, transform: Callable[[np.ndarray], np.ndarray] | None = None,
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields (x float32 (b, 1, rows, cols) in [0, 1], labels int32 (b,)) batches.
 
     Args:
@@ -56,6 +81,7 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, order: n
         batch_size: examples per batch.
         order: the example indices to visit (e.g. `epoch_order`); default 0..n-1.
         drop_remainder: skip the last batch if it has fewer than ``batch_size`` examples.
+        transform: applied to each batch of uint8 images before scaling (augmentation).
     """
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}.")
@@ -64,7 +90,8 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, order: n
     order = np.arange(len(labels)) if order is None else np.asarray(order)
     for b in range(num_batches(len(order), batch_size, drop_remainder=drop_remainder)):
         index = order[b * batch_size:(b + 1) * batch_size]
-        yield scale_images(images[index]), np.asarray(labels[index], np.int32)
+        batch = images[index] if transform is None else transform(images[index])
+        yield scale_images(batch), np.asarray(labels[index], np.int32)
 
 
 class prefetch:  # noqa: N801 (used like a function)

@@ -10,7 +10,8 @@ The classes have the exercise's names, constructors, members and conventions
 (``forward``/``backward`` on NumPy arrays, ``weights``/``gradient_weights`` properties,
 ``calculate_update``, ``testing_phase``), and delegate every computation to the core:
 a layer's forward is the core layer's jitted ``apply`` under `jax.vjp`, backward applies the
-stored VJP, optimizers are the core optax optimizers with their state held per object.
+stored VJP, optimizers are the core optax optimizers with their state held per object, and
+`NeuralNetwork.train` composes the same functions into one compiled call per iteration.
 
 Modules (each mirrors one file of the exercise):
 
@@ -31,6 +32,7 @@ the regularizer shrinks every tensor an optimizer updates (biases included, as i
 exercise).
 
 Example:
+    >>> import numpy as np
     >>> from jaxdl.exercise import FullyConnected, Sgd
     >>> layer = FullyConnected(4, 3)
     >>> layer.optimizer = Sgd(1e-2)

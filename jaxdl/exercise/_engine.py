@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxdl.core import Layer
@@ -24,9 +25,32 @@ from jaxdl.layers.dropout import apply_dropout_mask
 DTYPE = jnp.float64
 
 
-def as_array(x) -> jax.Array:
-    """``x`` as a float64 jax array (NumPy arrays, Python floats, jax arrays)."""
-    return jnp.asarray(x, DTYPE)
+def as_array(x):
+    """``x`` as a float64 array to pass to a jitted function.
+
+    A float64 jax array is returned as it is; anything else becomes a NumPy float64 array
+    (no copy if it already is one): `jax.jit` takes NumPy arguments faster than
+    `jnp.asarray` converts them.
+    """
+    if isinstance(x, jax.Array):
+        return x if x.dtype == DTYPE else x.astype(DTYPE)
+    return np.asarray(x, dtype=np.float64)
+
+
+def to_device(x) -> jax.Array:
+    """``x`` as a float64 jax array (for parameters, which are passed to every call)."""
+    return jnp.asarray(as_array(x))
+
+
+def select_regularized(selector, params):
+    """The part of a layer's ``params`` its regularization loss covers.
+
+    ``selector`` is the layer's ``_regularized``: None (nothing), "all" (every param) or the
+    key of one param (Conv: "weights", not the bias).
+    """
+    if selector is None:
+        return None
+    return params if selector == "all" else params[selector]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +103,45 @@ def backward_and_update(vjp, error, optimizer, opt_state, params):
     grads, dx = vjp(error.astype(DTYPE))
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return grads, dx, optax.apply_updates(params, updates), opt_state
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def train_step(fns, optimizers, regularizers, loss_fn, params, extras, opt_states, x, labels):
+    """One fused training iteration of a network of facade layers.
+
+    The layer-by-layer path (each layer's forward, the loss, each layer's backward and
+    optimizer step) in one compiled call: the same functions, composed.
+
+    Args:
+        fns: each layer's ``fn`` (from its ``_call``), static.
+        optimizers: each layer's core optimizer, or None (no update), static.
+        regularizers: each layer's (core regularizer, selector) or None, static; the
+            regularization loss is the norm of the selected params before the update.
+        loss_fn: ``loss_fn(prediction, labels) -> scalar``, static.
+        params, extras, opt_states: per layer (opt_state None where the optimizer is).
+        x, labels: the batch.
+
+    Returns:
+        (loss incl. regularization, per-layer new state, per-layer params gradients,
+        per-layer new params, per-layer new optimizer states).
+    """
+
+    def objective(params):
+        h, new_states = x, []
+        for fn, p, extra in zip(fns, params, extras):
+            h, new_state = fn(p, h, extra)
+            new_states.append(new_state)
+        return loss_fn(h, labels), new_states
+
+    (data_loss, new_states), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    regularization = jnp.zeros((), data_loss.dtype)
+    for p, entry in zip(params, regularizers):
+        if entry is not None:
+            regularizer, selector = entry
+            regularization = regularization + regularizer.norm(select_regularized(selector, p))
+    new_params, new_opt_states = list(params), list(opt_states)
+    for i, optimizer in enumerate(optimizers):
+        if optimizer is not None:
+            updates, new_opt_states[i] = optimizer.update(grads[i], opt_states[i], params[i])
+            new_params[i] = optax.apply_updates(params[i], updates)
+    return data_loss + regularization, new_states, grads, new_params, new_opt_states

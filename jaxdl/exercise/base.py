@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 from jaxdl.exercise import _engine
-from jaxdl.exercise._engine import as_array
+from jaxdl.exercise._engine import as_array, select_regularized, to_device
+from jaxdl.exercise.initializers import UniformRandom
 from jaxdl.exercise.optimizers import Optimizer
 
 __all__ = ["BaseLayer", "FunctionalLayer"]
@@ -45,32 +46,49 @@ def _reshaped(name, value, shape, strict=True) -> jax.Array:
     """``value`` as a float64 array of ``shape`` (any array of the same size is accepted).
 
     With ``strict=False`` an array of another size is kept as it is (the exercise's layers
-    store whatever an initializer returns; a later forward reports the mismatch).
+    store whatever an initializer returns; a later forward reports the mismatch). The
+    reshape happens in NumPy: no jax operation is compiled for a new shape.
     """
-    array = as_array(value)
+    array = np.asarray(value, dtype=np.float64)
     if array.size != int(np.prod(shape)):
         if not strict:
-            return array
+            return to_device(array)
         raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {tuple(array.shape)}.")
-    return array.reshape(shape)
+    return to_device(array.reshape(shape))
 
 
 class FunctionalLayer(BaseLayer):
     """A facade layer over the core layer ``core`` with params ``_params`` and state ``_state``.
 
-    Subclasses set ``trainable``, create the params, and may override `_call` (what function
-    to run and with which extra argument) and `_after_forward`.
+    Subclasses set ``trainable``, create the params (or pass ``params=None`` to draw them
+    with ``initialize(UniformRandom(), UniformRandom())`` on first use), and may override
+    `_call` (what function to run and with which extra argument) and `_after_forward`.
     """
 
     def __init__(self, core, params=None, state=None):
         super().__init__()
         self._core = core
-        self._params = params if params is not None else {}
+        self._params = params
         self._state = state if state is not None else {}
         self._optimizer = None
         self._gradients = None
         self._vjp = None
         self._saved = None
+
+    # -- params, drawn lazily when the constructor deferred them ----------------------------
+    @property
+    def _params(self):
+        params = self.__dict__["_param_values"]
+        if params is None:
+            # The exercise's constructors draw U[0, 1) weights; drawing them on first use
+            # saves a large layer that is initialized right away (the usual case) one draw.
+            self.initialize(UniformRandom(), UniformRandom())
+            params = self.__dict__["_param_values"]
+        return params
+
+    @_params.setter
+    def _params(self, value):
+        self.__dict__["_param_values"] = value
 
     # -- the two calls of the exercise ------------------------------------------------------
     def _call(self, x):
@@ -144,12 +162,15 @@ class FunctionalLayer(BaseLayer):
         for (path, w), g in zip(leaves, grad_leaves):
             key = jax.tree_util.keystr(path)
             step = copies.setdefault(key, copy.deepcopy(optimizer))
-            updated.append(as_array(step.calculate_update(np.array(w), np.array(g))).reshape(w.shape))
+            updated.append(to_device(np.reshape(step.calculate_update(np.array(w), np.array(g)), w.shape)))
         return jax.tree.unflatten(treedef, updated)
 
+    #: What the regularization loss covers (the exercise's ``weights``): None (nothing),
+    #: "all" (every param) or the key of one param.
+    _regularized = None
+
     def _regularized_params(self):
-        """What the regularization loss covers (the exercise's ``weights``); None: nothing."""
-        return None
+        return select_regularized(self._regularized, self._params)
 
     def _regularization_loss_array(self):
         params = self._regularized_params()

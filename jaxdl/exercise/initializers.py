@@ -1,8 +1,9 @@
 """The exercise's ``Layers/Initializers.py``: ``initialize(weights_shape, fan_in, fan_out)``.
 
-Each class wraps the `jaxdl.initializers` callable of the same name and returns a NumPy
-float64 array. The random ones draw their `jax.random` key from NumPy's global generator,
-so ``np.random.seed(...)`` makes them reproducible, as in the exercise.
+Each class draws the distribution of the `jaxdl.initializers` class of the same name (its
+bounds and its ``stddev``) with NumPy's global generator and returns a NumPy float64 array,
+so ``np.random.seed(...)`` makes it reproducible, as in the exercise, and a new shape costs
+no compilation.
 
 * ``Constant(value=0.1)``: every entry ``value``.
 * ``UniformRandom()``: U[0, 1).
@@ -15,62 +16,59 @@ Example:
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from jaxdl import initializers as core
-from jaxdl.exercise._engine import DTYPE
 
 __all__ = ["Constant", "UniformRandom", "Xavier", "He"]
 
 
-def numpy_seeded_key() -> jax.Array:
-    """A `jax.random` key drawn from NumPy's global generator (reproducible by np.random.seed)."""
-    return jax.random.key(np.random.randint(0, 2**31 - 1))
+def _shape(weights_shape) -> tuple[int, ...]:
+    return tuple(int(s) for s in np.atleast_1d(weights_shape))
 
 
-class _Initializer:
-    def _core(self):
-        raise NotImplementedError
-
-    def initialize(self, weights_shape, fan_in, fan_out) -> np.ndarray:
-        """An array of ``weights_shape``; fans as the calling layer defines them."""
-        shape = tuple(int(s) for s in weights_shape)
-        return np.array(self._core()(numpy_seeded_key(), shape, fan_in, fan_out, DTYPE))
-
-    def __repr__(self):
-        return f"{type(self).__name__}()"
-
-
-class Constant(_Initializer):
+class Constant:
     """Every entry is ``value`` (default 0.1)."""
 
     def __init__(self, value=0.1):
         self.value = value
 
-    def _core(self):
-        return core.Constant(float(self.value))
+    def initialize(self, weights_shape, fan_in=None, fan_out=None) -> np.ndarray:
+        return np.full(_shape(weights_shape), float(self.value))
 
     def __repr__(self):
         return f"Constant({self.value!r})"
 
 
-class UniformRandom(_Initializer):
-    """Uniform on [0, 1)."""
+class UniformRandom:
+    """Uniform on [0, 1) (`jaxdl.initializers.UniformRandom`'s default bounds)."""
 
-    def _core(self):
-        return core.UniformRandom()
+    def initialize(self, weights_shape, fan_in=None, fan_out=None) -> np.ndarray:
+        bounds = core.UniformRandom()
+        return np.random.uniform(bounds.minval, bounds.maxval, _shape(weights_shape))
+
+    def __repr__(self):
+        return "UniformRandom()"
 
 
-class Xavier(_Initializer):
+class _Normal:
+    _core: type
+
+    def initialize(self, weights_shape, fan_in, fan_out) -> np.ndarray:
+        sigma = self._core().stddev(fan_in, fan_out)
+        return np.random.normal(0.0, sigma, _shape(weights_shape))
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Xavier(_Normal):
     """Glorot normal: sigma = sqrt(2 / (fan_in + fan_out))."""
 
-    def _core(self):
-        return core.Xavier()
+    _core = core.Xavier
 
 
-class He(_Initializer):
+class He(_Normal):
     """He normal: sigma = sqrt(2 / fan_in)."""
 
-    def _core(self):
-        return core.He()
+    _core = core.He

@@ -28,9 +28,10 @@ import numpy as np
 
 from jaxdl import layers as core
 from jaxdl.exercise import _engine
-from jaxdl.exercise._engine import DTYPE, as_array
+from jaxdl.exercise._engine import DTYPE, to_device
 from jaxdl.exercise.base import BaseLayer, FunctionalLayer, _reshaped
 from jaxdl.exercise.initializers import Constant, He, UniformRandom, Xavier
+from jaxdl.exercise.recurrent import LSTM, RNN
 
 __all__ = [
     "BaseLayer", "FullyConnected", "ReLU", "SoftMax", "Flatten", "TanH", "Sigmoid", "Conv",
@@ -42,16 +43,16 @@ __all__ = [
 class FullyConnected(FunctionalLayer):
     """y = [x, 1] @ weights, with ``weights`` of shape (input_size + 1, output_size).
 
-    Constructed with U[0, 1) weights and bias; `initialize` replaces them (weight rows from
-    ``weights_initializer.initialize((input_size, output_size), input_size, output_size)``,
-    the bias row from ``bias_initializer.initialize((1, output_size), ...)``).
+    Constructed with U[0, 1) weights and bias (drawn on first use). `initialize` replaces
+    them: the weight rows from ``weights_initializer.initialize((input_size, output_size),
+    input_size, output_size)``, the bias row from ``bias_initializer.initialize((1,
+    output_size), input_size, output_size)``.
     """
 
     def __init__(self, input_size, output_size):
         super().__init__(core.FullyConnected(int(output_size)))
         self.trainable = True
         self.input_size, self.output_size = int(input_size), int(output_size)
-        self.initialize(UniformRandom(), UniformRandom())
 
     def initialize(self, weights_initializer, bias_initializer) -> None:
         fans = (self.input_size, self.output_size)
@@ -69,58 +70,62 @@ class FullyConnected(FunctionalLayer):
 
     @weights.setter
     def weights(self, value):
-        value = _reshaped("FullyConnected.weights", value, (self.input_size + 1, self.output_size))
-        self._params = {"weights": value[:-1], "bias": value[-1]}
+        value = np.asarray(value, dtype=np.float64)
+        shape = (self.input_size + 1, self.output_size)
+        if value.shape != shape:  # a transposed matrix must not be silently reshaped
+            raise ValueError(
+                f"FullyConnected.weights must have shape (input_size + 1, output_size) = {shape} "
+                f"(bias as last row), got shape {value.shape}.")
+        self._params = {"weights": to_device(value[:-1]), "bias": to_device(value[-1])}
 
     @property
     def gradient_weights(self) -> np.ndarray:
         """The gradient of the last backward w.r.t. `weights` (same shape)."""
         return np.concatenate([self._gradient("weights"), self._gradient("bias")[None]])
 
-    def _regularized_params(self):
-        return self._params  # norm(weights) with the bias row: the sum over both leaves
+    _regularized = "all"  # norm(weights) with the bias row: the sum over both leaves
 
 
 class ReLU(FunctionalLayer):
     """max(0, x); backward passes the error where the input was > 0."""
 
     def __init__(self):
-        super().__init__(core.ReLU())
+        super().__init__(core.ReLU(), {})
 
 
 class TanH(FunctionalLayer):
     """tanh(x); backward multiplies by 1 - tanh(x)^2."""
 
     def __init__(self):
-        super().__init__(core.TanH())
+        super().__init__(core.TanH(), {})
 
 
 class Sigmoid(FunctionalLayer):
     """1 / (1 + exp(-x)); backward multiplies by f (1 - f)."""
 
     def __init__(self):
-        super().__init__(core.Sigmoid())
+        super().__init__(core.Sigmoid(), {})
 
 
 class SoftMax(FunctionalLayer):
     """Row-wise softmax over (batch, classes), max-shifted; backward y * (E - sum(E * y))."""
 
     def __init__(self):
-        super().__init__(core.SoftMax())
+        super().__init__(core.SoftMax(), {})
 
 
 class Flatten(FunctionalLayer):
     """(batch, ...) -> (batch, prod(...)) in C order; backward reshapes back."""
 
     def __init__(self):
-        super().__init__(core.Flatten())
+        super().__init__(core.Flatten(), {})
 
 
 class Pooling(FunctionalLayer):
     """2-D max pooling, "valid": out = floor((in - pool) / stride) + 1 per spatial axis."""
 
     def __init__(self, stride_shape, pooling_shape):
-        super().__init__(core.Pooling(_int_tuple(pooling_shape), _int_tuple(stride_shape)))
+        super().__init__(core.Pooling(_int_tuple(pooling_shape), _int_tuple(stride_shape)), {})
         self.stride_shape, self.pooling_shape = stride_shape, pooling_shape
 
 
@@ -132,21 +137,24 @@ class Conv(FunctionalLayer):
     """Cross-correlation with "same" zero padding and stride, plus bias.
 
     Args:
-        stride_shape: an int, (s,) or (sy, sx).
+        stride_shape: an int, (s,) or (sy, sx) (for a 1-D kernel only the first entry counts).
         convolution_shape: (c, m) for 1-D input (batch, c, y) or (c, m, n) for 2-D input
             (batch, c, y, x).
         num_kernels: the number of output channels k.
 
-    ``weights`` (k, c, m[, n]) and ``bias`` (k,), both U[0, 1) after construction.
+    ``weights`` (k, c, m[, n]) and ``bias`` (k,), both U[0, 1) after construction (drawn on
+    first use).
     `initialize` uses fan_in = c*m*n and fan_out = k*m*n.
     """
 
     def __init__(self, stride_shape, convolution_shape, num_kernels):
         shape = _int_tuple(convolution_shape)
         self.stride_shape, self.convolution_shape, self.num_kernels = stride_shape, shape, int(num_kernels)
-        super().__init__(core.Conv(self.num_kernels, shape[1:], stride=_int_tuple(stride_shape)))
+        stride = _int_tuple(stride_shape)
+        if len(stride) > len(shape) - 1:  # e.g. (1, 1) for a 1-D kernel: the first entries count
+            stride = stride[:len(shape) - 1]
+        super().__init__(core.Conv(self.num_kernels, shape[1:], stride=stride))
         self.trainable = True
-        self.initialize(UniformRandom(), UniformRandom())
 
     @property
     def _weights_shape(self):
@@ -188,8 +196,7 @@ class Conv(FunctionalLayer):
     def gradient_bias(self) -> np.ndarray:
         return self._gradient("bias")
 
-    def _regularized_params(self):
-        return self._params["weights"]  # the exercise's norm(weights): not the bias
+    _regularized = "weights"  # the exercise's norm(weights): not the bias
 
 
 class Dropout(FunctionalLayer):
@@ -205,7 +212,7 @@ class Dropout(FunctionalLayer):
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"Dropout: probability (the fraction kept) must be in [0, 1], got {probability!r}.")
         self.probability = probability
-        super().__init__(core.Dropout(1.0 - float(probability)))
+        super().__init__(core.Dropout(1.0 - float(probability)), {})
 
     def _call(self, x):
         if self.testing_phase:
@@ -287,6 +294,3 @@ class BatchNormalization(FunctionalLayer):
     @property
     def running_var(self) -> np.ndarray:
         return np.array(self._state["var"])
-
-
-from jaxdl.exercise.recurrent import LSTM, RNN  # noqa: E402 (uses FunctionalLayer above)

@@ -1,25 +1,29 @@
 """The exercise's ``NeuralNetwork.py``: `NeuralNetwork`, `save` and `load`.
 
 The network strings facade layers together as the exercise does (a list of layers, a data
-layer, a loss layer) and keeps their outputs as jax arrays between layers, so a training
-iteration costs one compiled call per layer and direction, and one host synchronisation
-(the scalar loss). Layers written by the user (with NumPy ``forward``/``backward``) can be
-mixed in; they receive NumPy arrays.
+layer, a loss layer) and keeps their outputs as jax arrays between layers. `NeuralNetwork.train`
+runs each iteration as one compiled call when it can (see there). Layers written by the
+user (with NumPy ``forward``/``backward``) can be mixed in; they receive NumPy arrays.
 
-`save`/`load` use pickle, as the exercise does. Unpickling runs code chosen by whoever wrote
-the file: load only files you wrote yourself. For portable checkpoints use the functional
-API (`jaxdl.checkpoint`).
+`save`/`load` use pickle (`jaxdl.checkpoint.save`/`load`), as the exercise does.
+Unpickling runs code chosen by whoever wrote the file: load only files you wrote yourself.
+For safe, portable checkpoints use the functional API (`jaxdl.checkpoint.save_checkpoint`).
 """
 
 from __future__ import annotations
 
 import copy
-import pickle
 
+import jax
 import numpy as np
 
+from jaxdl import checkpoint
+from jaxdl.exercise import _engine
+from jaxdl.exercise._engine import DTYPE, as_array
 from jaxdl.exercise.base import FunctionalLayer
 from jaxdl.exercise.loss import CrossEntropyLoss
+from jaxdl.exercise.loss import _loss as cross_entropy_loss
+from jaxdl.exercise.optimizers import Optimizer
 
 __all__ = ["NeuralNetwork", "save", "load"]
 
@@ -119,11 +123,81 @@ class NeuralNetwork:
             error = _backward(layer, error)
 
     def train(self, iterations) -> None:
-        """``iterations`` times forward (its loss appended to `loss`) and backward, training phase."""
+        """``iterations`` times forward (its loss appended to `loss`) and backward, training phase.
+
+        When every layer is a `jaxdl.exercise` layer (with a `jaxdl.exercise` optimizer or
+        none) and the loss is `CrossEntropyLoss`, each iteration runs as one compiled call
+        (`jaxdl.exercise._engine.train_step`): the same functions as forward + backward,
+        composed, with the same results (dropout masks still drawn from NumPy's global
+        generator in layer order). Otherwise it calls `forward` and `backward`.
+        """
         self.phase = "train"
+        if not self._fusable():
+            for _ in range(int(iterations)):
+                self.loss.append(self.forward())
+                self.backward()
+            return
+        losses = []
         for _ in range(int(iterations)):
-            self.loss.append(self.forward())
-            self.backward()
+            x, self._label_tensor = self.data_layer.next()
+            losses.append(self._fused_iteration(as_array(x), as_array(self._label_tensor)))
+        # One transfer at the end: the iterations are dispatched without waiting for each loss.
+        self.loss.extend(float(loss) for loss in jax.device_get(losses))
+
+    def _fusable(self) -> bool:
+        if type(self.loss_layer) is not CrossEntropyLoss:
+            return False
+        for layer in self.layers:
+            if not isinstance(layer, FunctionalLayer):
+                return False
+            optimizer = layer._optimizer if layer.trainable else None
+            if optimizer is not None and not isinstance(optimizer, Optimizer):
+                return False
+        return True
+
+    def _input_shapes(self, shape) -> list:
+        """The input shape of every layer for a network input of ``shape`` (cached)."""
+        signature = (tuple(shape), tuple((id(layer), layer._core) for layer in self.layers))
+        cached = self.__dict__.get("_shapes")
+        if cached is None or cached[0] != signature:
+            shapes, h = [], jax.ShapeDtypeStruct(tuple(shape), DTYPE)
+            for layer in self.layers:
+                shapes.append(h)
+                h = jax.eval_shape(lambda p, s, x, core=layer._core: core.apply(p, s, x, train=False)[0],
+                                   layer._params, layer._state, h)
+            self._shapes = cached = (signature, shapes)
+        return cached[1]
+
+    def _fused_iteration(self, x, labels):
+        fns, extras, params, optimizers, opt_states, regularizers = [], [], [], [], [], []
+        for layer, shape in zip(self.layers, self._input_shapes(x.shape)):
+            fn, extra = layer._call(shape)  # draws dropout masks in layer order
+            fns.append(fn)
+            extras.append(extra)
+            params.append(layer._params)
+            optimizer = layer._optimizer if layer.trainable else None
+            if optimizer is None:
+                optimizers.append(None)
+                opt_states.append(None)
+            else:
+                core, opt_state = optimizer._prepared_state(layer._params)
+                optimizers.append(core)
+                opt_states.append(opt_state)
+            regularizer = getattr(layer._optimizer, "regularizer", None)
+            if regularizer is None or layer._regularized is None:
+                regularizers.append(None)
+            else:
+                regularizers.append((regularizer.core, layer._regularized))
+        loss, new_states, grads, new_params, new_opt_states = _engine.train_step(
+            tuple(fns), tuple(optimizers), tuple(regularizers), cross_entropy_loss,
+            params, extras, opt_states, x, labels)
+        for i, layer in enumerate(self.layers):
+            layer._after_forward(new_states[i])
+            layer._gradients, layer._params = grads[i], new_params[i]
+            layer._vjp = layer._saved = None
+            if optimizers[i] is not None:
+                layer._optimizer._opt_state = new_opt_states[i]
+        return loss
 
     def test(self, input_tensor) -> np.ndarray:
         """The last layer's output for ``input_tensor``, with every layer in the testing phase."""
@@ -131,11 +205,15 @@ class NeuralNetwork:
         x = input_tensor
         for layer in self.layers:
             x = _forward(layer, x)
+        for layer in self.layers:
+            if isinstance(layer, FunctionalLayer):
+                layer._saved = None  # do not keep every layer's input of a large test set alive
         return np.array(x)
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["data_layer"] = None  # holds generators and datasets; load() re-attaches one
+        state.pop("_shapes", None)
         return state
 
     def __setstate__(self, state):
@@ -144,17 +222,15 @@ class NeuralNetwork:
 
 
 def save(filename, net) -> None:
-    """Pickles ``net`` (without its data layer) to ``filename``."""
-    with open(filename, "wb") as f:
-        pickle.dump(net, f)
+    """Pickles ``net`` (without its data layer) to ``filename`` (`jaxdl.checkpoint.save`)."""
+    checkpoint.save(filename, net)
 
 
 def load(filename, data_layer) -> NeuralNetwork:
     """Unpickles a network saved by `save` and attaches ``data_layer``.
 
-    Unpickling can run arbitrary code: load only files you trust.
+    Unpickling can run arbitrary code: load only files you wrote yourself.
     """
-    with open(filename, "rb") as f:
-        net = pickle.load(f)
+    net = checkpoint.load(filename)
     net.data_layer = data_layer
     return net

@@ -44,8 +44,8 @@ def _step(optimizer, opt_state, params, grads):
 
 
 def _signature(tree) -> tuple:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return tuple((jax.tree_util.keystr(path), np.shape(leaf)) for path, leaf in leaves)
+    leaves, treedef = jax.tree.flatten(tree)
+    return str(treedef), tuple(np.shape(leaf) for leaf in leaves)
 
 
 class Optimizer:
@@ -105,6 +105,7 @@ class Sgd(Optimizer):
     def __init__(self, learning_rate):
         super().__init__()
         self.learning_rate = learning_rate
+        _ = self.core  # builds (and so validates) the core optimizer now
 
     def _hyperparameters(self):
         return (float(self.learning_rate),)
@@ -117,6 +118,7 @@ class SgdWithMomentum(Optimizer):
         super().__init__()
         self.learning_rate = learning_rate
         self.momentum_rate = momentum_rate
+        _ = self.core  # builds (and so validates) the core optimizer now
 
     def _hyperparameters(self):
         return (float(self.learning_rate), float(self.momentum_rate))
@@ -130,6 +132,7 @@ class Adam(Optimizer):
         self.learning_rate = learning_rate
         self.mu = mu
         self.rho = rho
+        _ = self.core  # builds (and so validates) the core optimizer now
 
     def _hyperparameters(self):
         return (float(self.learning_rate), float(self.mu), float(self.rho))

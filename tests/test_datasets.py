@@ -1,0 +1,348 @@
+"""jaxdl.datasets: the TensorFlow-free tfds MNIST builder and the input pipeline.
+
+No test reads the 60,000 real images: the builder is exercised on tiny IDX files written
+here (prepared with ``verify_checksums=False``), and checksum verification is checked
+against tfds's registered hashes, the bundled SHA256SUMS and the small label files.
+"""
+
+import gzip
+import hashlib
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+from jaxdl.datasets import mnist, pipeline
+from jaxdl.datasets.mnist import MNIST_FILES, Split
+
+tfds.disable_progress_bar()
+
+
+# ----------------------------------------------------------------------------------------
+# Fixtures: tiny MNIST-format files, no network.
+
+
+def write_idx_images(path, images):
+    images = np.asarray(images, np.uint8)
+    with gzip.open(path, "wb") as file:
+        file.write(struct.pack(">IIII", 2051, *images.shape))
+        file.write(images.tobytes())
+
+
+def write_idx_labels(path, labels):
+    labels = np.asarray(labels, np.uint8)
+    with gzip.open(path, "wb") as file:
+        file.write(struct.pack(">II", 2049, labels.shape[0]))
+        file.write(labels.tobytes())
+
+
+def fake_images(count, offset):
+    """Images whose pixel (0, 0) is a unique id (offset + index) and the rest random."""
+    rng = np.random.default_rng(offset)
+    images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    images[:, 0, 0] = offset + np.arange(count)
+    return images
+
+
+@pytest.fixture
+def fake_mnist(tmp_path):
+    """A directory with the four canonical file names holding 12 train and 6 test images."""
+    directory = tmp_path / "fake_mnist"
+    directory.mkdir()
+    parts = {"train": (fake_images(12, 0), np.arange(12) % 10), "test": (fake_images(6, 100), (np.arange(6) * 3) % 10)}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = parts[split]
+        write_idx_images(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx_labels(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return directory, parts
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test at once (instead of retrying offline)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to use the network")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def pairs(split_images, split_labels):
+    """{image id: label} from the id pixel of fake_images."""
+    return {int(image[0, 0]): int(label) for image, label in zip(split_images, split_labels)}
+
+
+# ----------------------------------------------------------------------------------------
+# The TensorFlow-free steps: IDX parsing and PNG encoding.
+
+
+def test_idx_round_trip(tmp_path):
+    images, labels = fake_images(3, 7), np.array([1, 2, 9])
+    write_idx_images(tmp_path / "images.gz", images)
+    write_idx_labels(tmp_path / "labels.gz", labels)
+    np.testing.assert_array_equal(mnist.read_idx_images(tmp_path / "images.gz", 3), images)
+    np.testing.assert_array_equal(mnist.read_idx_labels(tmp_path / "labels.gz"), labels)
+
+
+def test_idx_errors_are_readable(tmp_path):
+    write_idx_labels(tmp_path / "labels.gz", np.arange(20) % 10)
+    with pytest.raises(ValueError, match="magic number 2049, expected 2051"):
+        mnist.read_idx_images(tmp_path / "labels.gz")
+    with pytest.raises(ValueError, match="20 entries, expected 3"):
+        mnist.read_idx_labels(tmp_path / "labels.gz", 3)
+    write_idx_labels(tmp_path / "tiny.gz", [1])
+    with pytest.raises(ValueError, match="truncated IDX header"):
+        mnist.read_idx_images(tmp_path / "tiny.gz")
+    with gzip.open(tmp_path / "short.gz", "wb") as file:
+        file.write(struct.pack(">IIII", 2051, 2, 28, 28) + b"\0" * 100)
+    with pytest.raises(ValueError, match="pixel bytes"):
+        mnist.read_idx_images(tmp_path / "short.gz")
+
+
+def test_png_round_trip():
+    image = fake_images(1, 3)[0]
+    data = mnist.encode_png(image)
+    assert data.startswith(b"\x89PNG")
+    np.testing.assert_array_equal(mnist.decode_png(data), image)
+    with pytest.raises(ValueError, match="uint8"):
+        mnist.encode_png(image.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------
+# The builder: same dataset identity as tfds's, prepared offline and without TensorFlow.
+
+
+def test_builder_keeps_tfds_identity(tmp_path):
+    builder = mnist.MNIST(source_dir=tmp_path, data_dir=str(tmp_path / "cache"), file_format="array_record")
+    stock = tfds_mnist.MNIST(data_dir=str(tmp_path / "stock"))
+    assert builder.name == stock.name == "mnist"
+    assert builder.version == stock.version
+    assert builder.info.features.to_json() == stock.info.features.to_json()
+    assert builder.info.supervised_keys == stock.info.supervised_keys
+    assert builder.url_infos == stock.url_infos  # tfds's registered checksums
+    assert tfds.builder_cls("mnist") is tfds_mnist.MNIST  # ours is not registered over tfds's
+
+
+def test_prepare_and_load_fixture_without_tensorflow_or_network(fake_mnist, tmp_path, no_network):
+    directory, parts = fake_mnist
+    cache = tmp_path / "cache"
+    splits = mnist.load_mnist(directory, cache_dir=cache, validation_size=4, verify_checksums=False)
+    assert "tensorflow" not in sys.modules
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (8, 4, 6)
+    for split in splits:
+        assert split.images.dtype == np.uint8 and split.images.shape[1:] == (28, 28)
+        assert split.labels.dtype == np.int32
+    # Every (image, label) pair survives PNG encoding and tfds's storage (its order is tfds's).
+    train_pairs = {**pairs(*splits.train), **pairs(*splits.validation)}
+    assert train_pairs == pairs(*parts["train"])
+    assert pairs(*splits.test) == pairs(*parts["test"])
+    originals = {int(image[0, 0]): image for image in parts["test"][0]}
+    for image in splits.test.images:
+        np.testing.assert_array_equal(image, originals[int(image[0, 0])])
+    # Prepared as tfds lays it out, in array_record, with tfds's split order.
+    prepared = cache / "mnist" / "3.0.1"
+    info = json.loads((prepared / "dataset_info.json").read_text())
+    assert info["name"] == "mnist" and info["fileFormat"] == "array_record"
+    assert [split["name"] for split in info["splits"]] == ["train", "test"]
+    assert sorted(p.name.split(".")[0] for p in prepared.glob("*.array_record*")) == ["mnist-test", "mnist-train"]
+
+
+def test_prepared_data_is_reused(fake_mnist, tmp_path, monkeypatch):
+    directory, _ = fake_mnist
+    first = mnist.load_mnist(directory, cache_dir=tmp_path / "cache", validation_size=2, verify_checksums=False)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(mnist.MNIST, "_generate_examples", must_not_run)
+    second = mnist.load_mnist(directory, cache_dir=tmp_path / "cache", validation_size=2, verify_checksums=False)
+    for a, b in zip(first, second):  # the same deterministic order, so the same validation split
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_missing_files_are_an_error_not_a_download(tmp_path, no_network):
+    (tmp_path / "partial").mkdir()
+    write_idx_labels(tmp_path / "partial" / "t10k-labels-idx1-ubyte.gz", [1])
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz.*--download"):
+        mnist.prepare_mnist(tmp_path / "partial", cache_dir=tmp_path / "cache")
+
+
+def test_non_canonical_files_fail_tfds_checksum_validation(fake_mnist, tmp_path, no_network):
+    directory, _ = fake_mnist
+    with pytest.raises(NonMatchingChecksumError, match="wrong checksum"):
+        mnist.prepare_mnist(directory, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "mnist" / "3.0.1" / "dataset_info.json").exists()
+
+
+def test_download_goes_through_tfds_downloader_with_checksums(tmp_path, monkeypatch, no_network):
+    """--download: tfds fetches the registered URLs (served here from the bundled files)."""
+    from tensorflow_datasets.core.download import checksums, downloader
+
+    requested = []
+
+    def serve_bundled(self, url, destination_path, verify=True):
+        requested.append(url)
+        path = destination_path / url.rsplit("/", 1)[-1]
+        path.write_bytes((mnist.BUNDLED_DATA_DIR / path.name).read_bytes())
+        return downloader.DownloadResult(path=path, url_info=checksums.compute_url_info(path))
+
+    monkeypatch.setattr(downloader._Downloader, "_sync_download", serve_bundled)
+    # Parse 3 fake examples per split instead of the 70,000 real ones.
+    monkeypatch.setattr(mnist, "read_idx_images", lambda path, count=None: fake_images(3, 0))
+    monkeypatch.setattr(mnist, "read_idx_labels", lambda path, count=None: np.array([1, 2, 3], np.uint8))
+    splits = mnist.load_mnist(cache_dir=tmp_path / "cache", download=True, validation_size=1)
+    assert sorted(requested) == sorted(mnist.MNIST.url_infos)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (2, 1, 3)
+    assert len(list((tmp_path / "cache" / "downloads").rglob("*ubyte*.gz"))) == 4  # kept by tfds
+
+
+def test_bundled_files_match_tfds_registered_checksums():
+    sums = dict(line.split()[::-1] for line in (mnist.BUNDLED_DATA_DIR / "SHA256SUMS").read_text().splitlines())
+    registered = {info.filename: info.checksum for info in mnist.MNIST.url_infos.values()}
+    assert sums == registered
+    assert set(sums) == set(MNIST_FILES.values())
+    for name in ("t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"):  # the small files only
+        assert hashlib.sha256((mnist.BUNDLED_DATA_DIR / name).read_bytes()).hexdigest() == sums[name]
+    for name in MNIST_FILES.values():
+        assert (mnist.BUNDLED_DATA_DIR / name).stat().st_size == {
+            info.filename: int(info.size) for info in mnist.MNIST.url_infos.values()}[name]
+
+
+def test_unverified_mode_needs_a_source_dir():
+    with pytest.raises(ValueError, match="source_dir"):
+        mnist.MNIST(source_dir=None, verify_checksums=False)
+
+
+def test_split_validation_holds_out_the_last_examples():
+    split = Split(fake_images(10, 0), np.arange(10, dtype=np.int32))
+    train, validation = mnist.split_validation(split, 3)
+    np.testing.assert_array_equal(validation.labels, [7, 8, 9])
+    np.testing.assert_array_equal(train.labels, np.arange(7))
+    with pytest.raises(ValueError, match="validation_size"):
+        mnist.split_validation(split, 10)
+
+
+def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXDL_CACHE_DIR", str(tmp_path))
+    assert mnist.default_cache_dir() == tmp_path / "tensorflow_datasets"
+
+
+# ----------------------------------------------------------------------------------------
+# The pipeline.
+
+
+def test_scale_images_layout_and_range():
+    images = np.array([[[0, 255], [51, 102]]], np.uint8)
+    x = pipeline.scale_images(images)
+    assert x.dtype == np.float32 and x.shape == (1, 1, 2, 2)
+    np.testing.assert_allclose(x[0, 0], [[0.0, 1.0], [0.2, 0.4]], rtol=1e-6)
+    with pytest.raises(ValueError, match="uint8"):
+        pipeline.scale_images(images.astype(np.float32))
+
+
+def test_epoch_order_is_reproducible_per_seed_and_epoch():
+    order = pipeline.epoch_order(100, seed=3, epoch=2)
+    np.testing.assert_array_equal(order, pipeline.epoch_order(100, seed=3, epoch=2))
+    assert sorted(order) == list(range(100))
+    assert not np.array_equal(order, pipeline.epoch_order(100, seed=3, epoch=3))
+    assert not np.array_equal(order, pipeline.epoch_order(100, seed=4, epoch=2))
+
+
+def test_batches_layout_order_and_remainder():
+    images, labels = fake_images(10, 0), np.arange(10) % 10
+    order = pipeline.epoch_order(10, seed=0, epoch=0)
+    result = list(pipeline.batches(images, labels, 4, order=order))
+    assert [x.shape for x, _ in result] == [(4, 1, 28, 28), (4, 1, 28, 28), (2, 1, 28, 28)]
+    assert all(x.dtype == np.float32 and y.dtype == np.int32 for x, y in result)
+    visited = np.concatenate([np.rint(x[:, 0, 0, 0] * 255).astype(int) for x, _ in result])
+    np.testing.assert_array_equal(visited, order)  # pixel (0, 0) is the image id
+    np.testing.assert_array_equal(np.concatenate([y for _, y in result]), labels[order])
+    dropped = list(pipeline.batches(images, labels, 4, order=order, drop_remainder=True))
+    assert len(dropped) == pipeline.num_batches(10, 4, drop_remainder=True) == 2
+    assert pipeline.num_batches(10, 4, drop_remainder=False) == 3
+
+
+def test_random_shift_translates_with_zero_fill_reproducibly():
+    images = np.zeros((50, 28, 28), np.uint8)
+    images[:, 10:18, 12:16] = 200  # a block far from the border
+    shifted = pipeline.random_shift(images, 2, pipeline.epoch_augmentation_rng(seed=1, epoch=0))
+    again = pipeline.random_shift(images, 2, pipeline.epoch_augmentation_rng(seed=1, epoch=0))
+    np.testing.assert_array_equal(shifted, again)
+    assert shifted.dtype == np.uint8 and shifted.shape == images.shape
+    offsets = set()
+    for image in shifted:
+        rows, cols = np.nonzero(image)
+        assert image.sum() == images[0].sum()  # the block moved whole
+        offsets.add((rows.min() - 10, cols.min() - 12))
+    assert offsets <= {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)} and len(offsets) > 5
+    assert pipeline.random_shift(images, 0, np.random.default_rng(0)) is images
+    edge = np.zeros((1, 28, 28), np.uint8)
+    edge[0, 0, :] = 255
+    moved = pipeline.random_shift(np.repeat(edge, 40, axis=0), 2, np.random.default_rng(3))
+    assert {int(m.sum()) // 255 for m in moved} <= {0, 26, 27, 28}  # pixels leave, zeros come in
+
+
+def test_batches_apply_the_transform_before_scaling():
+    images, labels = fake_images(4, 0), np.arange(4)
+    [(x, _)] = pipeline.batches(images, labels, 4, transform=lambda batch: 255 - batch)
+    np.testing.assert_allclose(x[:, 0], (255 - images) / 255.0, rtol=1e-6)
+
+
+def test_prefetch_yields_everything_in_order():
+    assert list(pipeline.prefetch(iter(range(20)), size=3)) == list(range(20))
+
+
+def test_prefetch_runs_ahead_in_a_background_thread():
+    produced = []
+
+    def source():
+        for i in range(10):
+            produced.append((i, threading.current_thread().name))
+            yield i
+
+    stream = pipeline.prefetch(source(), size=2)
+    deadline = time.monotonic() + 5
+    while len(produced) < 3 and time.monotonic() < deadline:  # 2 queued + 1 waiting to be put
+        time.sleep(0.01)
+    assert len(produced) == 3, "the producer should run ahead of the consumer"
+    assert produced[0][1] == "jaxdl-prefetch"
+    assert next(stream) == 0
+    stream.close()
+    assert not stream.alive
+
+
+def test_prefetch_reraises_producer_errors():
+    def source():
+        yield 1
+        raise RuntimeError("broken batch")
+
+    stream = pipeline.prefetch(source())
+    assert next(stream) == 1
+    with pytest.raises(RuntimeError, match="broken batch"):
+        next(stream)
+    assert not stream.alive
+
+
+def test_prefetch_close_stops_an_endless_producer():
+    def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    with pipeline.prefetch(endless(), size=2) as stream:
+        assert next(stream) == 0
+    assert not stream.alive
+    with pytest.raises(StopIteration):
+        next(stream)

@@ -1,0 +1,297 @@
+"""The course's Exercise 3 network checks (reference 5.17), plus save/load, phases and LeNet.
+
+Imported through a scaffolded course directory, as the course's NeuralNetworkTests.py does.
+Iterations, batch sizes and accuracy thresholds are the course's. The course reseeds with
+``np.random.seed(None)``; these tests seed NumPy and Python's ``random`` with fixed values so
+a failure can be reproduced.
+"""
+
+import random
+
+import numpy as np
+import pytest
+
+from exercise_course import course_modules
+
+# Filled by the `course` fixture with the scaffolded modules.
+FullyConnected = ReLU = SoftMax = Flatten = Conv = RNN = Dropout = BatchNormalization = None
+Initializers = Helpers = Optimizers = Constraints = Loss = NeuralNetwork = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def course(tmp_path_factory):
+    with course_modules(tmp_path_factory.mktemp("course")) as names:
+        globals().update(names)
+        yield names
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    np.random.seed(1234)
+    random.seed(1234)
+
+
+def iris_net(optimizer, batch_size, *, batch_norm=False, dropout=False, random_batches=True):
+    """The course's iris net: [BN(4)] FC(4,3) ReLU FC(3,3) [Dropout(0.3)] SoftMax, CE loss."""
+    net = NeuralNetwork.NeuralNetwork(optimizer, Initializers.UniformRandom(), Initializers.Constant(0.1))
+    net.data_layer = Helpers.IrisData(batch_size, random=random_batches)
+    net.loss_layer = Loss.CrossEntropyLoss()
+    if batch_norm:
+        net.append_layer(BatchNormalization.BatchNormalization(4))
+    net.append_layer(FullyConnected.FullyConnected(4, 3))
+    net.append_layer(ReLU.ReLU())
+    net.append_layer(FullyConnected.FullyConnected(3, 3))
+    if dropout:
+        net.append_layer(Dropout.Dropout(0.3))
+    net.append_layer(SoftMax.SoftMax())
+    return net
+
+
+def measured_accuracy(net):
+    data, labels = net.data_layer.get_test_set()
+    return Helpers.calculate_accuracy(net.test(data), labels)
+
+
+class TestNeuralNetwork3:
+    def test_append_layer(self):
+        net = NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1), Initializers.Constant(0.123), Initializers.Constant(0.123))
+        net.append_layer(FullyConnected.FullyConnected(1, 1))
+        net.append_layer(FullyConnected.FullyConnected(1, 1))
+        assert len(net.layers) == 2
+        assert net.layers[0].optimizer is not net.layers[1].optimizer
+        assert np.all(net.layers[0].weights == 0.123)
+
+    def test_data_access(self):
+        net = iris_net(Optimizers.Sgd(1e-4), 50)
+        out = net.forward()
+        out2 = net.forward()
+        assert isinstance(out, float)
+        assert out != out2
+
+    def test_iris_data(self):
+        net = iris_net(Optimizers.Sgd(1e-3), 100)
+        net.train(4000)
+        assert len(net.loss) == 4000
+        assert measured_accuracy(net) > 0.9
+
+    def test_regularization_loss(self):
+        for make_layer in (lambda: FullyConnected.FullyConnected(4, 3), lambda: RNN.RNN(4, 4, 3)):
+            layer = make_layer()
+            losses = []
+            for regularized in (False, True):
+                optimizer = Optimizers.Sgd(1e-3)
+                if regularized:
+                    optimizer.add_regularizer(Constraints.L1_Regularizer(8e-2))
+                net = NeuralNetwork.NeuralNetwork(optimizer, Initializers.Constant(0.5), Initializers.Constant(0.1))
+                net.data_layer = Helpers.IrisData(100, random=False)
+                net.loss_layer = Loss.CrossEntropyLoss()
+                net.append_layer(layer)
+                net.append_layer(SoftMax.SoftMax())
+                net.train(1)
+                losses.append(np.sum(net.loss))
+            assert losses[0] != losses[1], f"regularization loss not calculated and added for {type(layer)}"
+
+    def test_iris_data_with_momentum(self):
+        net = iris_net(Optimizers.SgdWithMomentum(1e-3, 0.8), 100)
+        net.train(2000)
+        assert measured_accuracy(net) > 0.9
+
+    def test_iris_data_with_adam(self):
+        net = iris_net(Optimizers.Adam(1e-3, 0.9, 0.999), 100)
+        net.train(3000)
+        assert measured_accuracy(net) > 0.9
+
+    def test_iris_data_with_batchnorm(self):
+        net = iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50, batch_norm=True)
+        net.train(2000)
+        assert measured_accuracy(net) > 0.8
+        data, _ = net.data_layer.get_test_set()
+        results = net.test(data)
+        results_next_run = net.test(data)
+        assert np.mean(np.square(results - results_next_run)) == 0
+
+    def test_iris_data_with_dropout(self):
+        net = iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50, dropout=True)
+        net.train(2000)
+        data, _ = net.data_layer.get_test_set()
+        results = net.test(data)
+        results_next_run = net.test(data)
+        assert np.mean(np.square(results - results_next_run)) == 0
+
+    def test_layer_phases(self):
+        net = iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50, batch_norm=True, dropout=True)
+        net.train(100)
+        data, _ = net.data_layer.get_test_set()
+        net.test(data)
+        assert net.layers[0].testing_phase
+        assert net.layers[4].testing_phase
+
+    @staticmethod
+    def _perform_test(optimizer, iterations, dropout, batch_norm):
+        net = NeuralNetwork.NeuralNetwork(optimizer, Initializers.He(), Initializers.Constant(0.1))
+        input_image_shape, num_kernels, categories = (1, 8, 8), 4, 10
+        net.data_layer = Helpers.DigitData(150)
+        net.loss_layer = Loss.CrossEntropyLoss()
+        if batch_norm:
+            net.append_layer(BatchNormalization.BatchNormalization(1))
+        net.append_layer(Conv.Conv((1, 1), (1, 3, 3), num_kernels))
+        if batch_norm:
+            net.append_layer(BatchNormalization.BatchNormalization(num_kernels))
+        net.append_layer(ReLU.ReLU())
+        fcl_1_input_size = np.prod((num_kernels, *input_image_shape[1:]))
+        net.append_layer(Flatten.Flatten())
+        net.append_layer(FullyConnected.FullyConnected(fcl_1_input_size, int(fcl_1_input_size / 2.)))
+        if batch_norm:
+            net.append_layer(BatchNormalization.BatchNormalization(fcl_1_input_size // 2))
+        if dropout:
+            net.append_layer(Dropout.Dropout(0.3))
+        net.append_layer(ReLU.ReLU())
+        net.append_layer(FullyConnected.FullyConnected(int(fcl_1_input_size / 2), int(fcl_1_input_size / 3)))
+        net.append_layer(ReLU.ReLU())
+        net.append_layer(FullyConnected.FullyConnected(int(fcl_1_input_size / 3), categories))
+        net.append_layer(SoftMax.SoftMax())
+        net.train(iterations)
+        accuracy = measured_accuracy(net)
+        assert accuracy > 0.3, accuracy
+        return net
+
+    @pytest.mark.parametrize("name, learning_rate, regularizer, dropout, batch_norm", [
+        ("digit_data", 5e-3, None, False, False),
+        ("digit_data_L2_Regularizer", 5e-3, ("L2_Regularizer", 8e-2), False, False),
+        ("digit_data_L1_Regularizer", 5e-3, ("L1_Regularizer", 8e-2), False, False),
+        ("digit_data_dropout", 5e-3, ("L2_Regularizer", 4e-4), True, False),
+        ("digit_batch_norm", 1e-2, None, False, True),
+        ("all", 1e-2, ("L2_Regularizer", 8e-2), False, True),
+    ], ids=lambda v: v if isinstance(v, str) else None)
+    def test_digits(self, name, learning_rate, regularizer, dropout, batch_norm):
+        optimizer = Optimizers.Adam(learning_rate, 0.98, 0.999)
+        if regularizer is not None:
+            kind, alpha = regularizer
+            optimizer.add_regularizer(getattr(Constraints, kind)(alpha))
+        self._perform_test(optimizer, 100, dropout, batch_norm)
+
+
+# jaxdl's own checks of the network facade ---------------------------------------------------
+class TestNetworkFacade:
+    def test_phase_property(self):
+        net = iris_net(Optimizers.Sgd(1e-3), 50, batch_norm=True, dropout=True)
+        assert net.phase == "train"
+        net.phase = "test"
+        assert all(layer.testing_phase for layer in net.layers) and net.phase == "test"
+        net.phase = False
+        assert not any(layer.testing_phase for layer in net.layers) and net.phase == "train"
+        net.test(net.data_layer.get_test_set()[0])
+        net.train(1)
+        assert not any(layer.testing_phase for layer in net.layers)
+        with pytest.raises(ValueError, match="'train' or 'test'"):
+            net.phase = "validation"
+
+    def test_forward_adds_the_regularization_loss_of_trainable_layers(self):
+        optimizer = Optimizers.Sgd(1e-3)
+        optimizer.add_regularizer(Constraints.L2_Regularizer(0.5))
+        net = iris_net(optimizer, 50, batch_norm=True)
+        expected = sum(0.5 * np.sum(np.square(layer.weights))
+                       for layer in net.layers if isinstance(layer, FullyConnected.FullyConnected))
+        assert net.regularization_loss() == pytest.approx(expected, rel=1e-12)
+        data_loss_net = iris_net(Optimizers.Sgd(1e-3), 50, batch_norm=True)
+        assert isinstance(net.forward(), float)
+        assert data_loss_net.regularization_loss() == 0.0
+
+    def test_training_reduces_the_loss(self):
+        net = iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50)
+        net.train(200)
+        assert np.mean(net.loss[-20:]) < np.mean(net.loss[:20])
+
+    def test_user_layers_mix_with_facade_layers(self):
+        class Scale:  # a student's own NumPy layer
+            trainable = False
+            testing_phase = False
+
+            def forward(self, input_tensor):
+                assert isinstance(input_tensor, np.ndarray)
+                return 2 * input_tensor
+
+            def backward(self, error_tensor):
+                assert isinstance(error_tensor, np.ndarray)
+                return 2 * error_tensor
+
+        net = iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50)
+        net.layers.insert(1, Scale())
+        net.train(20)
+        assert len(net.loss) == 20 and np.all(np.isfinite(net.loss))
+
+    def test_save_and_load(self, tmp_path):
+        net = iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50, batch_norm=True, dropout=True)
+        net.train(20)
+        data, _ = net.data_layer.get_test_set()
+        expected = net.test(data)
+        path = tmp_path / "net"
+        NeuralNetwork.save(path, net)
+        data_layer = Helpers.IrisData(50)
+        loaded = NeuralNetwork.load(path, data_layer)
+        assert loaded.data_layer is data_layer
+        assert net.data_layer is not None  # saving does not strip the live network
+        np.testing.assert_array_equal(loaded.test(data), expected)
+        assert loaded.loss == net.loss
+        loaded.train(5)  # optimizer state and layers survive the round trip
+        assert len(loaded.loss) == 25
+
+    def test_getstate_drops_the_data_layer(self):
+        net = iris_net(Optimizers.Sgd(1e-3), 50)
+        assert net.__getstate__()["data_layer"] is None
+        clone = NeuralNetwork.NeuralNetwork.__new__(NeuralNetwork.NeuralNetwork)
+        clone.__setstate__(net.__getstate__())
+        assert clone.data_layer is None and len(clone.layers) == len(net.layers)
+
+
+class TestFusedTraining:
+    """`NeuralNetwork.train` runs one compiled step per iteration; it must equal forward + backward."""
+
+    @staticmethod
+    def build(seed):
+        np.random.seed(seed)
+        random.seed(seed)
+        optimizer = Optimizers.Adam(5e-3, 0.9, 0.999)
+        optimizer.add_regularizer(Constraints.L2_Regularizer(1e-2))
+        net = NeuralNetwork.NeuralNetwork(optimizer, Initializers.He(), Initializers.Constant(0.1))
+        net.data_layer = Helpers.IrisData(30)
+        net.loss_layer = Loss.CrossEntropyLoss()
+        for layer in (BatchNormalization.BatchNormalization(4), FullyConnected.FullyConnected(4, 20),
+                      Dropout.Dropout(0.7), ReLU.ReLU(), FullyConnected.FullyConnected(20, 3),
+                      SoftMax.SoftMax()):
+            net.append_layer(layer)
+        return net
+
+    def test_fused_train_equals_forward_backward(self):
+        fused, stepwise = self.build(5), self.build(5)
+        np.random.seed(11)
+        fused.train(6)
+        np.random.seed(11)
+        stepwise.phase = "train"
+        for _ in range(6):
+            stepwise.loss.append(stepwise.forward())
+            stepwise.backward()
+        np.testing.assert_allclose(fused.loss, stepwise.loss, rtol=1e-10)
+        for a, b in zip(fused.layers, stepwise.layers):
+            if a.trainable:
+                np.testing.assert_allclose(a.weights, b.weights, rtol=1e-9, atol=1e-12)
+                np.testing.assert_allclose(a.gradient_weights, b.gradient_weights, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(fused.layers[0].running_mean, stepwise.layers[0].running_mean, rtol=1e-12)
+        np.testing.assert_allclose(fused.layers[0].running_var, stepwise.layers[0].running_var, rtol=1e-12)
+
+    def test_one_compilation_per_network(self):
+        from jaxdl.exercise import _engine
+        if not hasattr(_engine.train_step, "_cache_size"):
+            pytest.skip("this jax version does not expose jit cache sizes")
+        net = iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50, batch_norm=True, dropout=True)
+        net.train(3)
+        size = _engine.train_step._cache_size()
+        net.train(5)
+        iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50, batch_norm=True, dropout=True).train(2)
+        assert _engine.train_step._cache_size() == size
+
+    def test_layer_backward_after_fused_training_asks_for_a_forward(self):
+        net = iris_net(Optimizers.Sgd(1e-3), 50)
+        net.train(2)
+        with pytest.raises(RuntimeError, match="call forward first"):
+            net.layers[0].backward(np.ones((50, 3)))
