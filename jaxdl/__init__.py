@@ -7,6 +7,10 @@ Architecture (one functional core, every other part uses it):
   BatchNormalization (one module each).
 * `jaxdl.initializers`, `jaxdl.losses`, `jaxdl.regularizers`, `jaxdl.optimizers` (optax).
 * `jaxdl.training`: the jitted training step, prediction, evaluation, `NeuralNetwork`.
+* `jaxdl.models` (LeNet, `build_model` from a config), `jaxdl.checkpoint` (safe npz + JSON
+  checkpoints, atomic, hash-checked; the exercise's pickle `save`/`load`) and
+  `jaxdl.datasets` (MNIST through tensorflow-datasets without TensorFlow, seeded batching
+  with background prefetch; imported on first use because tensorflow-datasets is slow to import).
 * `jaxdl.exercise`: the exercise's own object API (``layer.forward``/``backward``,
   ``calculate_update``, ``NeuralNetwork.append_layer``...) as a thin stateful facade over the
   core, and ``python -m jaxdl.exercise scaffold DIR`` for running the course's test file.
@@ -21,6 +25,7 @@ from jaxdl.layers import (
 from jaxdl.losses import accuracy, cross_entropy, softmax_cross_entropy
 from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularization_loss
 from jaxdl.regularizers import L1Regularizer, L2Regularizer
+from jaxdl import checkpoint, models
 from jaxdl.training import (
     NeuralNetwork, TrainState, create_train_state, evaluate, make_predict, make_train_step,
 )
@@ -37,3 +42,12 @@ __all__ = [
     "L1Regularizer", "L2Regularizer",
     "NeuralNetwork", "TrainState", "create_train_state", "evaluate", "make_predict", "make_train_step",
 ]
+
+
+def __getattr__(name):
+    """Imports `jaxdl.datasets` on first access (``jaxdl.datasets.load_mnist(...)``)."""
+    if name == "datasets":
+        import importlib
+
+        return importlib.import_module("jaxdl.datasets")
+    raise AttributeError(f"module 'jaxdl' has no attribute {name!r}")

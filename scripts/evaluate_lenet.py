@@ -73,7 +73,8 @@ def plot_misclassified(path, images, labels, predicted, max_images: int = 64) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predicted))[:max_images]
+    all_wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predicted))
+    wrong = all_wrong[:max_images]
     columns = min(8, max(len(wrong), 1))
     rows = max(math.ceil(len(wrong) / columns), 1)
     figure, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows), squeeze=False)
@@ -82,7 +83,7 @@ def plot_misclassified(path, images, labels, predicted, max_images: int = 64) ->
     for ax, index in zip(axes.flat, wrong):
         ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(f"{labels[index]} as {predicted[index]}", fontsize=9)
-    figure.suptitle(f"Misclassified (true as predicted): {len(wrong)} shown", fontsize=10)
+    figure.suptitle(f"Misclassified (true as predicted): {len(wrong)} of {len(all_wrong)} shown", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -12,6 +12,8 @@ shows them in the exercise's layout through properties; forward and backward are
 * `BatchNormalization(channels)`: decay 0.8, eps = np.finfo(float).eps, biased variance,
   running statistics set by the first training batch; ``weights`` is gamma, ``bias`` beta.
 * Input layouts are the exercise's: (batch, features); images (batch, channels, y[, x]).
+* RNN and LSTM live in `jaxdl.exercise.recurrent` and are re-exported here, with the
+  initializers, so that every ``Layers/*.py`` of the scaffold imports from this module.
 
 Example:
     >>> layer = FullyConnected(4, 3)
