@@ -20,6 +20,7 @@ import sys
 
 import jax
 import numpy as np
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 import jaxdl
 from jaxdl import checkpoint, models
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
         split = getattr(data, args.split)
         grid = pathlib.Path(args.grid) if args.grid else directory.resolve().parent.parent / "misclassified.png"
         report = evaluate_checkpoint(directory, split, grid_path=grid, max_images=args.max_images)
-    except (FileNotFoundError, checkpoint.CheckpointError, ValueError) as error:
+    except (FileNotFoundError, checkpoint.CheckpointError, ValueError, NonMatchingChecksumError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     epoch = manifest["metadata"].get("epoch", "?")

@@ -41,6 +41,7 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 import jaxdl
 from jaxdl import checkpoint, models
@@ -485,7 +486,7 @@ def main(argv=None) -> int:
     try:
         config = config_from_args(args)
         result = train(config)
-    except (ConfigError, FileNotFoundError, checkpoint.CheckpointError) as error:
+    except (ConfigError, FileNotFoundError, checkpoint.CheckpointError, NonMatchingChecksumError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
