@@ -22,7 +22,7 @@ from jaxdl.initializers import Constant, He, UniformRandom, Xavier
 from jaxdl.layers import (
     BatchNormalization, Conv, Dropout, Flatten, FullyConnected, Pooling, ReLU, Sigmoid, SoftMax, TanH,
 )
-from jaxdl.losses import accuracy, cross_entropy, softmax_cross_entropy
+from jaxdl.losses import accuracy, correct_predictions, cross_entropy, softmax_cross_entropy
 from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularization_loss
 from jaxdl.regularizers import L1Regularizer, L2Regularizer
 from jaxdl import checkpoint, models
@@ -37,7 +37,7 @@ __all__ = [
     "Constant", "He", "UniformRandom", "Xavier",
     "BatchNormalization", "Conv", "Dropout", "Flatten", "FullyConnected", "Pooling", "ReLU",
     "Sigmoid", "SoftMax", "TanH",
-    "accuracy", "cross_entropy", "softmax_cross_entropy",
+    "accuracy", "correct_predictions", "cross_entropy", "softmax_cross_entropy",
     "Adam", "Optimizer", "Sgd", "SgdWithMomentum", "regularization_loss",
     "L1Regularizer", "L2Regularizer",
     "NeuralNetwork", "TrainState", "create_train_state", "evaluate", "make_predict", "make_train_step",

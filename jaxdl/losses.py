@@ -68,6 +68,11 @@ def softmax_cross_entropy(logits, labels, *, reduction: str = "sum") -> jax.Arra
 
 def accuracy(predictions, labels) -> jax.Array:
     """Fraction of rows whose arg-max equals the true class (one-hot or integer labels)."""
+    return jnp.mean(correct_predictions(predictions, labels))
+
+
+def correct_predictions(predictions, labels) -> jax.Array:
+    """A boolean per row: does the arg-max equal the true class (one-hot or integer labels)?"""
     predictions = jnp.asarray(predictions)
     labels = jnp.asarray(labels)
     if labels.shape == predictions.shape:
@@ -77,4 +82,4 @@ def accuracy(predictions, labels) -> jax.Array:
             f"accuracy: labels must be one-hot {tuple(predictions.shape)} or integer "
             f"{tuple(predictions.shape[:-1])}, got shape {tuple(labels.shape)}."
         )
-    return jnp.mean(jnp.argmax(predictions, axis=-1) == labels)
+    return jnp.argmax(predictions, axis=-1) == labels

@@ -19,7 +19,7 @@ from jaxdl.optimizers import Sgd
 from jaxdl.regularizers import L2Regularizer
 from jaxdl.training import create_train_state, make_train_step
 
-B, T, F, H = 3, 5, 4, 6
+B, T, F, H = 3, 4, 4, 6
 CELLS = [RNN, LSTM, GRU]
 F64 = jnp.float64
 
@@ -27,6 +27,11 @@ F64 = jnp.float64
 def quick_jit(fn, **kwargs):
     """`jax.jit` without XLA's backend optimizations: these tiny programs compile 2-3x faster."""
     return jax.jit(fn, compiler_options={"xla_backend_optimization_level": 0}, **kwargs)
+
+
+def apply(layer, params, state, x, train=False):
+    """``layer.apply`` compiled with `quick_jit`."""
+    return quick_jit(lambda p, s, x: layer.apply(p, s, x, train=train))(params, state, x)
 
 
 def random_params(layer, key=0, features=F, scale=0.5):
@@ -86,29 +91,36 @@ def weighted_loss(y, final, key=3):
     return sum(jnp.sum(jax.random.normal(k, v.shape, v.dtype) * v) for k, v in zip(keys, leaves))
 
 
-def reference_values_and_grads(run, params, x, initial):
-    """Outputs, final state and the gradients of `weighted_loss` w.r.t. params, x, initial."""
-    loss = lambda p, x, s: weighted_loss(*run(p, x, s))  # noqa: E731
-    return quick_jit(lambda p, x, s: (run(p, x, s), jax.grad(loss, argnums=(0, 1, 2))(p, x, s)))(
-        params, x, initial)
+def values_and_grads(runs, params, x, initial):
+    """For each run: outputs, final state, and the gradients of `weighted_loss` w.r.t.
+    params, x and initial state."""
+
+    def evaluate(p, x, s):
+        results = []
+        for run in runs:
+            loss = lambda p, x, s: weighted_loss(*run(p, x, s))  # noqa: E731
+            results.append((run(p, x, s), jax.grad(loss, argnums=(0, 1, 2))(p, x, s)))
+        return results
+
+    return quick_jit(evaluate)(params, x, initial)
 
 
 @pytest.mark.parametrize("kind", CELLS, ids=lambda k: k.__name__)
 def test_matches_python_loop_reference(kind):
     """Both implementations, forward and reverse, at several unroll values (3 does not divide
-    T = 5), equal the Python-loop reference: outputs, final state, and every gradient."""
+    T = 4), equal the Python-loop reference: outputs, final state, and every gradient."""
     params, x, initial = random_params(kind(H)), random_input(), random_state(kind(H))
-    configurations = {
-        False: [("scan", 1), ("scan", 2), ("scan", T), ("fused", 1), ("fused", 3)],
-        True: [("scan", 3), ("fused", 1)],
-    }
-    for reverse, configs in configurations.items():
-        expected = reference_values_and_grads(
-            lambda p, x, s: reference_run(kind, p, x, s, reverse), params, x, initial)
-        for implementation, unroll in configs:
-            layer = kind(H, reverse=reverse, unroll=unroll, implementation=implementation)
-            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12),
-                         reference_values_and_grads(layer.run, params, x, initial), expected)
+    configurations = [(False, "scan", 1), (False, "scan", T), (False, "fused", 1), (False, "fused", 3),
+                      (True, "scan", 2), (True, "fused", 1)]
+    runs = [kind(H, reverse=reverse, unroll=unroll, implementation=implementation).run
+            for reverse, implementation, unroll in configurations]
+    runs += [lambda p, x, s, reverse=reverse: reference_run(kind, p, x, s, reverse) for reverse in (False, True)]
+    results = values_and_grads(runs, params, x, initial)  # one compilation for all
+    expected = {False: results[-2], True: results[-1]}
+    for (reverse, implementation, unroll), result in zip(configurations, results):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(
+            a, b, rtol=1e-10, atol=1e-12, err_msg=f"{implementation=}, {unroll=}, {reverse=}"),
+            result, expected[reverse])
 
 
 @pytest.mark.parametrize("kind,return_sequences", [(RNN, False), (LSTM, True), (GRU, False)],
@@ -136,7 +148,7 @@ def test_check_grads_float64(kind):
     """Finite differences against the fused reverse pass, w.r.t. the input and every param."""
     layer = kind(H)
     params, x = random_params(layer), random_input((2, 4, F))
-    check_grads(quick_jit(lambda p, x: layer.apply(p, {}, x)[0]), (params, x), order=1, modes=["rev"])
+    check_grads(jax.jit(lambda p, x: layer.apply(p, {}, x)[0]), (params, x), order=1, modes=["rev"])
 
 
 def test_fused_second_order_reverse_matches_scan():
@@ -165,28 +177,30 @@ def test_shapes_and_layouts(kind):
     assert params["b"].shape == (widths,)
     assert params["w_ih"].dtype == jnp.float32
     x = random_input().astype(jnp.float32)
-    y, new_state = layer.apply(params, state, x)
+    layers = [layer, kind(H, return_sequences=False), kind(H, reverse=True),
+              kind(H, return_sequences=False, reverse=True)]
+    (y, new_state), (last, _), (backward, _), (first, _) = quick_jit(
+        lambda p, x: [each.apply(p, {}, x) for each in layers])(params, x)
     assert y.shape == (B, T, H) and y.dtype == jnp.float32 and new_state == {}
-    last, _ = kind(H, return_sequences=False).apply(params, state, x)
-    np.testing.assert_allclose(last, y[:, -1], rtol=1e-6)
-    first, _ = kind(H, return_sequences=False, reverse=True).apply(params, state, x)
-    np.testing.assert_allclose(first, kind(H, reverse=True).apply(params, state, x)[0][:, 0], rtol=1e-6)
+    assert last.shape == (B, H) and backward.shape == (B, T, H)
+    np.testing.assert_allclose(last, y[:, -1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(first, backward[:, 0], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", CELLS, ids=lambda k: k.__name__)
-def test_rank2_input_is_one_sequence(kind):
+def test_rank2_input_is_one_sequence():
     """The exercise's (time, features) input: one sequence of batch 1, rank 2 back."""
-    layer = kind(H)
+    layer, last_only, memorizing = LSTM(H), LSTM(H, return_sequences=False), LSTM(H, memorize=True)
     params = random_params(layer)
+    _, state = memorizing.init(jax.random.key(0), (T, F), F64)
+    assert state["h"].shape == (1, H) and state["c"].shape == (1, H)
     x = random_input((T, F))
-    y, _ = layer.apply(params, {}, x)
-    assert y.shape == (T, H)
-    np.testing.assert_allclose(y, layer.apply(params, {}, x[None])[0][0], rtol=1e-12)
-    last, _ = kind(H, return_sequences=False).apply(params, {}, x)
-    assert last.shape == (1, H)
-    memorizing = kind(H, memorize=True)
-    _, state = memorizing.init(jax.random.key(0), (T, F))
-    assert state["h"].shape == (1, H)
+    y, y_batched, last, (y_memorized, new_state) = quick_jit(lambda p, s, x: (
+        layer.apply(p, {}, x)[0], layer.apply(p, {}, x[None])[0], last_only.apply(p, {}, x)[0],
+        memorizing.apply(p, s, x)))(params, state, x)
+    assert y.shape == (T, H) and last.shape == (1, H) and new_state["c"].shape == (1, H)
+    np.testing.assert_allclose(y, y_batched[0], rtol=1e-12)
+    np.testing.assert_allclose(last[0], y[-1], rtol=1e-12)
+    np.testing.assert_allclose(y_memorized, y, rtol=1e-12)
 
 
 def test_lstm_forget_bias_is_initialization_only():
@@ -196,7 +210,8 @@ def test_lstm_forget_bias_is_initialization_only():
     np.testing.assert_array_equal(params0["b"], jnp.zeros(4 * H))
     # Same params give the same outputs whatever forget_bias says: nothing is added in forward.
     x = random_input().astype(jnp.float32)
-    np.testing.assert_array_equal(LSTM(H).apply(params, {}, x)[0], LSTM(H, forget_bias=5.0).apply(params, {}, x)[0])
+    a, b = quick_jit(lambda p, x: [LSTM(H, forget_bias=f).apply(p, {}, x)[0] for f in (1.0, 5.0)])(params, x)
+    np.testing.assert_array_equal(a, b)
 
 
 def test_gru_has_separate_candidate_hidden_bias():
@@ -226,7 +241,7 @@ def test_memorize_two_chunks_equal_one_call(kind):
     params = random_params(layer)
     _, state = layer.init(jax.random.key(0), (B, T, F), F64)
     x = random_input((B, 2 * T, F))
-    whole, final = layer.apply(params, state, x)
+    whole, final = apply(layer, params, state, x)
     step = quick_jit(layer.apply)
     first, state = step(params, state, x[:, :T])
     second, state = step(params, state, x[:, T:])
@@ -250,24 +265,31 @@ def test_memorize_stops_gradient_at_chunk_boundary(implementation):
     np.testing.assert_array_equal(g1, jnp.zeros_like(x1))
     assert jnp.all(jnp.abs(g2) > 0)
     # But the carried state does change chunk 2's output.
-    y_fresh, _ = layer.apply(params, state, x2)
-    y_carried, _ = layer.apply(params, layer.apply(params, state, x1)[1], x2)
+    y_fresh, _ = apply(layer, params, state, x2)
+    y_carried, _ = apply(layer, params, apply(layer, params, state, x1)[1], x2)
     assert not np.allclose(y_fresh, y_carried)
 
 
 @pytest.mark.parametrize("kind", CELLS, ids=lambda k: k.__name__)
 def test_without_memorize_calls_repeat_with_memorize_they_differ(kind):
+    """Memorized state is carried in evaluation and in training mode."""
     x = random_input()
-    plain = kind(H)
+    plain, memorizing = kind(H), kind(H, memorize=True)
     params = random_params(plain)
-    a, state = plain.apply(params, {}, x)
-    b, _ = plain.apply(params, state, x)
-    np.testing.assert_array_equal(a, b)
-    memorizing = kind(H, memorize=True)
     _, state = memorizing.init(jax.random.key(0), (B, T, F), F64)
-    a, state = memorizing.apply(params, state, x, train=False)
-    b, state = memorizing.apply(params, state, x, train=True)
-    assert not np.allclose(a, b)
+
+    def four_calls(p, s, x):
+        a, plain_state = plain.apply(p, {}, x)
+        b, _ = plain.apply(p, plain_state, x)
+        c, s = memorizing.apply(p, s, x, train=False)
+        d, s = memorizing.apply(p, s, x, train=True)
+        return a, b, c, d, plain_state
+
+    a, b, c, d, plain_state = quick_jit(four_calls)(params, state, x)
+    assert plain_state == {}
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    assert not np.allclose(c, d)
 
 
 def test_explicit_initial_state_without_memorize_is_reused_and_returned_unchanged():
@@ -296,7 +318,7 @@ def memorizing_model():
 def test_reset_memory_restores_zeros_and_keeps_other_state():
     model = memorizing_model()
     params, state0 = model.init(jax.random.key(0), (B, T, F))
-    _, state = model.apply(params, state0, random_input().astype(jnp.float32), train=True)
+    _, state = apply(model, params, state0, random_input().astype(jnp.float32), train=True)
     assert float(jnp.abs(state["lstm_0"]["c"]).sum()) > 0
     reset = jax.jit(reset_memory)(state)
     jax.tree.map(np.testing.assert_array_equal, reset["lstm_0"], state0["lstm_0"])
@@ -308,7 +330,7 @@ def test_reset_memory_restores_zeros_and_keeps_other_state():
 def test_reset_memory_with_mask_resets_only_marked_sequences():
     model = memorizing_model()
     params, state = model.init(jax.random.key(0), (B, T, F))
-    _, state = model.apply(params, state, random_input().astype(jnp.float32))
+    _, state = apply(model, params, state, random_input().astype(jnp.float32))
     mask = jnp.array([True, False, True])
     reset = reset_memory(state, mask)
     for layer_name in ("lstm_0", "rnn_1"):
@@ -352,7 +374,7 @@ def test_rank_errors_name_the_layer(shape):
 def test_other_errors():
     layer = RNN(H)
     params, _ = layer.init(jax.random.key(0), (B, T, F))
-    with pytest.raises(ValueError, match=r"initialized for 4 input features.*\(3, 5, 2\)"):
+    with pytest.raises(ValueError, match=r"initialized for 4 input features.*\(3, 4, 2\)"):
         layer.apply(params, {}, jnp.ones((B, T, 2), jnp.float32))
     with pytest.raises(TypeError, match="floating-point"):
         layer.apply(params, {}, jnp.ones((B, T, F), jnp.int32))
@@ -376,11 +398,11 @@ def test_other_errors():
 def test_exercise_forward_size_and_statefulness(network):
     model = network(7, 5)
     params, state = model.init(jax.random.key(0), (9, 13))
-    y, _ = model.apply(params, state, jax.random.uniform(jax.random.key(1), (9, 13)))
+    y, _ = apply(model, params, state, jax.random.uniform(jax.random.key(1), (9, 13)))
     assert y.shape == (9, 5)
     repeats = 2 if network is elman_rnn else 13
     tiled = jnp.tile(jax.random.uniform(jax.random.key(2), (1, 13)), (repeats, 1))
-    y, _ = model.apply(params, state, tiled)
+    y, _ = apply(model, params, state, tiled)
     assert not np.allclose(y[0], y[1])
 
 
@@ -389,16 +411,16 @@ def test_exercise_tbptt_two_forwards_differ(network):
     model = network(7, 5, memorize=True)
     x = jax.random.uniform(jax.random.key(1), (9, 13))
     params, state = model.init(jax.random.key(0), (9, 13))
-    first, state = model.apply(params, state, x)
-    second, _ = model.apply(params, state, x)
+    first, state = apply(model, params, state, x)
+    second, _ = apply(model, params, state, x)
     assert not np.allclose(first, second)
 
 
 @pytest.mark.parametrize("network", [elman_rnn, lstm_network])
 def test_exercise_positive_output_on_zero_input(network):
-    model = network(50, 1, weights_initializer=UniformRandom(), bias_initializer=UniformRandom())
-    params, state = model.init(jax.random.key(0), (1, 2000))
-    y, _ = model.apply(params, state, jnp.zeros((1, 2000), jnp.float32))
+    model = network(20, 1, weights_initializer=UniformRandom(), bias_initializer=UniformRandom())
+    params, state = model.init(jax.random.key(0), (1, 1000))
+    y, _ = apply(model, params, state, jnp.zeros((1, 1000), jnp.float32))
     assert float(jnp.sum(y)) > 0
 
 
@@ -424,7 +446,7 @@ def test_regularization_loss_is_added_for_recurrent_layers():
     for regularizer in (None, L2Regularizer(8e-2)):
         optimizer = Sgd(1e-3, regularizer=regularizer)
         train_state = create_train_state(model, optimizer, jax.random.key(1), x.shape)
-        _, metrics = make_train_step(model, loss, optimizer)(train_state, x, labels)
+        _, metrics = quick_jit(make_train_step(model, loss, optimizer, jit=False))(train_state, x, labels)
         losses.append(float(metrics["loss"]))
     assert losses[1] > losses[0]
 
@@ -449,7 +471,7 @@ def test_matches_pytorch_outputs_and_gradients(kind):
                for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
     params = layer.from_pytorch(**tensors)
     loss = lambda p, x: jnp.sum(layer.apply(p, {}, x)[0] * jnp.asarray(weights.numpy()))  # noqa: E731
-    y = layer.apply(params, {}, jnp.asarray(x_np))[0]
+    y = apply(layer, params, {}, jnp.asarray(x_np))[0]
     grads, dx = quick_jit(jax.grad(loss, argnums=(0, 1)))(params, jnp.asarray(x_np))
 
     np.testing.assert_allclose(y, y_torch.detach().numpy(), rtol=1e-10, atol=1e-12)

@@ -4,7 +4,9 @@ Checks resume equality (interrupted + resumed == unbroken, bit for bit), the NaN
 keeps the last good checkpoint, the command line's outputs and errors, and evaluation.
 """
 
+import contextlib
 import csv
+import io
 import importlib.util
 import pathlib
 import sys
@@ -116,12 +118,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monke
         assert [row["epoch"] for row in csv.DictReader(file)] == ["1"]
 
 
-def test_command_line_outputs_and_final_line(tmp_path, data, monkeypatch, capsys):
-    monkeypatch.setattr(train_lenet, "load_mnist", lambda *args, **kwargs: data)
-    out = tmp_path / "cli"
-    status = train_lenet.main(["--epochs", "1", "--batch-size", "16", "--validation-size", "20",
-                               "--output-dir", str(out), "--no-progress"])
-    printed = capsys.readouterr().out.strip().splitlines()
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, data):
+    """One epoch through the command line (shared by the CLI and evaluation tests)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_lenet, "load_mnist", lambda *args, **kwargs: data)
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            status = train_lenet.main(["--epochs", "1", "--batch-size", "16", "--validation-size", "20",
+                                       "--output-dir", str(out), "--no-progress"])
+    return out, status, captured.getvalue().strip().splitlines()
+
+
+def test_command_line_outputs_and_final_line(cli_run, capsys):
+    out, status, printed = cli_run
     assert status == 0
     assert printed[-1].startswith("Final test accuracy: ") and printed[-1].endswith("%")
     with open(out / "metrics.csv") as file:
@@ -129,6 +140,7 @@ def test_command_line_outputs_and_final_line(tmp_path, data, monkeypatch, capsys
     assert [row["epoch"] for row in rows] == ["1"]
     assert set(rows[0]) == set(train_lenet.METRIC_COLUMNS)
     assert 0 <= float(rows[0]["test_accuracy"]) <= 1
+    assert printed[-1] == f"Final test accuracy: {100 * float(rows[0]['test_accuracy']):.2f}%"
     with Image.open(out / "metrics.png") as image:
         assert image.format == "PNG"
     for name in ("last", "best"):
@@ -163,11 +175,12 @@ def test_learning_rate_schedules(tmp_path):
     assert train_lenet.learning_rate_schedule(config(tmp_path, schedule="constant"), 10) == 2e-3
 
 
-def test_evaluate_script_reports_accuracy_confusion_and_writes_grid(tmp_path, data, capsys):
-    result = train_lenet.train(config(tmp_path, epochs=1), data, log=lambda *_: None)
-    report = evaluate_lenet.evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "last", data.test,
+def test_evaluate_script_reports_accuracy_confusion_and_writes_grid(cli_run, data, tmp_path):
+    out, _, _ = cli_run
+    report = evaluate_lenet.evaluate_checkpoint(out / "checkpoints" / "last", data.test,
                                                 grid_path=tmp_path / "errors.png")
-    assert report["accuracy"] == pytest.approx(result.history[-1]["test_accuracy"])
+    with open(out / "metrics.csv") as file:
+        assert report["accuracy"] == pytest.approx(float(next(csv.DictReader(file))["test_accuracy"]))
     confusion = report["confusion"]
     assert confusion.shape == (10, 10) and confusion.sum() == len(data.test)
     assert np.trace(confusion) == round(report["accuracy"] * len(data.test))

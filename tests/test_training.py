@@ -142,3 +142,16 @@ def test_optax_transformations_plug_into_the_train_step():
     net = jaxdl.NeuralNetwork(model, jaxdl.cross_entropy, optax.adamw(1e-2), input_shape=(100, 4))
     net.train([(x, y)], iterations=300)
     assert float(jaxdl.accuracy(net.test(x_test), y_test)) > 0.9
+
+
+def test_evaluate_counts_correct_predictions_exactly():
+    model = jaxdl.Serial(jaxdl.Flatten())
+    predict = jaxdl.make_predict(model)
+    outputs = np.eye(3)[[0, 1, 2, 0, 1]]
+    labels = np.array([0, 1, 0, 0, 2])
+    result = jaxdl.evaluate(predict, {}, {}, [(outputs[:2], labels[:2]), (outputs[2:], labels[2:])],
+                            jaxdl.cross_entropy)
+    assert result["accuracy"] == 3 / 5 and result["count"] == 5
+    np.testing.assert_allclose(result["loss"], float(jaxdl.cross_entropy(outputs, labels)) / 5)
+    with pytest.raises(ValueError, match="empty"):
+        jaxdl.evaluate(predict, {}, {}, [])
