@@ -1,10 +1,10 @@
 """Forward + backward speed of jaxdl's RNN, LSTM and GRU against PyTorch on CPU.
 
 Each contender computes the value and the gradients (with respect to every parameter and the
-input) of ``sum(outputs)`` for a (batch, time, features) input: jaxdl with
+input) of ``sum(outputs)`` for a (batch, time, features) float32 input: jaxdl with
 ``jax.jit(jax.value_and_grad(...))``, PyTorch with ``torch.nn.RNN/LSTM/GRU(batch_first=True)``,
-``backward()`` and ``torch.set_num_threads(threads)``. Contenders run interleaved, round by
-round, in the same process, so load from other processes hits them alike; the table reports
+``backward()`` and ``torch.set_num_threads(threads)`` in a child process. Contenders run
+interleaved, round by round, so load from other processes hits them alike; the table reports
 the median sequences/s over the rounds, the ratio of medians against PyTorch and the first
 call's time (tracing + compilation) for jaxdl. PyTorch is optional (not a jaxdl dependency).
 
@@ -57,36 +57,87 @@ def jax_contender(cell: str, implementation: str, size):
     return (lambda: jax.block_until_ready(step(params, x))), first_call
 
 
-def torch_contender(cell: str, size):
-    """The same computation in PyTorch, or None if torch is not installed."""
+class TorchWorker:
+    """PyTorch in a child process, timed there; None-like (``available`` False) without torch.
+
+    A separate process keeps the two runtimes' thread pools apart: PyTorch's OpenMP threads
+    and XLA's threads, both busy-waiting for a while after their work, slow each other down
+    badly when they share a process on two cores.
+    """
+
+    def __init__(self, threads: int):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_torch_worker, args=(child, threads), daemon=True)
+        self._process.start()
+        self.version = self._connection.recv()
+        self.available = self.version is not None
+
+    def setup(self, cell: str, size):
+        self._connection.send(("setup", CELLS[cell][1], size))
+        self._connection.recv()
+
+    def run(self, calls: int) -> float:
+        """Seconds per call, timed in the child."""
+        self._connection.send(("run", calls))
+        return self._connection.recv()
+
+    def close(self):
+        self._connection.send(("stop",))
+        self._process.join(timeout=10)
+
+
+def _torch_worker(connection, threads):
     try:
         import torch
     except ImportError:
-        return None
-    batch, steps, features, hidden = size
-    torch.manual_seed(0)
-    module = getattr(torch.nn, CELLS[cell][1])(features, hidden, batch_first=True)
-    x = torch.randn(batch, steps, features, requires_grad=True)
+        connection.send(None)
+        return
+    torch.set_num_threads(threads)
+    connection.send(torch.__version__)
+    step = None
+    while True:
+        message = connection.recv()
+        if message[0] == "stop":
+            return
+        if message[0] == "setup":
+            _, class_name, (batch, steps, features, hidden) = message
+            torch.manual_seed(0)
+            module = getattr(torch.nn, class_name)(features, hidden, batch_first=True)
+            x = torch.randn(batch, steps, features, requires_grad=True)
 
-    def run():
-        module.zero_grad(set_to_none=True)
-        x.grad = None
-        outputs, _ = module(x)
-        outputs.sum().backward()
+            def step(module=module, x=x):
+                module.zero_grad(set_to_none=True)
+                x.grad = None
+                outputs, _ = module(x)
+                outputs.sum().backward()
 
-    run()
-    return run
+            step()
+            connection.send("ready")
+        elif message[0] == "run":
+            start = time.perf_counter()
+            for _ in range(message[1]):
+                step()
+            connection.send((time.perf_counter() - start) / message[1])
 
 
-def measure(contenders: dict, rounds: int, calls: int) -> dict:
-    """Median seconds per call of each contender, timed round-robin."""
+def measure(contenders: dict, torch_worker, rounds: int, calls: int) -> dict:
+    """Median seconds per call of each contender (and "torch"), timed round-robin."""
     times = {name: [] for name in contenders}
+    if torch_worker is not None:
+        times["torch"] = []
     for _ in range(rounds):
         for name, run in contenders.items():
             start = time.perf_counter()
             for _ in range(calls):
                 run()
             times[name].append((time.perf_counter() - start) / calls)
+            time.sleep(0.02)  # let the other runtime's spinning threads go idle
+        if torch_worker is not None:
+            times["torch"].append(torch_worker.run(calls))
+            time.sleep(0.02)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -103,17 +154,15 @@ def main(argv=None):
     parser.add_argument("--implementations", default="fused,scan",
                         help="jaxdl implementations to time (fused, scan)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (the median is taken)")
-    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (0: skip PyTorch)")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     implementations = args.implementations.split(",")
 
-    try:
-        import torch
-        torch.set_num_threads(args.threads)
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
+    torch_worker = TorchWorker(args.threads) if args.threads > 0 else None
+    if torch_worker is not None and not torch_worker.available:
+        torch_worker = None
+    torch_version = torch_worker.version if torch_worker else None
 
     rows = []
     for size_name in args.sizes.split(","):
@@ -123,14 +172,15 @@ def main(argv=None):
             for implementation in implementations:
                 run, first_calls[implementation] = jax_contender(cell, implementation, size)
                 contenders[implementation] = run
-            torch_run = torch_contender(cell, size)
-            if torch_run is not None:
-                contenders["torch"] = torch_run
-            seconds = measure(contenders, args.rounds, calls_per_round(size))
+            if torch_worker is not None:
+                torch_worker.setup(cell, size)
+            seconds = measure(contenders, torch_worker, args.rounds, calls_per_round(size))
             throughput = {name: size[0] / s for name, s in seconds.items()}
             row = (size_name, size, cell, throughput, first_calls)
             rows.append(row)
             print(format_row(row, implementations), flush=True)
+    if torch_worker is not None:
+        torch_worker.close()
 
     header = describe(torch_version, args)
     print(header)

@@ -4,7 +4,9 @@ Architecture (one functional core, every other part uses it):
 
 * `jaxdl.core`: the layer contract (`Layer`, `Serial`, `output_shape`).
 * `jaxdl.layers`: FullyConnected, Conv, Pooling, Flatten, activations, Dropout,
-  BatchNormalization (one module each).
+  BatchNormalization (one module each); the recurrent RNN, LSTM and GRU on `lax.scan` with a
+  memorized state for truncated BPTT (`reset_memory`) and the exercise's `elman_rnn` and
+  `lstm_network` (the package `jaxdl.layers.recurrent`).
 * `jaxdl.initializers`, `jaxdl.losses`, `jaxdl.regularizers`, `jaxdl.optimizers` (optax).
 * `jaxdl.training`: the jitted training step, prediction, evaluation, `NeuralNetwork`.
 * `jaxdl.models` (LeNet, `build_model` from a config), `jaxdl.checkpoint` (safe npz + JSON
@@ -21,6 +23,7 @@ from jaxdl.core import Layer, Serial, count_params, output_shape
 from jaxdl.initializers import Constant, He, UniformRandom, Xavier
 from jaxdl.layers import (
     BatchNormalization, Conv, Dropout, Flatten, FullyConnected, Pooling, ReLU, Sigmoid, SoftMax, TanH,
+    GRU, LSTM, RNN, elman_rnn, lstm_network, reset_memory,
 )
 from jaxdl.losses import accuracy, correct_predictions, cross_entropy, softmax_cross_entropy
 from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularization_loss
@@ -37,6 +40,7 @@ __all__ = [
     "Constant", "He", "UniformRandom", "Xavier",
     "BatchNormalization", "Conv", "Dropout", "Flatten", "FullyConnected", "Pooling", "ReLU",
     "Sigmoid", "SoftMax", "TanH",
+    "GRU", "LSTM", "RNN", "elman_rnn", "lstm_network", "reset_memory",
     "accuracy", "correct_predictions", "cross_entropy", "softmax_cross_entropy",
     "Adam", "Optimizer", "Sgd", "SgdWithMomentum", "regularization_loss",
     "L1Regularizer", "L2Regularizer",

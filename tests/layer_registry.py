@@ -35,4 +35,8 @@ LAYER_CASES = [
     ("serial_regularized", jaxdl.Serial(jaxdl.FullyConnected(4), jaxdl.BatchNormalization(),
                                         jaxdl.TanH(), jaxdl.Dropout(0.5), jaxdl.FullyConnected(2),
                                         jaxdl.Sigmoid()), (5, 3)),
+    ("rnn", jaxdl.RNN(4), (2, 3, 5)),
+    ("rnn_exercise_layout", jaxdl.RNN(3, implementation="scan"), (4, 5)),
+    ("lstm_memorize", jaxdl.LSTM(3, memorize=True), (2, 3, 4)),
+    ("gru_last_reverse", jaxdl.GRU(3, return_sequences=False, reverse=True), (2, 3, 4)),
 ]
