@@ -319,7 +319,6 @@ def test_layers_are_hashable_and_compare_by_configuration():
 
 # ---------------------------------------------------------------- fast paths equal the simple versions
 from jaxdl.layers.conv import conv_reference, same_padding, single_channel_conv  # noqa: E402
-from jaxdl.layers.pooling import max_pool, max_pool_reference  # noqa: E402
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [
@@ -349,14 +348,3 @@ def test_conv_layer_uses_the_fast_path_only_for_one_channel():
         jaxpr = str(jax.make_jaxpr(lambda x: layer.apply(params, {}, x)[0])(jnp.ones((1, channels, 5, 5))))
         assert ("custom_vjp_call" in jaxpr) == (channels == 1)
         assert ("conv_general_dilated" in jaxpr) == (channels != 1)
-
-
-@pytest.mark.parametrize("pool,stride", [((2, 2), (2, 2)), ((2, 2), (2, 1)), ((3, 2), (1, 3)), ((2, 3), (3, 2))])
-def test_max_pool_equals_reduce_window_in_value_and_gradient(pool, stride):
-    rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.permutation(2 * 3 * 7 * 8).reshape(2, 3, 7, 8) / 10.0)  # no ties
-    fast, fast_vjp = jax.vjp(lambda v: max_pool(v, pool, stride), x)
-    ref, ref_vjp = jax.vjp(lambda v: max_pool_reference(v, pool, stride), x)
-    np.testing.assert_array_equal(fast, ref)
-    cotangent = jnp.asarray(rng.normal(size=ref.shape))
-    np.testing.assert_allclose(fast_vjp(cotangent)[0], ref_vjp(cotangent)[0], rtol=1e-12)

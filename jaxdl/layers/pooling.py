@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import jax.numpy as jnp
 from jax import lax
@@ -18,7 +17,7 @@ class Pooling(Layer):
 
     Layout: (batch, channels, y, x) -> (batch, channels, y', x') with
     y' = floor((y - pool_y) / stride_y) + 1. The gradient goes to the arg-max of each window
-    (summed where windows overlap; split evenly between exact ties). Computed by `max_pool`.
+    (summed where windows overlap; one of exact ties).
 
     Args:
         pool_shape: an int or (pool_y, pool_x).
@@ -43,23 +42,11 @@ class Pooling(Layer):
         return max_pool(x, self.pool_shape, self.stride), state
 
 
-def max_pool_reference(x, pool_shape, stride):
-    """Max pooling with `lax.reduce_window` (what Flax and stax use): the simple version."""
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, *pool_shape), (1, 1, *stride), "VALID")
-
-
 def max_pool(x, pool_shape, stride):
-    """Max pooling as the element-wise maximum of one strided slice per window position.
+    """Max pooling with `lax.reduce_window` (as Flax and stax do).
 
-    Equal to `max_pool_reference` in value; ~6x faster on CPU forward and backward, because
-    XLA fuses the slices and maxima into one loop while reduce_window's gradient is a slow
-    select-and-scatter. Gradient: all of it goes to the window's maximum; on exact ties it is
-    split evenly among the tied entries (reduce_window gives it to one of them).
+    Rewritten as strided slices (with autodiff or a custom VJP) it was faster alone on CPU,
+    but slower inside LeNet's training step, where XLA fuses it with the preceding
+    convolution; see benchmarks/RESULTS.md.
     """
-    out_shape = tuple((n - p) // s + 1 for n, p, s in zip(x.shape[2:], pool_shape, stride))
-    out = None
-    for offset in itertools.product(*(range(p) for p in pool_shape)):
-        index = tuple(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, stride, out_shape))
-        view = x[(slice(None), slice(None)) + index]
-        out = view if out is None else jnp.maximum(out, view)
-    return out
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, *pool_shape), (1, 1, *stride), "VALID")

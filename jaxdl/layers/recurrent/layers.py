@@ -162,7 +162,7 @@ class Recurrent(Layer):
         xs = x[None] if squeeze else x
         dtype = jnp.result_type(xs, *params.values())
         params = {name: jnp.asarray(v).astype(dtype) for name, v in params.items()}
-        carry0 = self._initial_carry(initial_state, xs, dtype)
+        carry0 = self._initial_carry(initial_state, xs.shape[0], x.shape, dtype)
         run_sequence = _IMPLEMENTATIONS[self.implementation]
         hs, carry = run_sequence(self.cell, params, jnp.swapaxes(xs.astype(dtype), 0, 1), carry0,
                                  reverse=self.reverse, unroll=self.unroll)
@@ -183,8 +183,7 @@ class Recurrent(Layer):
                 f"{self!r} was initialized for {features} input features, got input of shape "
                 f"{tuple(x.shape)} with {x.shape[-1]} on the last axis.")
 
-    def _initial_carry(self, initial_state, xs, dtype):
-        batch = xs.shape[0]
+    def _initial_carry(self, initial_state, batch, input_shape, dtype):
         if initial_state is None:
             return tuple(jnp.zeros((batch, self.hidden_size), dtype) for _ in self.cell.carry_names)
         names = self.cell.carry_names
@@ -196,9 +195,9 @@ class Recurrent(Layer):
             shape = tuple(jnp.shape(initial_state[name]))
             if shape != (batch, self.hidden_size):
                 raise ValueError(
-                    f"{self!r} holds a state {name!r} of shape {shape} for batch {shape[0] if shape else '?'}, "
-                    f"expected ({batch}, {self.hidden_size}) for the input of shape {tuple(xs.shape)} "
-                    f"(rank-2 input is batch 1). Re-create the state for this batch size with "
+                    f"{self!r} holds a state {name!r} of shape {shape}, expected ({batch}, "
+                    f"{self.hidden_size}) for the input of shape {tuple(input_shape)} (a rank-2 input "
+                    f"is batch 1). Re-create the state for this batch size with "
                     f"init(key, input_shape) or initial_state({batch}).")
         return tuple(jnp.asarray(initial_state[name]).astype(dtype) for name in names)
 
