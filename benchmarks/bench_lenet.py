@@ -2,7 +2,8 @@
 
 Network: Conv 6@5x5 same, ReLU, max pool 2, Conv 16@5x5 same, ReLU, max pool 2, FC 120, 84, 10,
 SoftMax + cross-entropy, Adam. For each batch size and thread count a fresh subprocess (thread
-counts must be fixed before JAX or PyTorch start) measures:
+counts must be fixed before JAX or PyTorch start), pinned to that many cores with ``taskset``
+(XLA starts helper threads whatever its thread flags say), measures:
 
 * samples/s: median over ``--repeats`` timed blocks of ``--steps`` steps, after warm-up;
 * samples per CPU second (process time): with 1 thread, a measure that other jobs on a
@@ -23,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -128,7 +130,9 @@ def worker(args):
 
 
 def measure(library, batch, threads, steps, repeats):
-    command = [sys.executable, __file__, "--worker", library, "--batch", str(batch),
+    # Pin the worker to `threads` cores: XLA starts helper threads whatever its flags say.
+    pin = ["taskset", "-c", f"0-{threads - 1}"] if shutil.which("taskset") else []
+    command = [*pin, sys.executable, __file__, "--worker", library, "--batch", str(batch),
                "--threads", str(threads), "--steps", str(steps), "--repeats", str(repeats)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:

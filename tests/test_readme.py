@@ -37,3 +37,11 @@ def test_training_example_runs_on_a_small_batch_stream():
     exec(compile(block, "README.md", "exec"), namespace)
     assert int(namespace["train_state"].step) == 2
     assert namespace["probabilities"].shape == (4, 10)
+
+
+def test_recurrent_truncated_bptt_example_runs():
+    namespace = {}
+    exec(compile(python_blocks()[2], "README.md", "exec"), namespace)
+    assert int(namespace["train_state"].step) == 20
+    assert namespace["train_state"].state["lstm_0"]["h"].shape == (32, 64)
+    assert np.isfinite(float(namespace["metrics"]["loss"]))
