@@ -51,6 +51,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxdl.core import path_names
+
 FORMAT = "jaxdl.checkpoint"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -131,15 +133,7 @@ def _sha256(path: pathlib.Path) -> str:
 
 def path_string(path) -> str:
     """A jax key path as ``a/b/0/c`` (dict keys, NamedTuple fields and indices joined by /)."""
-    parts = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-        else:
-            parts.append(str(entry))
-    return "/".join(parts)
+    return "/".join(path_names(path))
 
 
 def _is_key_array(leaf) -> bool:

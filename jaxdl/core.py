@@ -199,6 +199,19 @@ def output_shape(layer: Layer, input_shape: Shape, dtype=jnp.float32) -> Shape:
     return _apply_shape(layer, params, state, input_shape, dtype)
 
 
+def path_names(path) -> tuple[str, ...]:
+    """A jax key path as a tuple of strings."""
+    names = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                names.append(str(getattr(entry, attr)))
+                break
+        else:
+            names.append(str(entry))
+    return tuple(names)
+
+
 def count_params(params: Params) -> int:
     """The number of scalars in a parameter tree."""
     return sum(int(leaf.size) for leaf in jax.tree.leaves(params))

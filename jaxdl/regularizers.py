@@ -33,21 +33,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxdl.core import path_names
+
 #: Leaf names regularized by default.
 REGULARIZED_NAMES = frozenset({"weights", "w_ih", "w_hh"})
-
-
-def path_names(path) -> tuple[str, ...]:
-    """A jax key path as a tuple of strings."""
-    names = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                names.append(str(getattr(entry, attr)))
-                break
-        else:
-            names.append(str(entry))
-    return tuple(names)
 
 
 def default_mask(path: tuple[str, ...]) -> bool:
