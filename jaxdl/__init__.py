@@ -28,10 +28,10 @@ from jaxdl.layers import (
 from jaxdl.losses import accuracy, correct_predictions, cross_entropy, softmax_cross_entropy
 from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularization_loss
 from jaxdl.regularizers import L1Regularizer, L2Regularizer
-from jaxdl import checkpoint, models
 from jaxdl.training import (
     NeuralNetwork, TrainState, create_train_state, evaluate, make_predict, make_train_step,
 )
+from jaxdl import checkpoint, models  # noqa: E402  (they build on the names above)
 
 __version__ = "0.1.0"
 
