@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pathlib
 import struct
@@ -61,7 +62,6 @@ IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
 
 IMAGE_SIZE = 28
-NUM_CLASSES = 10
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -80,16 +80,7 @@ def read_idx_images(path, expected_count: int | None = None) -> np.ndarray:
     Raises:
         ValueError: for a wrong magic number, a truncated file, or an unexpected count.
     """
-    with gzip.open(path, "rb") as file:
-        header = file.read(16)
-        if len(header) != 16:
-            raise ValueError(f"{path}: truncated IDX header ({len(header)} of 16 bytes).")
-        magic, count, rows, cols = struct.unpack(">IIII", header)
-        _check_idx(path, magic, IDX_IMAGES_MAGIC, count, expected_count)
-        data = file.read()
-    if len(data) != count * rows * cols:
-        raise ValueError(f"{path}: expected {count}x{rows}x{cols} pixel bytes, got {len(data)}.")
-    return np.frombuffer(data, np.uint8).reshape(count, rows, cols)
+    return _read_idx(path, IDX_IMAGES_MAGIC, 3, expected_count, "pixel bytes")
 
 
 def read_idx_labels(path, expected_count: int | None = None) -> np.ndarray:
@@ -98,23 +89,25 @@ def read_idx_labels(path, expected_count: int | None = None) -> np.ndarray:
     Raises:
         ValueError: for a wrong magic number, a truncated file, or an unexpected count.
     """
+    return _read_idx(path, IDX_LABELS_MAGIC, 1, expected_count, "label bytes")
+
+
+def _read_idx(path, expected_magic: int, ndim: int, expected_count, what: str) -> np.ndarray:
+    """An unsigned-byte IDX file: big-endian magic and ``ndim`` sizes, then the data."""
+    header_size = 4 * (1 + ndim)
     with gzip.open(path, "rb") as file:
-        header = file.read(8)
-        if len(header) != 8:
-            raise ValueError(f"{path}: truncated IDX header ({len(header)} of 8 bytes).")
-        magic, count = struct.unpack(">II", header)
-        _check_idx(path, magic, IDX_LABELS_MAGIC, count, expected_count)
+        header = file.read(header_size)
+        if len(header) != header_size:
+            raise ValueError(f"{path}: truncated IDX header ({len(header)} of {header_size} bytes).")
+        magic, *shape = struct.unpack(">" + "I" * (1 + ndim), header)
+        if magic != expected_magic:
+            raise ValueError(f"{path}: IDX magic number {magic}, expected {expected_magic}.")
+        if expected_count is not None and shape[0] != expected_count:
+            raise ValueError(f"{path}: {shape[0]} entries, expected {expected_count}.")
         data = file.read()
-    if len(data) != count:
-        raise ValueError(f"{path}: expected {count} label bytes, got {len(data)}.")
-    return np.frombuffer(data, np.uint8)
-
-
-def _check_idx(path, magic, expected_magic, count, expected_count):
-    if magic != expected_magic:
-        raise ValueError(f"{path}: IDX magic number {magic}, expected {expected_magic}.")
-    if expected_count is not None and count != expected_count:
-        raise ValueError(f"{path}: {count} entries, expected {expected_count}.")
+    if len(data) != math.prod(shape):
+        raise ValueError(f"{path}: expected {'x'.join(map(str, shape))} {what}, got {len(data)}.")
+    return np.frombuffer(data, np.uint8).reshape(shape)
 
 
 def encode_png(image: np.ndarray) -> bytes:
