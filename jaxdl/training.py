@@ -211,4 +211,6 @@ def _cycle(batches):
             empty = False
             yield item
         if empty:
-            raise ValueError("NeuralNetwork.train: the batch iterable yielded nothing.")
+            raise ValueError(
+                "NeuralNetwork.train: the batch iterable yielded nothing (an exhausted iterator? "
+                "pass a list or an object whose __iter__ starts a new pass).")

@@ -39,7 +39,7 @@ def same_padding(kernel_shape) -> tuple[tuple[int, int], ...]:
 
 def conv_dimension_numbers(ndim: int):
     """lax dimension numbers for the exercise layout: NC[H]W input, OI[H]W kernels."""
-    spatial = "HW"[-ndim:] if ndim <= 2 else None
+    spatial = "HW"[-ndim:]  # "W" for 1-D, "HW" for 2-D
     return ("NC" + spatial, "OI" + spatial, "NC" + spatial)
 
 
