@@ -159,7 +159,7 @@ class Serial(Layer):
                 params[name] = layer_params
             if layer_state:
                 state[name] = layer_state
-            shape = _apply_shape(layer, layer_params, layer_state, shape, dtype)
+            shape = apply_shape(layer, layer_params, layer_state, shape, dtype)
         return params, state
 
     def apply(self, params, state, x, *, key=None, train=False):
@@ -182,7 +182,8 @@ class Serial(Layer):
         return f"Serial({inner})"
 
 
-def _apply_shape(layer, params, state, input_shape, dtype) -> Shape:
+def apply_shape(layer, params, state, input_shape, dtype) -> Shape:
+    """The evaluation-mode output shape of ``layer`` with the given params, traced abstractly."""
     x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
     out = jax.eval_shape(lambda p, s, x: layer.apply(p, s, x, train=False)[0], params, state, x)
     return tuple(out.shape)
@@ -196,7 +197,7 @@ def output_shape(layer: Layer, input_shape: Shape, dtype=jnp.float32) -> Shape:
         (8, 6, 14, 14)
     """
     params, state = jax.eval_shape(lambda k: layer.init(k, tuple(input_shape), dtype), jax.random.key(0))
-    return _apply_shape(layer, params, state, input_shape, dtype)
+    return apply_shape(layer, params, state, input_shape, dtype)
 
 
 def path_names(path) -> tuple[str, ...]:

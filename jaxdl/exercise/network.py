@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxdl import checkpoint
+from jaxdl.core import apply_shape
 from jaxdl.exercise import _engine
 from jaxdl.exercise._engine import DTYPE, as_array
 from jaxdl.exercise.base import FunctionalLayer
@@ -160,11 +161,10 @@ class NeuralNetwork:
         signature = (tuple(shape), tuple((id(layer), layer._core) for layer in self.layers))
         cached = self.__dict__.get("_shapes")
         if cached is None or cached[0] != signature:
-            shapes, h = [], jax.ShapeDtypeStruct(tuple(shape), DTYPE)
+            shapes, h = [], tuple(shape)
             for layer in self.layers:
-                shapes.append(h)
-                h = jax.eval_shape(lambda p, s, x, core=layer._core: core.apply(p, s, x, train=False)[0],
-                                   layer._params, layer._state, h)
+                shapes.append(jax.ShapeDtypeStruct(h, DTYPE))
+                h = apply_shape(layer._core, layer._params, layer._state, h, DTYPE)
             self._shapes = cached = (signature, shapes)
         return cached[1]
 
