@@ -228,6 +228,48 @@ def test_pooling_routes_gradient_to_argmax_and_sums_overlaps():
     np.testing.assert_array_equal(grad, [[[[0, 2, 0], [0, 0, 0]]]])
 
 
+from jaxdl.layers.pooling import reduce_window_max_pool, tiled_max_pool  # noqa: E402
+
+
+@pytest.mark.parametrize("shape,pool", [
+    ((2, 3, 8, 8), (2, 2)), ((2, 2, 7, 9), (2, 2)), ((1, 2, 9, 8), (3, 2)), ((2, 1, 5, 5), (1, 1)),
+    ((1, 1, 4, 12), (4, 3)),
+])
+@pytest.mark.parametrize("values", ["normal", "ties", "constant"])
+def test_tiled_max_pool_equals_reduce_window_in_value_and_gradient(shape, pool, values):
+    rng = np.random.default_rng(0)
+    x = {"normal": rng.normal(size=shape), "ties": rng.integers(0, 3, size=shape).astype(float),
+         "constant": np.full(shape, -np.inf)}[values]
+    cotangent = jnp.asarray(rng.normal(size=(*shape[:2], shape[2] // pool[0], shape[3] // pool[1])))
+    results = []
+    for fn in (lambda v: tiled_max_pool(v, pool), lambda v: reduce_window_max_pool(v, pool, pool)):
+        y, vjp = jax.vjp(jax.jit(fn), jnp.asarray(x))
+        results.append((y, vjp(cotangent)[0]))
+    (y_fast, grad_fast), (y_ref, grad_ref) = results
+    np.testing.assert_array_equal(y_fast, y_ref)
+    np.testing.assert_array_equal(grad_fast, grad_ref)
+
+
+def test_tiled_max_pool_gives_each_windows_gradient_to_its_first_max_only():
+    x = jnp.asarray([[[[1.0, 3.0, 0.0, 0.0], [3.0, 2.0, 0.0, 0.0], [9.0, 9.0, 5.0, 4.0]]]])
+    grad = jax.grad(lambda v: jnp.sum(tiled_max_pool(v, (2, 2)) * jnp.asarray([[[[1.0, 10.0]]]])))(x)
+    np.testing.assert_array_equal(grad, [[[[0, 1, 10, 0], [0, 0, 0, 0], [0, 0, 0, 0]]]])
+
+
+def test_tiled_max_pool_propagates_nan():
+    x = jnp.asarray([[[[1.0, jnp.nan], [3.0, 2.0]]]])
+    assert jnp.isnan(tiled_max_pool(x, (2, 2))).all()
+    assert jnp.isnan(jax.value_and_grad(lambda v: tiled_max_pool(v, (2, 2)).sum())(x)[0])
+
+
+def test_pooling_layer_takes_the_tiled_path_only_without_overlap():
+    x = jnp.ones((1, 1, 6, 6))
+    for layer, tiled in ((jaxdl.Pooling(2), True), (jaxdl.Pooling((2, 3)), True),
+                         (jaxdl.Pooling(2, stride=1), False), (jaxdl.Pooling(2, stride=3), False)):
+        jaxpr = str(jax.make_jaxpr(lambda v, layer=layer: layer.apply({}, {}, v)[0])(x))
+        assert ("custom_vjp_call" in jaxpr) == tiled, layer
+
+
 # ---------------------------------------------------------------- initializers (KS tests)
 def _ks_pvalue(samples, cdf):
     import scipy.stats

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -16,8 +18,12 @@ class Pooling(Layer):
     """Max over pool_shape windows placed every ``stride`` elements, no padding ("valid").
 
     Layout: (batch, channels, y, x) -> (batch, channels, y', x') with
-    y' = floor((y - pool_y) / stride_y) + 1. The gradient goes to the arg-max of each window
-    (summed where windows overlap; one of exact ties).
+    y' = floor((y - pool_y) / stride_y) + 1. The gradient goes to the first arg-max of each
+    window in row-major order (summed where windows overlap), as `lax.reduce_window`'s does.
+
+    Speed: non-overlapping windows (stride == pool_shape, the default) take
+    `tiled_max_pool`, which finds each window's arg-max in the forward pass; other strides
+    use `reduce_window_max_pool`.
 
     Args:
         pool_shape: an int or (pool_y, pool_x).
@@ -39,14 +45,73 @@ class Pooling(Layer):
             raise ValueError(
                 f"{self!r}: pool {self.pool_shape} is larger than the input's spatial size {tuple(x.shape[2:])}."
             )
-        return max_pool(x, self.pool_shape, self.stride), state
+        if self.stride == self.pool_shape:
+            return tiled_max_pool(x, self.pool_shape), state
+        return reduce_window_max_pool(x, self.pool_shape, self.stride), state
 
 
-def max_pool(x, pool_shape, stride):
-    """Max pooling with `lax.reduce_window` (as Flax and stax do).
+def reduce_window_max_pool(x, pool_shape, stride):
+    """Max pooling with `lax.reduce_window` and its autodiff (as Flax and stax do).
 
-    Rewritten as strided slices (with autodiff or a custom VJP) it was faster alone on CPU,
-    but slower inside LeNet's training step, where XLA fuses it with the preceding
-    convolution; see benchmarks/RESULTS.md.
+    The reference for `tiled_max_pool`, and the path for overlapping or gapped windows.
     """
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, *pool_shape), (1, 1, *stride), "VALID")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def tiled_max_pool(x, pool_shape):
+    """Max pooling over non-overlapping windows (stride == pool_shape), fast on CPU.
+
+    Equal to `reduce_window_max_pool` in value and gradient (the first arg-max in row-major
+    order of each window takes the gradient; rows and columns past the last whole window get
+    zero). The difference is the backward pass: XLA's CPU lowering of `reduce_window`'s
+    gradient builds four int32 index arrays the size of the input and scatters through them
+    (about 8 ms of LeNet's 31 ms training step at batch 128); here the forward pass records
+    each window's arg-max position as a small integer in the same `reduce_window` that takes
+    the max, and the backward pass is one elementwise select. The position is recorded in the
+    forward pass because computing it in the backward makes XLA fuse (and recompute) the
+    producing layer into it; see benchmarks/RESULTS.md.
+    """
+    return reduce_window_max_pool(x, pool_shape, pool_shape)
+
+
+def _max_and_position(x, pool_shape):
+    """Each window's max and the row-major position (0 .. py*px-1) of its first arg-max."""
+    py, px = pool_shape
+    index_dtype = jnp.int8 if py * px < 127 else jnp.int32
+    rows = lax.broadcasted_iota(index_dtype, x.shape, 2) % py
+    cols = lax.broadcasted_iota(index_dtype, x.shape, 3) % px
+    position = rows * px + cols
+
+    def first_max(a, b):
+        (value_a, index_a), (value_b, index_b) = a, b
+        take_a = (value_a > value_b) | ((value_a == value_b) & (index_a < index_b)) | jnp.isnan(value_a)
+        return jnp.where(take_a, value_a, value_b), jnp.where(take_a, index_a, index_b)
+
+    init = (jnp.array(-jnp.inf, x.dtype), jnp.array(py * px, index_dtype))
+    window = (1, 1, py, px)
+    return lax.reduce_window((x, position), init, first_max, window, window, "VALID")
+
+
+def _tiled_max_pool_fwd(x, pool_shape):
+    pooled, position = _max_and_position(x, pool_shape)
+    return pooled, (position, x.shape)
+
+
+def _tiled_max_pool_bwd(pool_shape, residuals, cotangent):
+    position, input_shape = residuals
+    py, px = pool_shape
+    batch, channels, height, width = input_shape
+    out_y, out_x = cotangent.shape[2:]
+
+    def upsample(a):
+        a = jnp.broadcast_to(a[:, :, :, None, :, None], (batch, channels, out_y, py, out_x, px))
+        return a.reshape(batch, channels, out_y * py, out_x * px)
+
+    rows = lax.broadcasted_iota(position.dtype, (out_y * py, out_x * px), 0) % py
+    cols = lax.broadcasted_iota(position.dtype, (out_y * py, out_x * px), 1) % px
+    grad = jnp.where(upsample(position) == rows * px + cols, upsample(cotangent), 0).astype(cotangent.dtype)
+    return (jnp.pad(grad, ((0, 0), (0, 0), (0, height - out_y * py), (0, width - out_x * px))),)
+
+
+tiled_max_pool.defvjp(_tiled_max_pool_fwd, _tiled_max_pool_bwd)
