@@ -5,7 +5,10 @@ SoftMax + cross-entropy, Adam. For each batch size and thread count a fresh subp
 counts must be fixed before JAX or PyTorch start), pinned to that many cores with ``taskset``
 (XLA starts helper threads whatever its thread flags say), measures:
 
-* samples/s: median over ``--repeats`` timed blocks of ``--steps`` steps, after warm-up;
+* samples/s: median over ``--repeats`` timed blocks of ``--steps`` steps, after warm-up; each
+  library's worker runs ``--rounds`` times, alternating with the other's, and the table gives
+  the median over the rounds and the median of the rounds' jaxdl/torch ratios (the machine is
+  shared: back-to-back pairs see the same load);
 * samples per CPU second (process time): with 1 thread, a measure that other jobs on a
   shared machine disturb far less than wall time;
 * first-step latency: the first call, compilation included (jaxdl) or not needed (PyTorch);
@@ -140,6 +143,11 @@ def measure(library, batch, threads, steps, repeats):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def median_result(results):
+    """The median of each figure over several workers' results."""
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -153,7 +161,9 @@ def main():
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 128, 512])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=0, help="steps per timed block (default: ~4096 samples)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="timed blocks per worker")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="workers per library and configuration, alternating jaxdl/torch")
     parser.add_argument("--worker", choices=["jaxdl", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -169,10 +179,15 @@ def main():
     for threads in args.threads:
         for batch in args.batch:
             steps = args.steps or max(4096 // batch, 4)
-            results = {lib: measure(lib, batch, threads, steps, args.repeats) for lib in libraries}
-            j, t = results["jaxdl"], results.get("torch")
-            ratio = f"{j['samples_per_s'] / t['samples_per_s']:.2f}x" if t else "-"
-            cpu_ratio = f"{j['samples_per_cpu_s'] / t['samples_per_cpu_s']:.2f}x" if t else "-"
+            rounds = [{lib: measure(lib, batch, threads, steps, args.repeats) for lib in libraries}
+                      for _ in range(args.rounds)]
+            j, t = (median_result([r[lib] for r in rounds]) if lib in rounds[0] else None
+                    for lib in ("jaxdl", "torch"))
+            ratio = cpu_ratio = "-"
+            if t:
+                # the median over rounds of each round's ratio: both libraries ran back to back
+                ratio = f"{statistics.median(r['jaxdl']['samples_per_s'] / r['torch']['samples_per_s'] for r in rounds):.2f}x"
+                cpu_ratio = f"{statistics.median(r['jaxdl']['samples_per_cpu_s'] / r['torch']['samples_per_cpu_s'] for r in rounds):.2f}x"
             tcol = lambda key, fmt: format(t[key], fmt) if t else "-"  # noqa: E731
             print(f"| {batch} | {threads} | {j['samples_per_s']:,.0f} | {tcol('samples_per_s', ',.0f')} | "
                   f"{ratio} | {cpu_ratio} | {j['first_step_s']:.2f} | {tcol('first_step_s', '.3f')} | "

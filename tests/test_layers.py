@@ -363,16 +363,17 @@ def test_layers_are_hashable_and_compare_by_configuration():
 from jaxdl.layers.conv import conv_reference, fast_conv, same_padding  # noqa: E402
 
 
-@pytest.mark.parametrize("channels,batch", [(1, 3), (3, 70)])
+@pytest.mark.parametrize("channels,kernels,batch", [(1, 4, 3), (3, 4, 70), (3, 16, 5), (6, 20, 33)])
 @pytest.mark.parametrize("kernel,stride,padding", [
     ((5, 5), (1, 1), "same"), ((3, 4), (2, 3), "same"), ((3, 3), (2, 1), "valid"), ((3,), (2,), "same"),
     ((1, 1), (1, 1), "same"),
 ])
-def test_fast_conv_equals_lax_conv_in_value_and_gradient(kernel, stride, padding, channels, batch):
-    # batch 70 = two whole blocks of the weight gradient and a partial one
+def test_fast_conv_equals_lax_conv_in_value_and_gradient(kernel, stride, padding, channels, kernels, batch):
+    # one channel: the slice path; 16-31 kernels: padded to 32; batch 70: two whole blocks of
+    # the weight gradient and a partial one
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(batch, channels, 9, 10)[: 2 + len(kernel)]))
-    w = jnp.asarray(rng.normal(size=(4, channels, *kernel)))
+    w = jnp.asarray(rng.normal(size=(kernels, channels, *kernel)))
     pad = same_padding(kernel) if padding == "same" else ((0, 0),) * len(kernel)
     cotangent = None
     for fn in (fast_conv, conv_reference):
@@ -385,10 +386,23 @@ def test_fast_conv_equals_lax_conv_in_value_and_gradient(kernel, stride, padding
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_conv_layer_takes_the_slice_path_only_for_one_channel():
-    layer = jaxdl.Conv(2, (3, 3))
-    for channels in (1, 2):
-        params, _ = layer.init(jax.random.key(0), (1, channels, 5, 5))
-        jaxpr = str(jax.make_jaxpr(lambda x: layer.apply(params, {}, x)[0])(jnp.ones((1, channels, 5, 5))))
-        assert "custom_vjp_call" in jaxpr
-        assert ("conv_general_dilated" in jaxpr) == (channels != 1)
+@pytest.mark.parametrize("channels,kernels,expected_kernels", [(1, 2, None), (2, 2, 2), (6, 16, 32), (6, 32, 32)])
+def test_conv_layer_takes_the_cpu_fast_paths(channels, kernels, expected_kernels):
+    layer = jaxdl.Conv(kernels, (3, 3))
+    params, _ = layer.init(jax.random.key(0), (1, channels, 5, 5))
+    hlo = jax.jit(lambda x: layer.apply(params, {}, x)[0]).lower(jnp.ones((1, channels, 5, 5))).compile().as_text()
+    convolutions = [line for line in hlo.splitlines() if " convolution(" in line]
+    if expected_kernels is None:  # one channel: shifted slices, no convolution
+        assert not convolutions
+    else:
+        assert convolutions and all(f",{expected_kernels}]" in line.split("=")[1] for line in convolutions), convolutions
+
+
+def test_fast_conv_default_platform_branch_is_the_reference():
+    from jaxdl.layers.conv import blocked_weight_gradient
+    rng = np.random.default_rng(1)
+    x, w = jnp.asarray(rng.normal(size=(4, 2, 6, 6))), jnp.asarray(rng.normal(size=(3, 2, 3, 3)))
+    y, vjp = jax.vjp(lambda w: conv_reference(x, w, (1, 1), ((1, 1), (1, 1))), w)
+    cotangent = jnp.asarray(rng.normal(size=y.shape))
+    np.testing.assert_allclose(blocked_weight_gradient(x, w, cotangent, (1, 1), ((1, 1), (1, 1)), block=4),
+                               vjp(cotangent)[0], rtol=1e-12)

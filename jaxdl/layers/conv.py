@@ -58,30 +58,54 @@ def _tap_slices(x, kernel_shape, stride, out_shape):
         yield tap, x[(slice(None),) + index]
 
 
-#: Batch rows per block of the weight gradient (see `fast_conv`).
+#: Batch rows per block of the weight gradient on CPU (see `fast_conv`).
 WEIGHT_GRAD_BLOCK = 32
+
+#: On CPU, XLA runs a convolution with at least this many kernels (or ~30 input channels)
+#: through YNNPACK, and smaller ones through a much slower Eigen kernel (see `fast_conv`).
+LIBRARY_KERNELS = 32
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def fast_conv(x, weights, stride, padding):
-    """`conv_reference` with two CPU fast paths; equal to it in value and gradient.
+    """`conv_reference` with CPU fast paths; equal to it in value and gradient.
 
-    * Forward, one input channel (the first layer of an image network): a sum of shifted,
-      strided slices times each tap. XLA's CPU convolution is slow here; as broadcast
-      multiply-adds the forward pass is ~9x faster. Otherwise `lax.conv`.
+    On CPU (chosen at lowering with `lax.platform_dependent`; other platforms run
+    `conv_reference` and its gradient unchanged):
+
+    * One input channel (the first layer of an image network): the forward pass is a sum of
+      shifted, strided slices times each tap, ~9x faster than XLA's CPU convolution.
+    * 2-D, 2-29 input channels and 16-31 kernels (LeNet's second layer): the kernels are padded
+      with zeros to `LIBRARY_KERNELS` and the extra outputs dropped. The padded convolution
+      does twice the arithmetic, but XLA's CPU backend runs it with YNNPACK instead of Eigen:
+      1.6x faster for LeNet's 6->16 layer on one core (a little slower on two, where Eigen
+      uses both cores and YNNPACK one; benchmarks/RESULTS.md).
     * Backward: `lax.conv`'s own input gradient, and its weight gradient summed over blocks of
-      `WEIGHT_GRAD_BLOCK` batch rows. XLA's CPU runtime computes a whole-batch weight gradient
-      as one single-threaded convolution with the batch as its contraction; over blocks of 32
-      it is 1.3-1.5x faster for LeNet's layers (benchmarks/RESULTS.md). The sum's order
-      differs, so the weight gradient equals the reference's to float rounding.
-    The autodiff of the slices would scatter once per tap; the custom VJP avoids that too.
+      `WEIGHT_GRAD_BLOCK` batch rows: XLA computes a whole-batch weight gradient as one
+      single-threaded convolution contracting over the batch, 1.3-1.5x slower than in blocks
+      of 32 for LeNet's layers. The sum's order differs: equal to float rounding.
+    The custom VJP also keeps autodiff away from the slices, which would scatter once per tap.
     """
     return _conv_forward(x, weights, stride, padding)
 
 
 def _conv_forward(x, weights, stride, padding):
-    if x.shape[1] != 1:
+    def reference(x, weights):
         return conv_reference(x, weights, stride, padding)
+
+    def cpu(x, weights):
+        if x.shape[1] == 1:
+            return _single_channel_forward(x, weights, stride, padding)
+        kernels = weights.shape[0]
+        if x.ndim == 4 and 1 < x.shape[1] < 30 and 16 <= kernels < LIBRARY_KERNELS:
+            padded = jnp.pad(weights, ((0, LIBRARY_KERNELS - kernels),) + ((0, 0),) * (weights.ndim - 1))
+            return conv_reference(x, padded, stride, padding)[:, :kernels]
+        return reference(x, weights)
+
+    return lax.platform_dependent(x, weights, cpu=cpu, default=reference)
+
+
+def _single_channel_forward(x, weights, stride, padding):
     x = jnp.pad(x[:, 0], ((0, 0),) + tuple(padding))
     kernel_shape = weights.shape[2:]
     out_shape = tuple((n - k) // s + 1 for n, k, s in zip(x.shape[1:], kernel_shape, stride))
@@ -100,7 +124,12 @@ def _fast_conv_fwd(x, weights, stride, padding):
 def _fast_conv_bwd(stride, padding, residuals, cotangent):
     x, weights = residuals
     grad_x = jax.vjp(lambda v: conv_reference(v, weights, stride, padding), x)[1](cotangent)[0]
-    return grad_x, blocked_weight_gradient(x, weights, cotangent, stride, padding)
+    grad_weights = lax.platform_dependent(
+        x, cotangent,
+        cpu=lambda x, c: blocked_weight_gradient(x, weights, c, stride, padding),
+        default=lambda x, c: blocked_weight_gradient(x, weights, c, stride, padding, block=x.shape[0]),
+    )
+    return grad_x, grad_weights
 
 
 def blocked_weight_gradient(x, weights, cotangent, stride, padding, block=WEIGHT_GRAD_BLOCK):
@@ -127,9 +156,9 @@ class Conv(Layer):
     (the stride-1 "same" of the exercise and PyTorch), then strides, so y' = ceil(y / stride);
     "valid" uses no padding: y' = floor((y - m) / stride) + 1.
 
-    Speed: `fast_conv` (tested equal to `lax.conv`): with one input channel the forward pass
-    runs as a sum of shifted slices, much faster than XLA's CPU convolution; the weight
-    gradient is summed over blocks of 32 batch rows.
+    Speed: `fast_conv`, tested equal to `lax.conv` in value and gradient, takes CPU-only fast
+    paths (shifted slices for one input channel, kernels padded to 32 where that lets XLA use
+    YNNPACK, the weight gradient in blocks of 32 batch rows).
 
     Fans for the initializers (the exercise's): fan_in = channels*m*n, fan_out = num_kernels*m*n.
 
