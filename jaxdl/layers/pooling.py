@@ -21,9 +21,10 @@ class Pooling(Layer):
     y' = floor((y - pool_y) / stride_y) + 1. The gradient goes to the first arg-max of each
     window in row-major order (summed where windows overlap), as `lax.reduce_window`'s does.
 
-    Speed: non-overlapping windows (stride == pool_shape, the default) take
-    `tiled_max_pool`, which finds each window's arg-max in the forward pass; other strides
-    use `reduce_window_max_pool`.
+    Speed: on CPU, non-overlapping windows (stride == pool_shape, the default) take
+    `tiled_max_pool`, which finds each window's arg-max in the forward pass; other strides and
+    other platforms (chosen at lowering with `lax.platform_dependent`) use
+    `reduce_window_max_pool`.
 
     Args:
         pool_shape: an int or (pool_y, pool_x).
@@ -45,9 +46,12 @@ class Pooling(Layer):
             raise ValueError(
                 f"{self!r}: pool {self.pool_shape} is larger than the input's spatial size {tuple(x.shape[2:])}."
             )
-        if self.stride == self.pool_shape:
-            return tiled_max_pool(x, self.pool_shape), state
-        return reduce_window_max_pool(x, self.pool_shape, self.stride), state
+        def reference(x):
+            return reduce_window_max_pool(x, self.pool_shape, self.stride)
+
+        if self.stride != self.pool_shape:
+            return reference(x), state
+        return lax.platform_dependent(x, cpu=lambda x: tiled_max_pool(x, self.pool_shape), default=reference), state
 
 
 def reduce_window_max_pool(x, pool_shape, stride):
