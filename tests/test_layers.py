@@ -233,7 +233,7 @@ from jaxdl.layers.pooling import reduce_window_max_pool, tiled_max_pool  # noqa:
 
 @pytest.mark.parametrize("shape,pool", [
     ((2, 3, 8, 8), (2, 2)), ((2, 2, 7, 9), (2, 2)), ((1, 2, 9, 8), (3, 2)), ((2, 1, 5, 5), (1, 1)),
-    ((1, 1, 4, 12), (4, 3)),
+    ((1, 1, 4, 12), (4, 3)), ((1, 1, 300, 260), (3, 2)), ((1, 1, 12, 24), (12, 12)),
 ])
 @pytest.mark.parametrize("values", ["normal", "ties", "constant"])
 def test_tiled_max_pool_equals_reduce_window_in_value_and_gradient(shape, pool, values):

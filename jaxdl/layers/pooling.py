@@ -83,9 +83,8 @@ def _max_and_position(x, pool_shape):
     """Each window's max and the row-major position (0 .. py*px-1) of its first arg-max."""
     py, px = pool_shape
     index_dtype = jnp.int8 if py * px < 127 else jnp.int32
-    rows = lax.broadcasted_iota(index_dtype, x.shape, 2) % py
-    cols = lax.broadcasted_iota(index_dtype, x.shape, 3) % px
-    position = rows * px + cols
+    position = _position_in_window(x.shape[2:], pool_shape).astype(index_dtype)
+    position = jnp.broadcast_to(position, x.shape)
 
     def first_max(a, b):
         (value_a, index_a), (value_b, index_b) = a, b
@@ -95,6 +94,13 @@ def _max_and_position(x, pool_shape):
     init = (jnp.array(-jnp.inf, x.dtype), jnp.array(py * px, index_dtype))
     window = (1, 1, py, px)
     return lax.reduce_window((x, position), init, first_max, window, window, "VALID")
+
+
+def _position_in_window(spatial_shape, pool_shape):
+    """(y, x) int32 array: each element's row-major position inside its pooling window."""
+    rows = lax.broadcasted_iota(jnp.int32, spatial_shape, 0) % pool_shape[0]
+    cols = lax.broadcasted_iota(jnp.int32, spatial_shape, 1) % pool_shape[1]
+    return rows * pool_shape[1] + cols
 
 
 def _tiled_max_pool_fwd(x, pool_shape):
@@ -112,9 +118,8 @@ def _tiled_max_pool_bwd(pool_shape, residuals, cotangent):
         a = jnp.broadcast_to(a[:, :, :, None, :, None], (batch, channels, out_y, py, out_x, px))
         return a.reshape(batch, channels, out_y * py, out_x * px)
 
-    rows = lax.broadcasted_iota(position.dtype, (out_y * py, out_x * px), 0) % py
-    cols = lax.broadcasted_iota(position.dtype, (out_y * py, out_x * px), 1) % px
-    grad = jnp.where(upsample(position) == rows * px + cols, upsample(cotangent), 0).astype(cotangent.dtype)
+    own_position = _position_in_window((out_y * py, out_x * px), pool_shape).astype(position.dtype)
+    grad = jnp.where(upsample(position) == own_position, upsample(cotangent), 0).astype(cotangent.dtype)
     return (jnp.pad(grad, ((0, 0), (0, 0), (0, height - out_y * py), (0, width - out_x * px))),)
 
 
