@@ -75,8 +75,8 @@ def fast_conv(x, weights, stride, padding):
 
     * One input channel (the first layer of an image network): the forward pass is a sum of
       shifted, strided slices times each tap, ~9x faster than XLA's CPU convolution.
-    * 2-D, 2-29 input channels and 16-31 kernels (LeNet's second layer): the kernels are padded
-      with zeros to `LIBRARY_KERNELS` and the extra outputs dropped. The padded convolution
+    * float32, 2-D, 2-29 input channels and 16-31 kernels (LeNet's second layer): the kernels
+      are padded with zeros to `LIBRARY_KERNELS` and the extra outputs dropped. The padded convolution
       does twice the arithmetic, but XLA's CPU backend runs it with YNNPACK instead of Eigen:
       1.6x faster for LeNet's 6->16 layer on one core (a little slower on two, where Eigen
       uses both cores and YNNPACK one; benchmarks/RESULTS.md).
@@ -97,7 +97,7 @@ def _conv_forward(x, weights, stride, padding):
         if x.shape[1] == 1:
             return _single_channel_forward(x, weights, stride, padding)
         kernels = weights.shape[0]
-        if x.ndim == 4 and 1 < x.shape[1] < 30 and 16 <= kernels < LIBRARY_KERNELS:
+        if x.dtype == jnp.float32 and x.ndim == 4 and 1 < x.shape[1] < 30 and 16 <= kernels < LIBRARY_KERNELS:
             padded = jnp.pad(weights, ((0, LIBRARY_KERNELS - kernels),) + ((0, 0),) * (weights.ndim - 1))
             return conv_reference(x, padded, stride, padding)[:, :kernels]
         return reference(x, weights)
