@@ -164,23 +164,18 @@ class MNIST(tfds_mnist.MNIST, skip_registration=True):
         """Train then test, as tfds's builder; files from `_source_paths`."""
         paths = self._source_paths(dl_manager)
         canonical = self.verify_checksums
+        splits = ((tfds.Split.TRAIN, "train", tfds_mnist._TRAIN_EXAMPLES),
+                  (tfds.Split.TEST, "test", tfds_mnist._TEST_EXAMPLES))
         return [
             tfds.core.SplitGenerator(
-                name=tfds.Split.TRAIN,
+                name=split,
                 gen_kwargs=dict(
-                    num_examples=tfds_mnist._TRAIN_EXAMPLES if canonical else None,
-                    data_path=paths["train_data"],
-                    label_path=paths["train_labels"],
+                    num_examples=examples if canonical else None,
+                    data_path=paths[f"{prefix}_data"],
+                    label_path=paths[f"{prefix}_labels"],
                 ),
-            ),
-            tfds.core.SplitGenerator(
-                name=tfds.Split.TEST,
-                gen_kwargs=dict(
-                    num_examples=tfds_mnist._TEST_EXAMPLES if canonical else None,
-                    data_path=paths["test_data"],
-                    label_path=paths["test_labels"],
-                ),
-            ),
+            )
+            for split, prefix, examples in splits
         ]
 
     def _source_paths(self, dl_manager) -> dict:

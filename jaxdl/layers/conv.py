@@ -61,9 +61,11 @@ def _tap_slices(x, kernel_shape, stride, out_shape):
 #: Batch rows per block of the weight gradient on CPU (see `fast_conv`).
 WEIGHT_GRAD_BLOCK = 32
 
-#: On CPU, XLA runs a convolution with at least this many kernels (or ~30 input channels)
-#: through YNNPACK, and smaller ones through a much slower Eigen kernel (see `fast_conv`).
+#: On CPU, XLA runs a convolution with at least this many kernels, or at least
+#: `LIBRARY_CHANNELS` input channels, through YNNPACK, and smaller ones through a much slower
+#: Eigen kernel (jaxlib 0.10.2; see `fast_conv`).
 LIBRARY_KERNELS = 32
+LIBRARY_CHANNELS = 30
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -97,7 +99,7 @@ def _conv_forward(x, weights, stride, padding):
         if x.shape[1] == 1:
             return _single_channel_forward(x, weights, stride, padding)
         kernels = weights.shape[0]
-        if x.dtype == jnp.float32 and x.ndim == 4 and 1 < x.shape[1] < 30 and 16 <= kernels < LIBRARY_KERNELS:
+        if x.dtype == jnp.float32 and x.ndim == 4 and 1 < x.shape[1] < LIBRARY_CHANNELS and 16 <= kernels < LIBRARY_KERNELS:
             padded = jnp.pad(weights, ((0, LIBRARY_KERNELS - kernels),) + ((0, 0),) * (weights.ndim - 1))
             return conv_reference(x, padded, stride, padding)[:, :kernels]
         return reference(x, weights)

@@ -57,7 +57,8 @@ class Pooling(Layer):
 def reduce_window_max_pool(x, pool_shape, stride):
     """Max pooling with `lax.reduce_window` and its autodiff (as Flax and stax do).
 
-    The reference for `tiled_max_pool`, and the path for overlapping or gapped windows.
+    The reference for `tiled_max_pool`, and the path for overlapping or gapped windows and for
+    platforms other than CPU.
     """
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, *pool_shape), (1, 1, *stride), "VALID")
 
