@@ -8,7 +8,9 @@ Architecture (one functional core, every other part uses it):
   memorized state for truncated BPTT (`reset_memory`) and the exercise's `elman_rnn` and
   `lstm_network` (the package `jaxdl.layers.recurrent`).
 * `jaxdl.initializers`, `jaxdl.losses`, `jaxdl.regularizers`, `jaxdl.optimizers` (optax).
-* `jaxdl.training`: the jitted training step, prediction, evaluation, `NeuralNetwork`.
+* `jaxdl.training`: the ONE training step (`make_train_step`), the evaluation step
+  (`make_eval_step`, `evaluate`), the ONE loop (`fit`: validation, last/best checkpoints,
+  metrics, resume, NaN guard) and `NeuralNetwork`, the one-object convenience over it.
 * `jaxdl.models` (LeNet, `build_model` from a config), `jaxdl.checkpoint` (safe npz + JSON
   checkpoints, atomic, hash-checked; the exercise's pickle `save`/`load`) and
   `jaxdl.datasets` (MNIST through tensorflow-datasets without TensorFlow, seeded batching
@@ -29,7 +31,8 @@ from jaxdl.losses import accuracy, correct_predictions, cross_entropy, softmax_c
 from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularization_loss
 from jaxdl.regularizers import L1Regularizer, L2Regularizer
 from jaxdl.training import (
-    NeuralNetwork, TrainState, create_train_state, evaluate, make_predict, make_train_step,
+    Batch, Callback, FitResult, NeuralNetwork, ProgressBar, TrainingDiverged, TrainState, create_train_state,
+    evaluate, fit, make_eval_step, make_predict, make_train_step,
 )
 from jaxdl import checkpoint, models  # noqa: E402  (they build on the names above)
 
@@ -44,7 +47,8 @@ __all__ = [
     "accuracy", "correct_predictions", "cross_entropy", "softmax_cross_entropy",
     "Adam", "Optimizer", "Sgd", "SgdWithMomentum", "regularization_loss",
     "L1Regularizer", "L2Regularizer",
-    "NeuralNetwork", "TrainState", "create_train_state", "evaluate", "make_predict", "make_train_step",
+    "Batch", "Callback", "FitResult", "NeuralNetwork", "ProgressBar", "TrainingDiverged", "TrainState",
+    "create_train_state", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
 ]
 
 

@@ -83,3 +83,17 @@ def correct_predictions(predictions, labels) -> jax.Array:
             f"{tuple(predictions.shape[:-1])}, got shape {tuple(labels.shape)}."
         )
     return jnp.argmax(predictions, axis=-1) == labels
+
+
+def per_example_losses(loss_fn, outputs, labels) -> jax.Array:
+    """``loss_fn`` applied to each example alone (a batch of one): shape (batch,).
+
+    Whatever ``loss_fn`` reduces over the batch (a sum, a mean, a weighted mean over the
+    batch's time steps), a batch of one gives that example's own loss, so the mean of the
+    result is the mean loss per example for any reduction. ``labels`` may be a pytree
+    (e.g. ``(targets, weights)``) whose leaves have the batch first.
+    """
+    def one(output, label):
+        return loss_fn(output[None], jax.tree.map(lambda leaf: leaf[None], label))
+
+    return jax.vmap(one)(outputs, labels)

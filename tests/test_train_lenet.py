@@ -1,13 +1,15 @@
-"""scripts/train_lenet.py and scripts/evaluate_lenet.py on tiny synthetic data.
+"""The LeNet recipe (`jaxdl.recipes.lenet`) and its scripts on tiny synthetic data.
 
-Checks resume equality (interrupted + resumed == unbroken, bit for bit), the NaN stop that
-keeps the last good checkpoint, the command line's outputs and errors, and evaluation.
+The loop itself (resume, NaN guard, checkpoints) is tested in test_fit.py; here: the
+recipe's wiring (augmented epoch source, schedule column, one test evaluation on the best
+checkpoint), bit-identical resume through the recipe, the command line's outputs and
+errors, and scripts/evaluate_lenet.py.
 """
 
 import contextlib
 import csv
-import io
 import importlib.util
+import io
 import pathlib
 import sys
 
@@ -18,7 +20,10 @@ from PIL import Image
 
 import jaxdl
 from jaxdl import checkpoint
+from jaxdl.datasets import mnist
 from jaxdl.datasets.mnist import MNISTSplits, Split
+from jaxdl.recipes import lenet
+from jaxdl.training import Callback
 
 SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
 
@@ -26,12 +31,12 @@ SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
 def load_script(name):
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-train_lenet = load_script("train_lenet")
+train_script = load_script("train_lenet")
 evaluate_lenet = load_script("evaluate_lenet")
 
 
@@ -53,7 +58,7 @@ def config(tmp_path, name="run", **overrides):
     values = dict(epochs=2, batch_size=16, learning_rate=2e-3, warmup_epochs=0.5, seed=3, validation_size=20,
                   output_dir=str(tmp_path / name), progress=False, plot=False)
     values.update(overrides)
-    return train_lenet.TrainConfig(**values)
+    return lenet.LeNetConfig(**values)
 
 
 def assert_same_state(a, b):
@@ -63,59 +68,46 @@ def assert_same_state(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_resumed_run_equals_unbroken_run(tmp_path, data, monkeypatch):
-    unbroken = train_lenet.train(config(tmp_path, "unbroken"), data, log=lambda *_: None)
-    assert unbroken.status == "completed" and len(unbroken.history) == 2
-
-    real_order = train_lenet.epoch_order
-
-    def interrupt_in_second_epoch(n, *, seed, epoch):
+class Interrupt(Callback):
+    def on_epoch_start(self, epoch, steps):
         if epoch == 1:
-            raise KeyboardInterrupt("simulated kill")
-        return real_order(n, seed=seed, epoch=epoch)
+            raise KeyboardInterrupt("simulated Ctrl-C")
 
-    monkeypatch.setattr(train_lenet, "epoch_order", interrupt_in_second_epoch)
+
+def test_resumed_run_equals_unbroken_run_and_test_is_evaluated_once(tmp_path, data, monkeypatch):
+    logs = []
+    unbroken = lenet.train_lenet(config(tmp_path, "unbroken"), data, log=logs.append)
+    assert unbroken.fit.status == "completed" and len(unbroken.fit.history) == 2
+    assert all("test" not in key for row in unbroken.fit.history for key in row)  # hygiene: no test per epoch
+    assert not any("test" in line for line in logs)
+    best_epoch = unbroken.fit.best["epoch"]
+    assert unbroken.test["epoch"] == best_epoch and unbroken.test["count"] == 20
+
+    real_fit = jaxdl.fit
+    monkeypatch.setattr(jaxdl, "fit", lambda *a, **k: real_fit(*a, **{**k, "callbacks": [*k["callbacks"], Interrupt()]}))
     with pytest.raises(KeyboardInterrupt):
-        train_lenet.train(config(tmp_path, "broken"), data, log=lambda *_: None)
-    monkeypatch.setattr(train_lenet, "epoch_order", real_order)
+        lenet.train_lenet(config(tmp_path, "broken"), data, log=logs.append,
+                          resume_command="python scripts/train_lenet.py --resume")
+    assert logs[-1].endswith("Continue with: python scripts/train_lenet.py --resume")
+    monkeypatch.setattr(jaxdl, "fit", real_fit)
     assert checkpoint.read_manifest(tmp_path / "broken" / "checkpoints" / "last")["metadata"]["epoch"] == 1
 
-    logs = []
-    resumed = train_lenet.train(config(tmp_path, "broken", resume=True), data, log=logs.append)
+    resumed = lenet.train_lenet(config(tmp_path, "broken", resume=True), data, log=logs.append)
     assert any("Resuming" in line and "after epoch 1" in line for line in logs)
-    assert_same_state(resumed.train_state, unbroken.train_state)
-    for a, b in zip(resumed.history, unbroken.history):
-        for key in ("step", "learning_rate", "train_loss", "validation_accuracy", "test_accuracy", "test_loss"):
+    assert_same_state(resumed.fit.train_state, unbroken.fit.train_state)
+    for a, b in zip(resumed.fit.history, unbroken.fit.history):
+        for key in ("step", "learning_rate", "train_loss", "validation_accuracy", "validation_loss"):
             assert a[key] == b[key], key
-    saved, _ = checkpoint.load_checkpoint(tmp_path / "broken" / "checkpoints" / "last", unbroken.train_state)
-    assert_same_state(saved, unbroken.train_state)
+    assert resumed.test == unbroken.test
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch):
-    real_make = jaxdl.make_train_step
-
-    def make_failing_step(*args, **kwargs):
-        step = real_make(*args, **kwargs)
-
-        def failing(train_state, x, labels):
-            train_state, metrics = step(train_state, x, labels)
-            if int(train_state.step) > 4:  # epoch 2 of 3 steps per epoch
-                metrics = {**metrics, "data_loss": metrics["data_loss"] * np.nan}
-            return train_state, metrics
-
-        return failing
-
-    monkeypatch.setattr(jaxdl, "make_train_step", make_failing_step)
-    result = train_lenet.train(config(tmp_path, epochs=3), data, log=lambda *_: None)
-    assert result.status == "diverged"
-    assert "loss became nan in epoch 2" in result.message
-    assert "last good checkpoint" in result.message and "(epoch 1)" in result.message
-    last = tmp_path / "run" / "checkpoints" / "last"
-    restored, manifest = checkpoint.load_checkpoint(last, result.train_state)
-    assert manifest["metadata"]["epoch"] == 1 and int(restored.step) == 3
-    assert_same_state(restored, result.train_state)
-    with open(tmp_path / "run" / "metrics.csv") as file:
-        assert [row["epoch"] for row in csv.DictReader(file)] == ["1"]
+def test_test_accuracy_is_that_of_the_best_checkpoint(tmp_path, data):
+    result = lenet.train_lenet(config(tmp_path, epochs=3), data, log=None)
+    model = jaxdl.models.lenet()
+    best, _ = checkpoint.load_checkpoint(result.fit.checkpoint_dir("best"), result.fit.train_state)
+    predictions = jaxdl.make_predict(model)(best.params, best.state, data.test.images[:, None] / np.float32(255))
+    accuracy = float(np.mean(np.argmax(predictions, axis=1) == data.test.labels))
+    assert result.test["accuracy"] == pytest.approx(accuracy)
 
 
 @pytest.fixture(scope="module")
@@ -123,24 +115,23 @@ def cli_run(tmp_path_factory, data):
     """One epoch through the command line (shared by the CLI and evaluation tests)."""
     out = tmp_path_factory.mktemp("cli") / "run"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_lenet, "load_mnist", lambda *args, **kwargs: data)
+        patch.setattr(mnist, "load_mnist", lambda *args, **kwargs: data)
         captured = io.StringIO()
         with contextlib.redirect_stdout(captured):
-            status = train_lenet.main(["--epochs", "1", "--batch-size", "16", "--validation-size", "20",
-                                       "--output-dir", str(out), "--no-progress"])
+            status = train_script.main(["--epochs", "1", "--batch-size", "16", "--validation-size", "20",
+                                        "--output-dir", str(out), "--no-progress"])
     return out, status, captured.getvalue().strip().splitlines()
 
 
 def test_command_line_outputs_and_final_line(cli_run, capsys):
     out, status, printed = cli_run
     assert status == 0
-    assert printed[-1].startswith("Final test accuracy: ") and printed[-1].endswith("%")
+    assert printed[-1].startswith("Test accuracy of the best-validation checkpoint (epoch 1), evaluated once: ")
     with open(out / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     assert [row["epoch"] for row in rows] == ["1"]
-    assert set(rows[0]) == set(train_lenet.METRIC_COLUMNS)
-    assert 0 <= float(rows[0]["test_accuracy"]) <= 1
-    assert printed[-1] == f"Final test accuracy: {100 * float(rows[0]['test_accuracy']):.2f}%"
+    assert {"epoch", "step", "learning_rate", "train_loss", "validation_loss", "validation_accuracy"} <= set(rows[0])
+    assert not any("test" in column for column in rows[0])
     with Image.open(out / "metrics.png") as image:
         assert image.format == "PNG"
     for name in ("last", "best"):
@@ -149,38 +140,54 @@ def test_command_line_outputs_and_final_line(cli_run, capsys):
         assert manifest["metadata"]["config"]["batch_size"] == 16
 
     # A second run in the same directory must not overwrite it by accident.
-    assert train_lenet.main(["--epochs", "1", "--output-dir", str(out), "--no-progress"]) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert train_script.main(["--epochs", "1", "--output-dir", str(out), "--no-progress"]) == 2
+    assert "resume" in capsys.readouterr().err
     # --resume takes the stored hyperparameters and refuses changed ones.
-    assert train_lenet.main(["--resume", "--learning-rate", "0.1", "--output-dir", str(out), "--no-progress"]) == 2
+    assert train_script.main(["--resume", "--learning-rate", "0.1", "--output-dir", str(out), "--no-progress"]) == 2
     assert "learning_rate: run has 0.002, now 0.1" in capsys.readouterr().err
-    assert train_lenet.config_from_args(train_lenet.parse_args(["--resume", "--output-dir", str(out)])).batch_size == 16
+    assert train_script.config_from_args(train_script.parse_args(["--resume", "--output-dir", str(out)])).batch_size == 16
 
 
-def test_invalid_options_are_clear(tmp_path):
-    with pytest.raises(train_lenet.ConfigError, match="batch_size must be a positive int"):
-        train_lenet.validate_config(config(tmp_path, batch_size=0))
-    with pytest.raises(train_lenet.ConfigError, match="schedule must be one of"):
-        train_lenet.validate_config(config(tmp_path, schedule="step"))
-    with pytest.raises(train_lenet.ConfigError, match="no checkpoint"):
-        train_lenet.train(config(tmp_path, resume=True), MNISTSplits(tiny_split(16, 0), tiny_split(4, 1),
-                                                                     tiny_split(4, 2)))
+@pytest.mark.parametrize("overrides,message", [
+    ({"batch_size": 0}, "batch_size must be a positive int"),
+    ({"schedule": "step"}, "schedule must be one of"),
+    ({"learning_rate": float("inf")}, "learning_rate must be a finite number"),
+    ({"l2": float("nan")}, "l2 must be a finite number"),
+    ({"seed": -1}, "seed must be an int >= 0"),
+    ({"validation_size": 0}, "validation_size must be a positive int"),
+    ({"validation_size": 60000}, "validation_size must leave at least one batch"),
+    ({"data_dir": "/nonexistent"}, "MNIST files missing from /nonexistent"),
+])
+def test_invalid_options_are_clear(tmp_path, overrides, message):
+    with pytest.raises(lenet.ConfigError, match=message):
+        lenet.validate_config(config(tmp_path, **overrides))
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(lenet.ConfigError, match="is not a directory"):
+        lenet.validate_config(config(tmp_path, name="file"))
+
+
+def test_resume_without_a_run_is_clear(tmp_path):
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        lenet.train_lenet(config(tmp_path, resume=True), MNISTSplits(tiny_split(16, 0), tiny_split(4, 1),
+                                                                     tiny_split(4, 2)), log=None)
 
 
 def test_learning_rate_schedules(tmp_path):
-    cosine = train_lenet.learning_rate_schedule(config(tmp_path, epochs=4, warmup_epochs=1), steps_per_epoch=10)
+    cosine = lenet.learning_rate_schedule(config(tmp_path, epochs=4, warmup_epochs=1), steps_per_epoch=10)
     assert float(cosine(0)) == 0.0
     assert float(cosine(10)) == pytest.approx(2e-3)
     assert float(cosine(40)) == pytest.approx(0.0, abs=1e-12)
-    assert train_lenet.learning_rate_schedule(config(tmp_path, schedule="constant"), 10) == 2e-3
+    assert lenet.learning_rate_schedule(config(tmp_path, schedule="constant"), 10) == 2e-3
 
 
 def test_evaluate_script_reports_accuracy_confusion_and_writes_grid(cli_run, data, tmp_path):
-    out, _, _ = cli_run
-    report = evaluate_lenet.evaluate_checkpoint(out / "checkpoints" / "last", data.test,
+    out, _, printed = cli_run
+    report = evaluate_lenet.evaluate_checkpoint(out / "checkpoints" / "best", data.test,
                                                 grid_path=tmp_path / "errors.png")
-    with open(out / "metrics.csv") as file:
-        assert report["accuracy"] == pytest.approx(float(next(csv.DictReader(file))["test_accuracy"]))
+    assert printed[-1].endswith(f"{100 * report['accuracy']:.2f}%")
     confusion = report["confusion"]
     assert confusion.shape == (10, 10) and confusion.sum() == len(data.test)
     assert np.trace(confusion) == round(report["accuracy"] * len(data.test))

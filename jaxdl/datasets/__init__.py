@@ -2,7 +2,7 @@
 
 * `jaxdl.datasets.mnist`: `load_mnist` (train/validation/test in memory), `prepare_mnist`
   and the TensorFlow-free tfds builder `MNIST`.
-* `jaxdl.datasets.pipeline`: `batches`, `epoch_order` (seeded per-epoch shuffling),
+* `jaxdl.datasets.pipeline`: `EpochBatches` (the epoch-indexed source `jaxdl.fit` takes), `batches`, `epoch_order` (seeded per-epoch shuffling),
   `random_shift` (augmentation), `prefetch` (background thread), `scale_images`.
 """
 
@@ -10,11 +10,11 @@ from jaxdl.datasets.mnist import (
     MNIST, MNISTSplits, Split, default_cache_dir, load_mnist, prepare_mnist,
 )
 from jaxdl.datasets.pipeline import (
-    batches, epoch_augmentation_rng, epoch_order, num_batches, prefetch, random_shift, scale_images,
+    EpochBatches, batches, epoch_augmentation_rng, epoch_order, num_batches, prefetch, random_shift, scale_images,
 )
 
 __all__ = [
     "MNIST", "MNISTSplits", "Split", "default_cache_dir", "load_mnist", "prepare_mnist",
-    "batches", "epoch_augmentation_rng", "epoch_order", "num_batches", "prefetch", "random_shift",
+    "EpochBatches", "batches", "epoch_augmentation_rng", "epoch_order", "num_batches", "prefetch", "random_shift",
     "scale_images",
 ]

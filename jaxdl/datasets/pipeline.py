@@ -168,3 +168,72 @@ class prefetch:  # noqa: N801 (used like a function)
     def alive(self) -> bool:
         """Whether the producer thread is still running."""
         return self._thread.is_alive()
+
+
+class EpochBatches:
+    """An epoch-indexed image source for `jaxdl.fit`: ``epoch(e)`` yields that epoch's batches.
+
+    Epoch ``e`` visits the examples in `epoch_order` (``shuffle=True``) and shifts the images
+    with `random_shift` drawing from `epoch_augmentation_rng` (``max_shift > 0``): both depend
+    only on ``seed`` and ``e``, so a run resumed at epoch ``e`` sees exactly the batches of an
+    unbroken run. Batches are built in a background thread (`prefetch`) while the step runs.
+
+    Args:
+        images: uint8 (n, rows, cols).
+        labels: integer (n,).
+        batch_size: examples per batch.
+        seed: the run's seed (shuffling and augmentation).
+        shuffle: visit the examples in `epoch_order` (else in stored order).
+        max_shift: augmentation, in pixels (0: none).
+        drop_remainder: skip the last incomplete batch (training: one compiled shape).
+        prefetch_size: batches built ahead in the background thread (0: no thread).
+
+    Example:
+        >>> train = EpochBatches(split.images, split.labels, 64, seed=0, shuffle=True, max_shift=2,
+        ...                      drop_remainder=True)
+        >>> result = jaxdl.fit(model, loss_fn, optimizer, train_state, train, epochs=8)
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *, seed: int = 0,
+                 shuffle: bool = False, max_shift: int = 0, drop_remainder: bool = False, prefetch_size: int = 2):
+        if len(images) != len(labels):
+            raise ValueError(f"EpochBatches: {len(images)} images but {len(labels)} labels.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"EpochBatches: batch_size must be a positive int, got {batch_size!r}.")
+        if drop_remainder and batch_size > len(labels):
+            raise ValueError(f"EpochBatches: batch_size {batch_size} is larger than the {len(labels)} examples, "
+                             f"so every batch would be dropped.")
+        self.images, self.labels, self.batch_size = images, labels, int(batch_size)
+        self.seed, self.shuffle, self.max_shift = int(seed), bool(shuffle), int(max_shift)
+        self.drop_remainder, self.prefetch_size = bool(drop_remainder), int(prefetch_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """The number of batches of every epoch."""
+        return num_batches(len(self.labels), self.batch_size, drop_remainder=self.drop_remainder)
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Epoch 0's batches (so the object is a re-iterable too)."""
+        return self.epoch(0)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The batches of ``epoch`` (0-based)."""
+        order = epoch_order(len(self.labels), seed=self.seed, epoch=epoch) if self.shuffle else None
+        transform = None
+        if self.max_shift:
+            rng = epoch_augmentation_rng(seed=self.seed, epoch=epoch)
+            transform = lambda images: random_shift(images, self.max_shift, rng)  # noqa: E731
+        stream = batches(self.images, self.labels, self.batch_size, order=order,
+                         drop_remainder=self.drop_remainder, transform=transform)
+        if self.prefetch_size:
+            return _prefetched(stream, self.prefetch_size)
+        return stream
+
+
+def _prefetched(stream: Iterable, size: int) -> Iterator:
+    """Iterates ``stream`` through `prefetch`, stopping its thread however iteration ends."""
+    with prefetch(stream, size) as prefetched:
+        yield from prefetched

@@ -1,0 +1,5 @@
+"""Recipes: complete, configured training runs built on `jaxdl.fit` (the scripts' engines).
+
+* `jaxdl.recipes.lenet`: the exercise's LeNet on MNIST (`scripts/train_lenet.py`).
+* `jaxdl.recipes.delayed_recall`: truncated BPTT with memorized states (`scripts/train_sequence.py`).
+"""

@@ -1,0 +1,24 @@
+"""Training: the ONE step definition and the ONE loop every entry point shares.
+
+* `jaxdl.training.state`: `TrainState`, `create_train_state`.
+* `jaxdl.training.step`: `make_train_step` (the step), `make_eval_step` (evaluation mode,
+  returns the carried state), `make_predict` (the stateless convenience).
+* `jaxdl.training.evaluation`: `evaluate` (mean loss per example and accuracy, state carried).
+* `jaxdl.training.data`: `Batch` and the epoch-indexed data-source convention.
+* `jaxdl.training.loop`: `fit` (validation, last/best checkpoints, metrics, resume, NaN guard).
+* `jaxdl.training.callbacks`, `jaxdl.training.history`: hooks, metrics.csv and metrics.png.
+* `jaxdl.training.network`: `NeuralNetwork`, the one-object convenience over `fit`.
+"""
+
+from jaxdl.training.callbacks import Callback, ProgressBar
+from jaxdl.training.data import Batch
+from jaxdl.training.evaluation import evaluate
+from jaxdl.training.loop import FitResult, TrainingDiverged, fit
+from jaxdl.training.network import NeuralNetwork
+from jaxdl.training.state import TrainState, create_train_state
+from jaxdl.training.step import make_eval_step, make_predict, make_train_step
+
+__all__ = [
+    "Batch", "Callback", "FitResult", "NeuralNetwork", "ProgressBar", "TrainState", "TrainingDiverged",
+    "create_train_state", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
+]

@@ -1,0 +1,111 @@
+"""What the training loop iterates: batches, and data sources indexed by epoch.
+
+Conventions:
+
+* A batch is ``(x, labels)`` or a `Batch` ``(x, labels, reset)``: ``reset=True`` starts new
+  sequences, so the loop zeroes the memorized recurrent states (`jaxdl.reset_memory`) before
+  that batch (truncated BPTT over chunks of long sequences). ``labels`` may be any pytree
+  the loss accepts.
+* An epoch-indexed source is an object with ``epoch(epoch: int) -> iterable of batches``
+  (e.g. `jaxdl.datasets.pipeline.EpochBatches`, whose shuffling and augmentation are a pure
+  function of its seed and the epoch, which is what makes a resumed run bit-identical), or a
+  function ``epoch -> iterable``. A re-iterable (a list, or an object whose ``__iter__``
+  starts a new pass) gives the same batches every epoch. A one-shot iterator (a generator)
+  can serve one epoch only: asking it for more is a `ValueError`, never a silent short run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
+
+
+class Batch(NamedTuple):
+    """One training or evaluation batch.
+
+    Attributes:
+        x: the model's input (batch first).
+        labels: what the loss compares the outputs with (an array or a pytree).
+        reset: True zeroes the memorized recurrent states before this batch.
+    """
+
+    x: Any
+    labels: Any
+    reset: bool = False
+
+
+def as_batch(item) -> Batch:
+    """``item`` ((x, labels), (x, labels, reset) or a `Batch`) as a `Batch`."""
+    if isinstance(item, Batch):
+        return item
+    if isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        return Batch(*item)
+    raise TypeError(f"A batch must be (x, labels) or (x, labels, reset), got {type(item).__name__}"
+                    f"{'' if not hasattr(item, '__len__') else f' of length {len(item)}'}.")
+
+
+class EpochSource:
+    """Wraps any supported data into ``epoch(epoch) -> iterator of Batch``.
+
+    Args:
+        data: an object with ``epoch(epoch)``, a callable ``epoch -> iterable``, a re-iterable
+            or a one-shot iterator (one epoch only).
+        name: how error messages call it (e.g. "train_data").
+    """
+
+    def __init__(self, data, name: str = "data"):
+        self.name = name
+        self._data = data
+        self._one_shot = _is_one_shot(data)
+        self._used = False
+
+    @property
+    def one_shot(self) -> bool:
+        """True when ``data`` is an iterator that cannot start a new pass."""
+        return self._one_shot
+
+    def steps(self, epoch: int) -> int | None:
+        """The number of batches of ``epoch`` when the data knows it (``steps_per_epoch`` or len)."""
+        steps = getattr(self._data, "steps_per_epoch", None)
+        if steps is not None:
+            return int(steps(epoch) if callable(steps) else steps)
+        try:
+            return len(self._data)
+        except TypeError:
+            return None
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of ``epoch`` (0-based)."""
+        if hasattr(self._data, "epoch") and callable(self._data.epoch):
+            items = self._data.epoch(epoch)
+        elif callable(self._data) and not hasattr(self._data, "__iter__"):
+            items = self._data(epoch)
+        else:
+            if self._one_shot and self._used:
+                raise ValueError(
+                    f"{self.name} is a one-shot iterator (e.g. a generator) and was used up by an earlier "
+                    f"epoch; pass a list, an object whose __iter__ starts a new pass, or one with "
+                    f"epoch(epoch) -> batches.")
+            self._used = True
+            items = self._data
+        return (as_batch(item) for item in items)
+
+
+def _is_one_shot(data) -> bool:
+    if hasattr(data, "epoch") or (callable(data) and not hasattr(data, "__iter__")):
+        return False
+    if not hasattr(data, "__iter__"):
+        raise TypeError(f"Training data must be iterable or have epoch(epoch), got {type(data).__name__}.")
+    return iter(data) is data
+
+
+def check_epochs(source: EpochSource, epochs: int) -> None:
+    """Raises ValueError when a one-shot source is asked for more than one epoch."""
+    if source.one_shot and epochs > 1:
+        raise ValueError(
+            f"{source.name} is a one-shot iterator (e.g. a generator) but {epochs} epochs were asked for: "
+            f"it would be exhausted after the first. Pass a list, an object whose __iter__ starts a new "
+            f"pass, or one with epoch(epoch) -> batches (see jaxdl.datasets.pipeline.EpochBatches).")
+
+
+Data = Any  # an EpochSource input (see the module docstring)
+EpochFn = Callable[[int], Iterable]

@@ -1,0 +1,79 @@
+"""`evaluate`: mean loss per example and accuracy over batches, carrying the model's state."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl.layers.recurrent.memory import reset_memory
+from jaxdl.losses import correct_predictions, per_example_losses
+from jaxdl.training.data import as_batch
+
+
+@jax.jit
+def _accuracy_counts(outputs, labels):
+    correct = correct_predictions(outputs, labels)
+    return jnp.sum(correct, dtype=jnp.int32), correct.size
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _summed_example_losses(loss_fn, outputs, labels):
+    return jnp.sum(per_example_losses(loss_fn, outputs, labels))
+
+
+def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Callable | None = None, *,
+             reset: bool = True) -> dict:
+    """Mean loss per example and accuracy of the model over ``batches``, in evaluation mode.
+
+    The state is carried from batch to batch: evaluation starts from ``state`` with every
+    memorized recurrent state zeroed (``reset=True``, `jaxdl.reset_memory`), each batch gets
+    the state the previous one returned, and a `jaxdl.training.Batch` with ``reset=True``
+    zeroes it again (new sequences). So consecutive chunks of long sequences are evaluated as
+    one pass, the way truncated BPTT trained them; models without memorized states are not
+    affected (batch-norm statistics do not change in evaluation mode).
+
+    Args:
+        eval_step: ``eval_step(params, state, x) -> (outputs, new_state)`` from
+            `jaxdl.make_eval_step`; a ``predict(params, state, x) -> outputs`` from
+            `jaxdl.make_predict` also works (no state is carried then).
+        params, state: the model's params and state (the state is not modified).
+        batches: an iterable of (x, labels) or `Batch`; labels one-hot, integer or a pytree.
+        loss_fn: optional ``loss_fn(outputs, labels) -> scalar`` with any reduction over the
+            batch: the reported loss is the mean over examples of ``loss_fn`` on each example
+            alone (`jaxdl.losses.per_example_losses`), so "sum" and "mean" report the same.
+        reset: zero the memorized states before the first batch.
+
+    Returns:
+        ``{"accuracy": float or None, "loss": float or None, "count": int}``; count is the
+        number of examples (batch rows); accuracy counts every predicted position (rows, or
+        rows x time steps for sequence outputs) and is None when labels are not an array.
+
+    Raises:
+        ValueError: when ``batches`` is empty.
+    """
+    state = reset_memory(state) if reset else state
+    correct, positions, total_loss, count = 0, 0, 0.0, 0
+    for item in batches:
+        batch = as_batch(item)
+        if batch.reset:
+            state = reset_memory(state)
+        result = eval_step(params, state, batch.x)
+        outputs, state = result if isinstance(result, tuple) else (result, state)
+        count += int(outputs.shape[0])
+        if _is_array(batch.labels):
+            right, size = _accuracy_counts(outputs, batch.labels)
+            correct, positions = correct + int(right), positions + int(size)
+        if loss_fn is not None:
+            total_loss += float(_summed_example_losses(loss_fn, outputs, batch.labels))
+    if count == 0:
+        raise ValueError("evaluate: batches was empty.")
+    return {"accuracy": correct / positions if positions else None,
+            "loss": total_loss / count if loss_fn is not None else None, "count": count}
+
+
+def _is_array(labels) -> bool:
+    return isinstance(labels, (np.ndarray, jax.Array))

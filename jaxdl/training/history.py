@@ -1,0 +1,70 @@
+"""A run's metrics history on disk: ``metrics.csv`` and ``metrics.png``.
+
+The history is a list of dicts, one per finished epoch (see `jaxdl.fit`). Both files are
+written atomically (`jaxdl.checkpoint.write_text_atomic`), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+
+from jaxdl import checkpoint
+
+
+def history_columns(history: list[dict]) -> list[str]:
+    """Every key of the history's rows, in first-seen order."""
+    columns: dict[str, None] = {}
+    for row in history:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def write_metrics_csv(path, history: list[dict]) -> None:
+    """Writes ``history`` as CSV (one row per epoch; empty cells for missing values)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=history_columns(history), lineterminator="\n", restval="")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    checkpoint.write_text_atomic(pathlib.Path(path), buffer.getvalue())
+
+
+def read_metrics_csv(path) -> list[dict]:
+    """The rows of a ``metrics.csv`` as dicts of strings."""
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def plot_history(path, history: list[dict]) -> None:
+    """Saves a PNG: every ``*_loss`` column (log scale) and every ``*_accuracy`` column per epoch.
+
+    Uses matplotlib's Agg backend (no display needed).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = history_columns(history)
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for axes, suffix, title, scale in ((loss_axes, "_loss", "Loss per example", 1.0),
+                                       (accuracy_axes, "_accuracy", "Accuracy (%)", 100.0)):
+        for column in columns:
+            if column.endswith(suffix):
+                points = [(e, scale * row[column]) for e, row in zip(epochs, history) if row.get(column) is not None]
+                if points:
+                    axes.plot(*zip(*points), marker="o", label=column[: -len(suffix)])
+        axes.set(xlabel="epoch", title=title)
+        axes.grid(True, alpha=0.3)
+        if axes.has_data():
+            axes.legend()
+    if loss_axes.has_data():
+        loss_axes.set_yscale("log")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    checkpoint.write_bytes_atomic(pathlib.Path(path), buffer.getvalue())

@@ -1,0 +1,98 @@
+"""The ONE training-step definition, and the evaluation step built on the same model.
+
+Research code uses the functions directly::
+
+    train_state = jaxdl.create_train_state(model, optimizer, jax.random.key(0), (128, 1, 28, 28))
+    train_step = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer)
+    for x, y in batches:
+        train_state, metrics = train_step(train_state, x, y)   # jitted, traced once per shape
+    eval_step = jaxdl.make_eval_step(model)
+    outputs, state = eval_step(train_state.params, state, x_test)
+
+`jaxdl.fit` (the loop), `jaxdl.NeuralNetwork` and the exercise facade all run this step.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import optax
+
+from jaxdl.losses import per_example_losses
+from jaxdl.optimizers import regularization_loss
+from jaxdl.training.state import TrainState
+
+
+def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: bool = True) -> Callable:
+    """Builds ``step(train_state, x, labels) -> (train_state, metrics)``.
+
+    The step differentiates ``loss_fn(model output, labels)`` (plus ``penalty.norm(params)``
+    if a penalty regularizer is given) with `jax.value_and_grad`, the layers' new state as
+    aux, and applies ``optimizer``. ``metrics`` holds ``loss`` (data loss + regularization
+    loss of the optimizer's regularizer + penalty, all at the params before the update, as the
+    exercise's network reports it), ``data_loss`` (``loss_fn`` as it reduces the batch),
+    ``regularization_loss`` and ``example_loss`` (the mean over the batch of ``loss_fn`` on
+    each example alone, `jaxdl.losses.per_example_losses`: comparable across batch sizes and
+    reductions; not differentiated).
+
+    Args:
+        model: a layer (usually `Serial`).
+        loss_fn: ``loss_fn(outputs, labels) -> scalar``, e.g. `jaxdl.cross_entropy`.
+        optimizer: a `jaxdl.Optimizer` or any optax gradient transformation.
+        penalty: a regularizer whose norm is added to the differentiated loss.
+        jit: compile the step with `jax.jit` (one trace per input shape and dtype).
+    """
+
+    def step(train_state: TrainState, x, labels):
+        key, step_key = jax.random.split(train_state.key)
+
+        def objective(params):
+            outputs, new_state = model.apply(params, train_state.state, x, key=step_key, train=True)
+            data_loss = loss_fn(outputs, labels)
+            total = data_loss if penalty is None else data_loss + penalty.norm(params)
+            return total, (new_state, data_loss, outputs)
+
+        (objective_value, (new_state, data_loss, outputs)), grads = jax.value_and_grad(
+            objective, has_aux=True)(train_state.params)
+        decoupled = regularization_loss(optimizer, train_state.params)
+        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
+        params = optax.apply_updates(train_state.params, updates)
+        metrics = {
+            "loss": objective_value + decoupled,
+            "data_loss": data_loss,
+            "regularization_loss": objective_value - data_loss + decoupled,
+            "example_loss": per_example_losses(loss_fn, jax.lax.stop_gradient(outputs), labels).mean(),
+        }
+        return TrainState(params, new_state, opt_state, key, train_state.step + 1), metrics
+
+    return jax.jit(step) if jit else step
+
+
+def make_eval_step(model, *, jit: bool = True) -> Callable:
+    """Builds ``eval_step(params, state, x) -> (outputs, new_state)`` in evaluation mode.
+
+    Evaluation mode: no dropout (no key needed), batch-norm running statistics used and left
+    unchanged. The returned state carries what evaluation changes: a recurrent layer with
+    ``memorize=True`` returns its final hidden state, so a long sequence can be evaluated chunk
+    by chunk (start from `jaxdl.reset_memory` of the training state, then pass each chunk's
+    new state to the next call). `jaxdl.evaluate` does exactly that.
+    """
+
+    def eval_step(params, state, x):
+        return model.apply(params, state, x, train=False)
+
+    return jax.jit(eval_step) if jit else eval_step
+
+
+def make_predict(model, *, jit: bool = True) -> Callable:
+    """Builds ``predict(params, state, x) -> outputs``: `make_eval_step` without the new state.
+
+    The stateless convenience: every call starts from ``state`` as given. Use
+    `make_eval_step` to carry a memorized state from chunk to chunk.
+    """
+
+    def predict(params, state, x):
+        return model.apply(params, state, x, train=False)[0]
+
+    return jax.jit(predict) if jit else predict

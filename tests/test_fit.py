@@ -1,0 +1,282 @@
+"""The one training loop (`jaxdl.fit`), the evaluation step and `evaluate`.
+
+Defects this file pins (each test fails on the code before the training engine):
+epochs over an exhausted iterator ran silently short; evaluation dropped a memorized
+model's carried state (and started from the last training chunk's); `evaluate` divided a
+mean-reduced loss by the example count again.
+"""
+
+import csv
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxdl
+from jaxdl import checkpoint
+from jaxdl.training import Batch, Callback
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(24, 4)).astype(np.float32)
+Y = (X[:, 0] + X[:, 1] > 0).astype(np.int32)
+BATCHES = [(X[i:i + 8], Y[i:i + 8]) for i in range(0, 24, 8)]
+VALIDATION = [(X[:12], Y[:12])]
+
+
+def small_model():
+    return jaxdl.Serial(jaxdl.FullyConnected(6), jaxdl.BatchNormalization(), jaxdl.ReLU(), jaxdl.Dropout(0.2),
+                        jaxdl.FullyConnected(2), jaxdl.SoftMax())
+
+
+class Shuffled:
+    """An epoch-indexed source: the order is a function of the epoch."""
+
+    steps_per_epoch = 3
+
+    def epoch(self, epoch):
+        order = np.random.default_rng([7, epoch]).permutation(24)
+        for i in range(0, 24, 8):
+            yield X[order[i:i + 8]], Y[order[i:i + 8]]
+
+
+def run_fit(tmp_path=None, name="run", epochs=3, **kwargs):
+    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
+    kwargs.setdefault("validation_data", VALIDATION)
+    output_dir = None if tmp_path is None else tmp_path / name
+    return jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, kwargs.pop("train_data", Shuffled()),
+                     epochs=epochs, output_dir=output_dir, log=kwargs.pop("log", None), plot=False, **kwargs)
+
+
+def assert_same_tree(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_fit_equals_the_plain_step_loop():
+    result = run_fit(epochs=2)
+    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
+    step = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer)
+    for epoch in range(2):
+        for x, y in Shuffled().epoch(epoch):
+            state, _ = step(state, x, y)
+    assert_same_tree(result.train_state, state)
+    assert result.status == "completed" and [row["epoch"] for row in result.history] == [1, 2]
+    assert set(result.history[0]) >= {"epoch", "step", "train_loss", "validation_loss", "validation_accuracy",
+                                      "epoch_seconds", "elapsed_seconds"}
+    assert result.history[-1]["step"] == 6
+
+
+def test_train_loss_is_the_mean_loss_per_example():
+    seen = []
+
+    class Record(Callback):
+        def on_steps(self, epoch, metrics):
+            seen.extend(metrics)
+
+    result = run_fit(epochs=1, callbacks=[Record()])
+    assert len(seen) == 3 and all(entry["examples"] == 8 for entry in seen)
+    for entry in seen:  # cross_entropy sums over the batch: per example = data_loss / 8
+        assert entry["example_loss"] == pytest.approx(entry["data_loss"] / 8, rel=1e-5)
+    assert result.history[0]["train_loss"] == pytest.approx(np.mean([e["example_loss"] for e in seen]), rel=1e-6)
+
+
+def test_epochs_over_a_one_shot_iterator_is_an_error_not_a_short_run():
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        run_fit(epochs=4, train_data=iter(BATCHES))
+    assert run_fit(epochs=1, train_data=iter(BATCHES)).history[0]["step"] == 3  # one epoch is fine
+    net = jaxdl.NeuralNetwork(small_model(), jaxdl.cross_entropy, jaxdl.Adam(1e-2), input_shape=(8, 4))
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        net.train((batch for batch in BATCHES), epochs=4)
+    assert len(net.train(BATCHES, epochs=4)) == 12  # a list is re-iterated every epoch
+    assert len(net.train(BATCHES, iterations=7)) == 7
+    assert len(net.loss) == 19 and int(net.train_state.step) == 19
+    with pytest.raises(ValueError, match="positive int"):
+        net.train(BATCHES, epochs=-1)
+
+
+def test_evaluate_reports_the_mean_loss_per_example_for_any_reduction():
+    model = jaxdl.Serial(jaxdl.SoftMax())
+    eval_step = jaxdl.make_eval_step(model)
+    logits = RNG.normal(size=(10, 3))
+    labels = RNG.integers(0, 3, 10)
+    batches = [(logits[:4], labels[:4]), (logits[4:], labels[4:])]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    reference = np.mean(-np.log(probabilities[np.arange(10), labels] + np.finfo(np.float64).eps))
+    for loss_fn in (jaxdl.cross_entropy, lambda p, y: jaxdl.cross_entropy(p, y, reduction="mean")):
+        result = jaxdl.evaluate(eval_step, {}, {}, batches, loss_fn)
+        assert result["loss"] == pytest.approx(reference, rel=1e-10)
+        assert result["count"] == 10
+    predict = jaxdl.make_predict(model)  # the stateless convenience works too
+    assert jaxdl.evaluate(predict, {}, {}, batches, jaxdl.cross_entropy)["loss"] == pytest.approx(reference)
+    with pytest.raises(ValueError, match="empty"):
+        jaxdl.evaluate(eval_step, {}, {}, [])
+
+
+def memorized_model():
+    return jaxdl.Serial(jaxdl.LSTM(5, memorize=True), jaxdl.FullyConnected(3))
+
+
+def test_eval_step_carries_a_memorized_state_from_chunk_to_chunk():
+    model = memorized_model()
+    params, state = model.init(jax.random.key(0), (2, 4, 3), jnp.float64)
+    x = jnp.asarray(RNG.normal(size=(2, 12, 3)))
+    whole, _ = jaxdl.make_eval_step(model)(params, state, x)
+    eval_step = jaxdl.make_eval_step(model)
+    chunked, carried = [], state
+    for start in range(0, 12, 4):
+        out, carried = eval_step(params, carried, x[:, start:start + 4])
+        chunked.append(out)
+    np.testing.assert_allclose(jnp.concatenate(chunked, axis=1), whole, rtol=1e-12)
+    assert not np.allclose(carried["lstm_0"]["h"], 0)
+
+
+def test_evaluate_starts_from_reset_memory_and_carries_the_state():
+    model = memorized_model()
+    params, state = model.init(jax.random.key(0), (2, 4, 3), jnp.float64)
+    x = jnp.asarray(RNG.normal(size=(2, 12, 3)))
+    labels = jnp.asarray(RNG.integers(0, 3, (2, 12)))
+    def loss(logits, labels):  # mean over batch and time: chunks and whole sequences agree
+        return jaxdl.softmax_cross_entropy(logits, labels, reduction="mean")
+
+    whole = jaxdl.evaluate(jaxdl.make_eval_step(model), params, state, [(x, labels)], loss)
+    # A training state whose memory holds the last training chunk's hidden state:
+    dirty = jax.tree.map(lambda leaf: leaf + 3.0, state)
+    chunks = [(x[:, s:s + 4], labels[:, s:s + 4]) for s in range(0, 12, 4)]
+    chunked = jaxdl.evaluate(jaxdl.make_eval_step(model), params, dirty, chunks, loss)
+    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-10)
+    assert chunked["accuracy"] == whole["accuracy"]
+    # Two independent groups of sequences: reset=True restarts the memory.
+    groups = [Batch(x[:, :4], labels[:, :4], reset=True), Batch(x[:, 4:8], labels[:, 4:8]),
+              Batch(x[:, :4], labels[:, :4], reset=True)]
+    outs = []
+
+    def recording(params, state, x):
+        out, new = jaxdl.make_eval_step(model)(params, state, x)
+        outs.append(out)
+        return out, new
+
+    jaxdl.evaluate(recording, params, dirty, groups)
+    np.testing.assert_allclose(outs[0], outs[2], rtol=1e-12)
+
+
+def test_fit_resets_memory_on_batches_that_start_new_sequences():
+    model, optimizer = memorized_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (2, 4, 3))
+    x = jnp.asarray(RNG.normal(size=(2, 8, 3)), jnp.float32)
+    labels = jnp.asarray(RNG.integers(0, 3, (2, 8)))
+    data = [Batch(x[:, :4], labels[:, :4], reset=True), Batch(x[:, 4:], labels[:, 4:])]
+    result = jaxdl.fit(model, jaxdl.softmax_cross_entropy, optimizer, state, data, epochs=2, log=None)
+    step = jaxdl.make_train_step(model, jaxdl.softmax_cross_entropy, optimizer)
+    manual = state
+    for _ in range(2):
+        manual = manual._replace(state=jaxdl.reset_memory(manual.state))
+        manual, _ = step(manual, x[:, :4], labels[:, :4])
+        manual, _ = step(manual, x[:, 4:], labels[:, 4:])
+    assert_same_tree(result.train_state, manual)
+
+
+def test_checkpoints_metrics_and_best_by_validation(tmp_path):
+    logs = []
+    result = run_fit(tmp_path, epochs=3, log=logs.append, best_metric="validation_loss", best_mode="min")
+    losses = [row["validation_loss"] for row in result.history]
+    assert result.best == {"epoch": int(np.argmin(losses)) + 1, "validation_loss": min(losses)}
+    last, best = result.checkpoint_dir("last"), result.checkpoint_dir("best")
+    restored, manifest = checkpoint.load_checkpoint(last, result.train_state)
+    assert_same_tree(restored, result.train_state)
+    assert manifest["metadata"]["epoch"] == 3 and len(manifest["metadata"]["history"]) == 3
+    assert checkpoint.read_manifest(best)["metadata"]["epoch"] == result.best["epoch"]
+    with open(tmp_path / "run" / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert float(rows[-1]["validation_loss"]) == pytest.approx(losses[-1])
+    assert len(logs) == 3 and logs[0].startswith("epoch 1/3: train loss")
+    with pytest.raises(ValueError, match="already holds a run"):
+        run_fit(tmp_path, epochs=3)
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        run_fit(tmp_path, name="empty", resume=True)
+
+
+def test_metrics_plot_is_a_png(tmp_path):
+    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
+    jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, BATCHES, epochs=2, validation_data=VALIDATION,
+              output_dir=tmp_path / "plotted", log=None)
+    with Image.open(tmp_path / "plotted" / "metrics.png") as image:
+        assert image.format == "PNG" and image.size[0] > 400
+
+
+class InterruptAt(Callback):
+    """Raises KeyboardInterrupt (as Ctrl-C would) in the given epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_steps(self, epoch, metrics):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_bit_identical(tmp_path):
+    unbroken = run_fit(tmp_path, "unbroken", epochs=3)
+    logs = []
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(tmp_path, "broken", epochs=3, log=logs.append, callbacks=[InterruptAt(1)], log_every=1,
+                resume_command="python train.py --resume")
+    assert "Interrupted in epoch 2" in logs[-1] and "(epoch 1)" in logs[-1]
+    assert logs[-1].endswith("Continue with: python train.py --resume")
+    with open(tmp_path / "broken" / "metrics.csv") as file:
+        assert len(list(csv.DictReader(file))) == 1
+    logs.clear()
+    resumed = run_fit(tmp_path, "broken", epochs=3, resume=True, log=logs.append)
+    assert logs[0].startswith("Resuming") and "after epoch 1 of 3" in logs[0]
+    assert_same_tree(resumed.train_state, unbroken.train_state)
+    for a, b in zip(resumed.history, unbroken.history):
+        for key in ("step", "train_loss", "validation_loss", "validation_accuracy"):
+            assert a[key] == b[key], key
+    assert resumed.best == unbroken.best
+
+
+@pytest.mark.parametrize("bad_epoch", [1, 2])
+def test_nan_loss_stops_with_the_last_good_state(tmp_path, bad_epoch):
+    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
+    good = [(x, y) for x, y in BATCHES]
+    poisoned = [(x * np.nan, y) if i == 1 else (x, y) for i, (x, y) in enumerate(BATCHES)]
+
+    def epochs(epoch):
+        return poisoned if epoch + 1 == bad_epoch else good
+
+    result = jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, epochs, epochs=3, validation_data=VALIDATION,
+                       output_dir=tmp_path / "run", log=None, plot=False)
+    assert result.status == "diverged"
+    assert f"loss became nan in epoch {bad_epoch}" in result.message
+    assert len(result.history) == bad_epoch - 1
+    if bad_epoch == 1:
+        assert "No checkpoint was written yet" in result.message
+        assert_same_tree(result.train_state, state)
+    else:
+        assert f"checkpoints/last (epoch {bad_epoch - 1})" in result.message
+        restored, _ = checkpoint.load_checkpoint(tmp_path / "run" / "checkpoints" / "last", state)
+        assert_same_tree(result.train_state, restored)
+    net = jaxdl.NeuralNetwork(small_model(), jaxdl.cross_entropy, jaxdl.Adam(1e-2), input_shape=(8, 4))
+    with pytest.raises(jaxdl.TrainingDiverged, match="loss became nan"):
+        net.train(poisoned, epochs=1)
+
+
+def test_fit_argument_errors():
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        run_fit(epochs=0)
+    with pytest.raises(ValueError, match="best_mode"):
+        run_fit(best_mode="largest")
+    with pytest.raises(ValueError, match="best_metric 'validation_f1'"):
+        run_fit(epochs=1, best_metric="validation_f1")
+    with pytest.raises(ValueError, match="resume=True needs the output_dir"):
+        run_fit(resume=True)
+    with pytest.raises(TypeError, match="A batch must be"):
+        run_fit(epochs=1, train_data=[X[:8]])
