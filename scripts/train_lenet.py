@@ -24,6 +24,7 @@ import sys
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from jaxdl import checkpoint
+from jaxdl.training.loop import RunDirectoryError
 from jaxdl.recipes.lenet import (
     HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, stored_hyperparameters, train_lenet,
 )
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
     resume_command = f"python scripts/train_lenet.py --resume --output-dir {args.output_dir}"
     try:
         result = train_lenet(config_from_args(args), resume_command=resume_command)
-    except (ConfigError, FileNotFoundError, checkpoint.CheckpointError, NonMatchingChecksumError) as error:
+    except (ConfigError, RunDirectoryError, FileNotFoundError, checkpoint.CheckpointError,
+            NonMatchingChecksumError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -197,7 +197,9 @@ def test_checkpoints_metrics_and_best_by_validation(tmp_path):
     assert float(rows[-1]["validation_loss"]) == pytest.approx(losses[-1])
     assert len(logs) == 3 and logs[0].startswith("epoch 1/3: train loss")
     with pytest.raises(ValueError, match="already holds a run"):
-        run_fit(tmp_path, epochs=3)
+        run_fit(tmp_path, epochs=3, best_metric="validation_loss", best_mode="min")
+    with pytest.raises(ValueError, match="keeps the best epoch by 'validation_loss'"):
+        run_fit(tmp_path, epochs=3, resume=True)
     with pytest.raises(ValueError, match="holds no checkpoint"):
         run_fit(tmp_path, name="empty", resume=True)
 

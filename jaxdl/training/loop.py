@@ -51,6 +51,11 @@ from jaxdl.training.step import make_eval_step, make_train_step
 MODES = ("max", "min")
 
 
+class RunDirectoryError(ValueError):
+    """The ``output_dir`` does not fit the request: it holds a run (without ``resume``) or no
+    checkpoint to resume."""
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss or the parameters became NaN or infinite."""
 
@@ -139,9 +144,10 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         A `FitResult`.
 
     Raises:
-        ValueError: for invalid arguments, a one-shot iterator asked for several epochs, an
-            ``output_dir`` that already holds a run (without ``resume``), ``resume`` without
-            a checkpoint, or a ``best_metric`` that is not in the history.
+        RunDirectoryError: (a ValueError) for an ``output_dir`` that already holds a run
+            (without ``resume``), or ``resume`` without a checkpoint.
+        ValueError: for invalid arguments, a one-shot iterator asked for several epochs, or a
+            ``best_metric`` that is not in the history.
         KeyboardInterrupt: re-raised after logging how to resume.
     """
     _check_arguments(epochs, log_every, best_mode)
@@ -196,11 +202,11 @@ def _open(run: _Run, train_state: TrainState, resume: bool) -> TrainState:
     latest = run.checkpoints.latest_epoch()
     if not resume:
         if latest is not None:
-            raise ValueError(f"fit: {run.output_dir} already holds a run (checkpoints/last, epoch {latest}); "
+            raise RunDirectoryError(f"fit: {run.output_dir} already holds a run (checkpoints/last, epoch {latest}); "
                              f"resume it (resume=True) or choose another output directory.")
         return train_state
     if latest is None:
-        raise ValueError(f"fit: resume=True but {run.output_dir / 'checkpoints'} holds no checkpoint; start "
+        raise RunDirectoryError(f"fit: resume=True but {run.output_dir / 'checkpoints'} holds no checkpoint; start "
                          f"without resume.")
     train_state, manifest = run.checkpoints.restore(train_state, "last")
     run.history = list(manifest["metadata"]["history"])
