@@ -39,10 +39,11 @@ def test_train_step_traces_once_per_input_shape():
     step = jaxdl.make_train_step(model, counting_loss, optimizer)
     for _ in range(5):
         train_state, _ = step(train_state, jnp.ones((8, 4), jnp.float32), jnp.zeros(8, jnp.int32))
-    assert len(traces) == 1
+    # One trace of the step: the loss on the batch, and on one example (the example_loss metric).
+    assert traces == [(8, 3), (1, 3)]
     for _ in range(3):
         train_state, _ = step(train_state, jnp.ones((16, 4), jnp.float32), jnp.zeros(16, jnp.int32))
-    assert len(traces) == 2
+    assert traces == [(8, 3), (1, 3), (16, 3), (1, 3)]
     assert int(train_state.step) == 8
 
 
