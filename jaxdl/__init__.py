@@ -11,10 +11,13 @@ Architecture (one functional core, every other part uses it):
 * `jaxdl.training`: the ONE training step (`make_train_step`), the evaluation step
   (`make_eval_step`, `evaluate`), the ONE loop (`fit`: validation, last/best checkpoints,
   metrics, resume, NaN guard) and `NeuralNetwork`, the one-object convenience over it.
-* `jaxdl.models` (LeNet, `build_model` from a config), `jaxdl.checkpoint` (safe npz + JSON
-  checkpoints, atomic, hash-checked; the exercise's pickle `save`/`load`) and
-  `jaxdl.datasets` (MNIST through tensorflow-datasets without TensorFlow, seeded batching
-  with background prefetch; imported on first use because tensorflow-datasets is slow to import).
+* `jaxdl.models` (LeNet, `build_model` from a config), `jaxdl.checkpoint` (orbax-checkpoint
+  arrays with a hash-sealed manifest, atomic; `CheckpointSet` for a run's last and best; the
+  exercise's pickle `save`/`load`) and `jaxdl.datasets` (MNIST through tensorflow-datasets
+  without TensorFlow, `EpochBatches`: seeded per-epoch batching with background prefetch;
+  imported on first use because tensorflow-datasets is slow to import).
+* `jaxdl.recipes`: complete configured runs on `fit` that the scripts are thin command lines
+  over (LeNet on MNIST, the truncated-BPTT delayed-recall demo).
 * `jaxdl.exercise`: the exercise's own object API (``layer.forward``/``backward``,
   ``calculate_update``, ``NeuralNetwork.append_layer``...) as a thin stateful facade over the
   core, and ``python -m jaxdl.exercise scaffold DIR`` for running the course's test file.
