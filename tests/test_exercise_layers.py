@@ -229,15 +229,28 @@ class TestSoftMax:
         prediction = SoftMax.SoftMax().forward(-100. * (self.label_tensor - 1.))
         assert L2Loss().forward(prediction, self.label_tensor) == pytest.approx(12, abs=0.5e-7)
 
-    def test_regression_backward_high_loss_w_CrossEntropy(self):  # noqa: N802 (the course's name)
+    def high_loss_error(self, scale):
+        """SoftMax -> CrossEntropyLoss on input scale * (label - 1), back-propagated."""
         layer, loss_layer = SoftMax.SoftMax(), Loss.CrossEntropyLoss()
-        prediction = layer.forward(-10. * (self.label_tensor - 1.))
+        prediction = layer.forward(scale * (self.label_tensor - 1.))
         loss_layer.forward(prediction, self.label_tensor)
-        error = layer.backward(loss_layer.backward(self.label_tensor))
+        return layer.backward(loss_layer.backward(self.label_tensor))
+
+    def test_regression_backward_high_loss_w_CrossEntropy(self):  # noqa: N802 (the course's name)
+        error = self.high_loss_error(-10.)  # 2023+ edition
         for element in error[self.label_tensor == 0]:
             assert element == pytest.approx(1 / 3, abs=0.5e-3)
         for element in error[self.label_tensor == 1]:
             assert element == pytest.approx(-1, abs=0.5e-3)
+
+    def test_regression_backward_high_loss_w_CrossEntropy_2022(self):  # noqa: N802 (the course's name)
+        # The true class's probability is e^-100 / 3 ~ 1e-44, far below eps: the loss's
+        # backward must be -label / y_hat there, not -label / (y_hat + eps).
+        error = self.high_loss_error(-100.)
+        for element in error[self.label_tensor == 0]:
+            assert element >= 1 / 3
+        for element in error[self.label_tensor == 1]:
+            assert element == pytest.approx(-1, abs=0.5e-7)
 
     def test_regression_forward(self):
         np.random.seed(1337)
@@ -290,9 +303,17 @@ class TestCrossEntropyLoss:
     def test_backward_is_minus_label_over_prediction(self):
         loss_layer = Loss.CrossEntropyLoss()
         prediction = np.random.rand(self.batch_size, self.categories)
+        prediction[0] = 1e-300  # far below eps: still -label / prediction
         loss_layer.forward(prediction, self.label_tensor)
-        expected = -self.label_tensor / (prediction + np.finfo(float).eps)
-        np.testing.assert_allclose(loss_layer.backward(self.label_tensor), expected, rtol=1e-14)
+        expected = -self.label_tensor / prediction
+        np.testing.assert_allclose(loss_layer.backward(self.label_tensor), expected, rtol=1e-15)
+
+    def test_backward_is_finite_at_zero_prediction(self):
+        loss_layer = Loss.CrossEntropyLoss()
+        loss = loss_layer.forward(np.zeros((self.batch_size, self.categories)), self.label_tensor)
+        assert loss == pytest.approx(-self.batch_size * np.log(np.finfo(float).eps))
+        error = loss_layer.backward(self.label_tensor)
+        np.testing.assert_array_equal(error, -self.label_tensor / np.finfo(float).tiny)
 
 
 # 5.7 -------------------------------------------------------------------------------------

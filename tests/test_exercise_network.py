@@ -1,4 +1,5 @@
-"""The course's Exercise 3 network checks (reference 5.17), plus save/load, phases and LeNet.
+"""The course's network checks: Exercise 3 (reference 5.17) and the Exercise 1 and 2 editions
+(reference 8) through the same scaffold, plus save/load, phases and the core training step.
 
 Imported through a scaffolded course directory, as the course's NeuralNetworkTests.py does.
 Iterations, batch sizes and accuracy thresholds are the course's. The course reseeds with
@@ -7,14 +8,15 @@ a failure can be reproduced.
 """
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from exercise_course import course_modules
+from exercise_course import course_modules, random_one_hot
 
 # Filled by the `course` fixture with the scaffolded modules.
-FullyConnected = ReLU = SoftMax = Flatten = Conv = RNN = Dropout = BatchNormalization = None
+FullyConnected = ReLU = SoftMax = Flatten = Conv = Pooling = RNN = Dropout = BatchNormalization = None
 Initializers = Helpers = Optimizers = Constraints = Loss = NeuralNetwork = None
 
 
@@ -45,6 +47,16 @@ def iris_net(optimizer, batch_size, *, batch_norm=False, dropout=False, random_b
         net.append_layer(Dropout.Dropout(0.3))
     net.append_layer(SoftMax.SoftMax())
     return net
+
+
+class FixedBatch:
+    """A data layer whose ``next()`` always returns the same batch."""
+
+    def __init__(self, input_tensor, label_tensor):
+        self.input_tensor, self.label_tensor = input_tensor, label_tensor
+
+    def next(self):
+        return self.input_tensor, self.label_tensor
 
 
 def measured_accuracy(net):
@@ -171,6 +183,62 @@ class TestNeuralNetwork3:
         self._perform_test(optimizer, 100, dropout, batch_norm)
 
 
+class TestNeuralNetwork1:
+    """The Exercise 1 edition: ``NeuralNetwork(optimizer)`` without initializers."""
+
+    @staticmethod
+    def iris_net(optimizer):
+        net = NeuralNetwork.NeuralNetwork(optimizer)
+        net.data_layer = Helpers.IrisData(50)
+        net.loss_layer = Loss.CrossEntropyLoss()
+        for layer in (FullyConnected.FullyConnected(4, 3), ReLU.ReLU(), FullyConnected.FullyConnected(3, 3),
+                      SoftMax.SoftMax()):
+            net.append_layer(layer)
+        return net
+
+    def test_append_layer(self):
+        net = NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1))
+        fcl_1 = FullyConnected.FullyConnected(1, 1)
+        weights = fcl_1.weights
+        net.append_layer(fcl_1)
+        net.append_layer(FullyConnected.FullyConnected(1, 1))
+        assert len(net.layers) == 2
+        assert net.layers[0].optimizer is not net.layers[1].optimizer
+        np.testing.assert_array_equal(net.layers[0].weights, weights)  # the constructor's initialization
+
+    def test_data_access(self):
+        net = self.iris_net(Optimizers.Sgd(1))
+        assert net.forward() != net.forward()
+
+    def test_iris_data(self):
+        net = self.iris_net(Optimizers.Sgd(1e-3))
+        net.train(4000)
+        assert measured_accuracy(net) > 0.8
+
+    def test_one_initializer_is_completed_by_uniform_random(self):
+        net = NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1), Initializers.Constant(0.5))
+        net.append_layer(FullyConnected.FullyConnected(3, 2))
+        weights = net.layers[0].weights
+        assert np.all(weights[:-1] == 0.5)
+        assert np.all((weights[-1] >= 0) & (weights[-1] < 1)) and len(np.unique(weights[-1])) == 2
+
+
+class TestNeuralNetwork2:
+    """The Exercise 2 edition's network check that Exercise 3 does not repeat."""
+
+    def test_digit_data(self):
+        net = NeuralNetwork.NeuralNetwork(Optimizers.Adam(5e-3, 0.98, 0.999), Initializers.He(),
+                                          Initializers.Constant(0.1))
+        net.data_layer = Helpers.DigitData(200)
+        net.loss_layer = Loss.CrossEntropyLoss()
+        for layer in (Conv.Conv((1, 1), (1, 3, 3), 4), ReLU.ReLU(), Pooling.Pooling((2, 2), (2, 2)),
+                      Flatten.Flatten(), FullyConnected.FullyConnected(64, 32), ReLU.ReLU(),
+                      FullyConnected.FullyConnected(32, 10), SoftMax.SoftMax()):
+            net.append_layer(layer)
+        net.train(200)
+        assert measured_accuracy(net) > 0.5
+
+
 # jaxdl's own checks of the network facade ---------------------------------------------------
 class TestNetworkFacade:
     def test_phase_property(self):
@@ -244,8 +312,9 @@ class TestNetworkFacade:
         assert clone.data_layer is None and len(clone.layers) == len(net.layers)
 
 
-class TestFusedTraining:
-    """`NeuralNetwork.train` runs one compiled step per iteration; it must equal forward + backward."""
+class TestCoreStepTraining:
+    """`NeuralNetwork.train` runs each iteration through the core training step
+    (`jaxdl.training.make_train_step`); it must equal forward + backward."""
 
     @staticmethod
     def build(seed):
@@ -262,35 +331,94 @@ class TestFusedTraining:
             net.append_layer(layer)
         return net
 
-    def test_fused_train_equals_forward_backward(self):
-        fused, stepwise = self.build(5), self.build(5)
+    def test_train_equals_forward_backward(self):
+        trained, stepwise = self.build(5), self.build(5)
         np.random.seed(11)
-        fused.train(6)
+        trained.train(6)
         np.random.seed(11)
         stepwise.phase = "train"
         for _ in range(6):
             stepwise.loss.append(stepwise.forward())
             stepwise.backward()
-        np.testing.assert_allclose(fused.loss, stepwise.loss, rtol=1e-10)
-        for a, b in zip(fused.layers, stepwise.layers):
+        np.testing.assert_allclose(trained.loss, stepwise.loss, rtol=1e-10)
+        for a, b in zip(trained.layers, stepwise.layers):
             if a.trainable:
                 np.testing.assert_allclose(a.weights, b.weights, rtol=1e-9, atol=1e-12)
                 np.testing.assert_allclose(a.gradient_weights, b.gradient_weights, rtol=1e-8, atol=1e-12)
-        np.testing.assert_allclose(fused.layers[0].running_mean, stepwise.layers[0].running_mean, rtol=1e-12)
-        np.testing.assert_allclose(fused.layers[0].running_var, stepwise.layers[0].running_var, rtol=1e-12)
+        np.testing.assert_allclose(trained.layers[0].running_mean, stepwise.layers[0].running_mean, rtol=1e-12)
+        np.testing.assert_allclose(trained.layers[0].running_var, stepwise.layers[0].running_var, rtol=1e-12)
 
-    def test_one_compilation_per_network(self):
-        from jaxdl.exercise import _engine
-        if not hasattr(_engine.train_step, "_cache_size"):
-            pytest.skip("this jax version does not expose jit cache sizes")
+    def test_runs_the_core_training_step(self, monkeypatch):
+        from jaxdl.exercise import _network_step
+        built = []
+        make_train_step = _network_step.make_train_step
+        monkeypatch.setattr(_network_step, "make_train_step",
+                            lambda *args, **kwargs: built.append(args) or make_train_step(*args, **kwargs))
+        _network_step.compiled_step.cache_clear()
+        net = iris_net(Optimizers.Sgd(1e-3), 50)
+        net.train(2)
+        assert len(built) == 1
+        model, loss_fn, optimizer = built[0]
+        assert isinstance(model, _network_step.LayerChain) and len(model.fns) == len(net.layers)
+        assert loss_fn is _network_step.course_cross_entropy
+        assert optimizer.regularizer is None  # no layer's optimizer has one
+
+    def test_one_compilation_per_network_configuration(self, monkeypatch):
+        from jaxdl.exercise import _network_step
+        traces = []
+        apply = _network_step.LayerChain.apply
+        monkeypatch.setattr(_network_step.LayerChain, "apply",
+                            lambda self, *args, **kwargs: traces.append(1) or apply(self, *args, **kwargs))
         net = iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50, batch_norm=True, dropout=True)
         net.train(3)
-        size = _engine.train_step._cache_size()
+        traced = len(traces)
         net.train(5)
         iris_net(Optimizers.Adam(1e-2, 0.9, 0.999), 50, batch_norm=True, dropout=True).train(2)
-        assert _engine.train_step._cache_size() == size
+        assert len(traces) == traced
 
-    def test_layer_backward_after_fused_training_asks_for_a_forward(self):
+    def test_regularization_loss_is_reported_per_layer(self):
+        optimizer = Optimizers.Sgd(1e-3)
+        optimizer.add_regularizer(Constraints.L1_Regularizer(0.5))
+        net = iris_net(optimizer, 50, batch_norm=True)
+        net.data_layer = FixedBatch(*Helpers.IrisData(50).get_test_set())
+        net.layers[1].optimizer = Optimizers.Sgd(1e-3)  # the first FullyConnected: no regularizer
+        regularization = net.regularization_loss()
+        assert regularization == net.layers[3].calculate_regularization_loss() > 0
+        expected = net.forward()  # data loss + regularization loss at the params before the step
+        net.train(1)
+        assert net.loss == [pytest.approx(expected, rel=1e-12)]
+
+    def test_gradient_is_the_course_gradient_at_high_loss(self):
+        # The 2022 high-loss case inside a network: logits 100 on the wrong classes, 0 on the
+        # true one (probability ~1e-44). The weights' gradient is x^T (softmax - label).
+        labels = random_one_hot(9, 4)
+        nets = []
+        for _ in range(2):
+            net = NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1e-3), Initializers.Constant(0.), Initializers.Constant(0.))
+            net.data_layer, net.loss_layer = FixedBatch(1. - labels, labels), Loss.CrossEntropyLoss()
+            net.append_layer(FullyConnected.FullyConnected(4, 4))
+            net.append_layer(SoftMax.SoftMax())
+            net.layers[0].weights = np.vstack([100. * np.eye(4), np.zeros((1, 4))])
+            nets.append(net)
+        nets[0].train(1)
+        nets[1].forward()
+        nets[1].backward()
+        logits = 100. * (1. - labels)
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        expected = np.hstack([1. - labels, np.ones((9, 1))]).T @ (probabilities - labels)
+        for net in nets:
+            np.testing.assert_allclose(net.layers[0].gradient_weights, expected, rtol=1e-12, atol=1e-12)
+
+    def test_the_facade_defines_no_training_step_of_its_own(self):
+        import jaxdl.exercise
+        for path in Path(jaxdl.exercise.__file__).parent.glob("*.py"):
+            text = path.read_text()
+            assert "value_and_grad" not in text, path
+            # jax.grad only for CrossEntropyLoss.backward (the loss's own gradient)
+            assert "jax.grad(" not in text or path.name == "loss.py", path
+
+    def test_layer_backward_after_training_asks_for_a_forward(self):
         net = iris_net(Optimizers.Sgd(1e-3), 50)
         net.train(2)
         with pytest.raises(RuntimeError, match="call forward first"):

@@ -11,7 +11,8 @@ The classes have the exercise's names, constructors, members and conventions
 ``calculate_update``, ``testing_phase``), and delegate every computation to the core:
 a layer's forward is the core layer's jitted ``apply`` under `jax.vjp`, backward applies the
 stored VJP, optimizers are the core optax optimizers with their state held per object, and
-`NeuralNetwork.train` composes the same functions into one compiled call per iteration.
+`NeuralNetwork.train` runs each iteration through the core training step
+(`jaxdl.training.make_train_step`) with the layers' functions composed into one model.
 
 Modules (each mirrors one file of the exercise):
 

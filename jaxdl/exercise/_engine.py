@@ -3,9 +3,12 @@
 A facade layer describes its computation as a hashable ``fn(params, x, extra) -> (y, aux)``
 (a core layer's ``apply`` in a fixed mode, or the dropout mask). `forward_with_vjp` runs it
 under `jax.vjp` inside one `jax.jit` and returns the VJP (a pytree: the residuals are its
-leaves), so `backward` needs no second forward pass. Both are compiled once per ``fn`` and
-input shapes: layers are frozen dataclasses compared by value, so two facade layers of the
-same configuration share their compiled code.
+leaves), so `backward` needs no second forward pass; `backward_and_update` is a layer's
+backward followed by its optimizer's step (the exercise's layer-by-layer API). All are
+compiled once per ``fn`` and input shapes: layers are frozen dataclasses compared by value,
+so two facade layers of the same configuration share their compiled code. The network's
+training iterations do not run here: they go through the core training step with these
+``fn`` composed (`jaxdl.exercise._network_step`).
 """
 
 from __future__ import annotations
@@ -103,45 +106,3 @@ def backward_and_update(vjp, error, optimizer, opt_state, params):
     grads, dx = vjp(error.astype(DTYPE))
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return grads, dx, optax.apply_updates(params, updates), opt_state
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def train_step(fns, optimizers, regularizers, loss_fn, params, extras, opt_states, x, labels):
-    """One fused training iteration of a network of facade layers.
-
-    The layer-by-layer path (each layer's forward, the loss, each layer's backward and
-    optimizer step) in one compiled call: the same functions, composed.
-
-    Args:
-        fns: each layer's ``fn`` (from its ``_call``), static.
-        optimizers: each layer's core optimizer, or None (no update), static.
-        regularizers: each layer's (core regularizer, selector) or None, static; the
-            regularization loss is the norm of the selected params before the update.
-        loss_fn: ``loss_fn(prediction, labels) -> scalar``, static.
-        params, extras, opt_states: per layer (opt_state None where the optimizer is).
-        x, labels: the batch.
-
-    Returns:
-        (loss incl. regularization, per-layer new state, per-layer params gradients,
-        per-layer new params, per-layer new optimizer states).
-    """
-
-    def objective(params):
-        h, new_states = x, []
-        for fn, p, extra in zip(fns, params, extras):
-            h, new_state = fn(p, h, extra)
-            new_states.append(new_state)
-        return loss_fn(h, labels), new_states
-
-    (data_loss, new_states), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    regularization = jnp.zeros((), data_loss.dtype)
-    for p, entry in zip(params, regularizers):
-        if entry is not None:
-            regularizer, selector = entry
-            regularization = regularization + regularizer.norm(select_regularized(selector, p))
-    new_params, new_opt_states = list(params), list(opt_states)
-    for i, optimizer in enumerate(optimizers):
-        if optimizer is not None:
-            updates, new_opt_states[i] = optimizer.update(grads[i], opt_states[i], params[i])
-            new_params[i] = optax.apply_updates(params[i], updates)
-    return data_loss + regularization, new_states, grads, new_params, new_opt_states

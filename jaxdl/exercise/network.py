@@ -2,7 +2,8 @@
 
 The network strings facade layers together as the exercise does (a list of layers, a data
 layer, a loss layer) and keeps their outputs as jax arrays between layers. `NeuralNetwork.train`
-runs each iteration as one compiled call when it can (see there). Layers written by the
+runs each iteration through the core training step, `jaxdl.training.make_train_step`, when it
+can (see there; `jaxdl.exercise._network_step` maps the layers onto it). Layers written by the
 user (with NumPy ``forward``/``backward``) can be mixed in; they receive NumPy arrays.
 
 `save`/`load` use pickle (`jaxdl.checkpoint.save`/`load`), as the exercise does.
@@ -19,11 +20,11 @@ import numpy as np
 
 from jaxdl import checkpoint
 from jaxdl.core import apply_shape
-from jaxdl.exercise import _engine
+from jaxdl.exercise import _network_step
 from jaxdl.exercise._engine import DTYPE, as_array
 from jaxdl.exercise.base import FunctionalLayer
+from jaxdl.exercise.initializers import UniformRandom
 from jaxdl.exercise.loss import CrossEntropyLoss
-from jaxdl.exercise.loss import _loss as cross_entropy_loss
 from jaxdl.exercise.optimizers import Optimizer
 
 __all__ = ["NeuralNetwork", "save", "load"]
@@ -46,7 +47,9 @@ class NeuralNetwork:
 
     Args:
         optimizer: deep-copied into every trainable layer by `append_layer`.
-        weights_initializer, bias_initializer: passed to each trainable layer's ``initialize``.
+        weights_initializer, bias_initializer: passed to each trainable layer's ``initialize``
+            by `append_layer`. With neither (Exercise 1's ``NeuralNetwork(optimizer)``) the
+            layers keep the initialization their constructors made.
 
     Attributes:
         loss: the loss of every training iteration (data loss + regularization loss).
@@ -87,10 +90,17 @@ class NeuralNetwork:
             layer.testing_phase = testing
 
     def append_layer(self, layer) -> None:
-        """Appends ``layer``; a trainable one gets a deep copy of the optimizer and is initialized."""
+        """Appends ``layer``; a trainable one gets a deep copy of the optimizer and is initialized.
+
+        ``layer.initialize(weights_initializer, bias_initializer)`` is called when the network
+        has an initializer; a missing one of the two is `UniformRandom` (what the constructors
+        draw). Without either, the layer keeps its constructor's initialization.
+        """
         if getattr(layer, "trainable", False):
             layer.optimizer = copy.deepcopy(self.optimizer)
-            layer.initialize(self.weights_initializer, self.bias_initializer)
+            if self.weights_initializer is not None or self.bias_initializer is not None:
+                layer.initialize(self.weights_initializer or UniformRandom(),
+                                 self.bias_initializer or UniformRandom())
         self.layers.append(layer)
 
     def regularization_loss(self):
@@ -127,13 +137,16 @@ class NeuralNetwork:
         """``iterations`` times forward (its loss appended to `loss`) and backward, training phase.
 
         When every layer is a `jaxdl.exercise` layer (with a `jaxdl.exercise` optimizer or
-        none) and the loss is `CrossEntropyLoss`, each iteration runs as one compiled call
-        (`jaxdl.exercise._engine.train_step`): the same functions as forward + backward,
-        composed, with the same results (dropout masks still drawn from NumPy's global
-        generator in layer order). Otherwise it calls `forward` and `backward`.
+        none) and the loss is `CrossEntropyLoss`, each iteration is one call of the core
+        training step (`jaxdl.training.make_train_step`, compiled once per configuration, see
+        `jaxdl.exercise._network_step`) on the layers as one model: the same layer functions
+        and loss as forward + backward, with the same results (dropout masks still drawn from
+        NumPy's global generator in layer order). Afterwards every layer holds its new params,
+        gradients (``gradient_weights``), optimizer state and layer state. Otherwise it calls
+        `forward` and `backward`.
         """
         self.phase = "train"
-        if not self._fusable():
+        if not self._runs_on_core_step():
             for _ in range(int(iterations)):
                 self.loss.append(self.forward())
                 self.backward()
@@ -141,11 +154,11 @@ class NeuralNetwork:
         losses = []
         for _ in range(int(iterations)):
             x, self._label_tensor = self.data_layer.next()
-            losses.append(self._fused_iteration(as_array(x), as_array(self._label_tensor)))
+            losses.append(self._core_step_iteration(as_array(x), as_array(self._label_tensor)))
         # One transfer at the end: the iterations are dispatched without waiting for each loss.
         self.loss.extend(float(loss) for loss in jax.device_get(losses))
 
-    def _fusable(self) -> bool:
+    def _runs_on_core_step(self) -> bool:
         if type(self.loss_layer) is not CrossEntropyLoss:
             return False
         for layer in self.layers:
@@ -168,7 +181,8 @@ class NeuralNetwork:
             self._shapes = cached = (signature, shapes)
         return cached[1]
 
-    def _fused_iteration(self, x, labels):
+    def _core_step_iteration(self, x, labels):
+        """One core training step of all layers on (x, labels); returns the reported loss."""
         fns, extras, params, optimizers, opt_states, regularizers = [], [], [], [], [], []
         for layer, shape in zip(self.layers, self._input_shapes(x.shape)):
             fn, extra = layer._call(shape)  # draws dropout masks in layer order
@@ -188,15 +202,15 @@ class NeuralNetwork:
                 regularizers.append(None)
             else:
                 regularizers.append((regularizer.core, layer._regularized))
-        loss, new_states, grads, new_params, new_opt_states = _engine.train_step(
-            tuple(fns), tuple(optimizers), tuple(regularizers), cross_entropy_loss,
-            params, extras, opt_states, x, labels)
+        step = _network_step.compiled_step(tuple(fns), tuple(optimizers), tuple(regularizers))
+        new_params, new_states, opt_state, loss = step(tuple(params), tuple(extras), tuple(opt_states), x, labels)
         for i, layer in enumerate(self.layers):
             layer._after_forward(new_states[i])
-            layer._gradients, layer._params = grads[i], new_params[i]
+            layer._gradients = opt_state.gradients[i]
             layer._vjp = layer._saved = None
             if optimizers[i] is not None:
-                layer._optimizer._opt_state = new_opt_states[i]
+                layer._params = new_params[i]
+                layer._optimizer._opt_state = opt_state.inner[i]
         return loss
 
     def test(self, input_tensor) -> np.ndarray:
