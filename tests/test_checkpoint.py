@@ -205,7 +205,7 @@ def test_objects_and_strings_cannot_be_saved_and_metadata_must_be_json(tmp_path)
 
 @pytest.mark.parametrize("partial", [True, False], ids=["partial-restore", "orbax-0.11-full-restore"])
 def test_load_a_subtree_by_prefix(tmp_path, monkeypatch, partial):
-    monkeypatch.setattr(checkpoint, "_has_partial_restore", lambda ocp: partial and ocp is not None)
+    monkeypatch.setattr(checkpoint.arrays, "has_partial_restore", lambda ocp: partial and ocp is not None)
     saved = trained_state()
     checkpoint.save_checkpoint(tmp_path / "ckpt", saved)
     template = jax.eval_shape(lambda: saved.params)  # shapes only
@@ -353,7 +353,7 @@ def edit_manifest(directory, edit, *, reseal=False):
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest = edit(manifest) or manifest
-    text = checkpoint._seal(manifest) if reseal and isinstance(manifest, dict) else json.dumps(manifest)
+    text = checkpoint.manifest.seal(manifest) if reseal and isinstance(manifest, dict) else json.dumps(manifest)
     path.write_text(text)
 
 
@@ -414,12 +414,12 @@ def rewrite_arrays(directory, arrays):
     """Replaces the orbax arrays and reseals the manifest over the new files (a consistent
     checkpoint whose arrays disagree with its entries)."""
     shutil.rmtree(directory / "arrays")
-    checkpoint._orbax_save(directory / "arrays", arrays)
+    checkpoint.arrays.write_arrays(directory / "arrays", arrays)
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["files"] = [{"path": name, "size": (directory / name).stat().st_size,
                           "sha256": hashlib.sha256((directory / name).read_bytes()).hexdigest()}
-                         for name in checkpoint._list_files(directory, CheckpointError)]
-    (directory / "manifest.json").write_text(checkpoint._seal(manifest))
+                         for name in checkpoint.manifest.data_files(directory, CheckpointError)]
+    (directory / "manifest.json").write_text(checkpoint.manifest.seal(manifest))
 
 
 def test_arrays_that_disagree_with_the_manifest_are_refused_even_with_matching_hashes(tmp_path):
@@ -452,7 +452,7 @@ def interrupt_at(monkeypatch, point):
         if name == point and seen.count(point) == 1:
             raise Interrupted(point)
 
-    monkeypatch.setattr(checkpoint, "_fault_hook", hook)
+    monkeypatch.setattr(checkpoint.faults, "hook", hook)
     return seen
 
 
@@ -466,7 +466,7 @@ def test_crash_while_writing_arrays_keeps_the_previous_checkpoint(tmp_path, monk
         (path / "_METADATA").write_bytes(b"{partial")
         raise KeyboardInterrupt("killed mid-write")
 
-    monkeypatch.setattr(checkpoint, "_orbax_save", crash)
+    monkeypatch.setattr(checkpoint.directory, "write_arrays", crash)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save_checkpoint(directory, trained_state(steps=2))
     restored, _ = checkpoint.load_checkpoint(directory, trained_state(steps=0))
@@ -482,7 +482,7 @@ def test_crash_before_the_link_is_replaced_keeps_the_previous_checkpoint(tmp_pat
     interrupt_at(monkeypatch, point)
     with pytest.raises(Interrupted):
         checkpoint.save_checkpoint(directory, second)
-    monkeypatch.setattr(checkpoint, "_fault_hook", None)
+    monkeypatch.setattr(checkpoint.faults, "hook", None)
     assert_trees_equal(checkpoint.load_checkpoint(directory, trained_state(steps=0))[0], first)
     assert leftovers(tmp_path) == []
     checkpoint.save_checkpoint(directory, second)
@@ -499,7 +499,7 @@ def test_a_real_directory_is_replaced_and_put_back_if_the_swap_fails(tmp_path, m
         checkpoint.save_checkpoint(directory, {"w": jnp.ones(2)})
     assert directory.is_dir() and not directory.is_symlink() and (directory / "manifest.json").is_file()
     assert leftovers(tmp_path) == []
-    monkeypatch.setattr(checkpoint, "_fault_hook", None)
+    monkeypatch.setattr(checkpoint.faults, "hook", None)
     checkpoint.save_checkpoint(directory, {"w": jnp.ones(2)})
     assert directory.is_symlink()
     assert_trees_equal(checkpoint.load_checkpoint(directory, {"w": jnp.zeros(2)})[0], {"w": jnp.ones(2)})
@@ -518,13 +518,13 @@ def test_a_save_killed_after_moving_a_real_directory_aside_is_recovered_by_the_n
     (tmp_path / f".ckpt.data-{'b' * 32}").mkdir()
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
         checkpoint.read_manifest(directory)
-    real_swap = checkpoint._swap_in
+    real_swap = checkpoint.single._swap_in
 
     def swap_after_checking_the_recovery(link, data):
         assert (link / "notes.txt").read_text() == "old"  # put back before the new swap
         real_swap(link, data)
 
-    monkeypatch.setattr(checkpoint, "_swap_in", swap_after_checking_the_recovery)
+    monkeypatch.setattr(checkpoint.single, "_swap_in", swap_after_checking_the_recovery)
     checkpoint.save_checkpoint(directory, {"w": jnp.ones(2)})
     assert directory.is_symlink() and leftovers(tmp_path) == []
 
@@ -655,7 +655,7 @@ def test_checkpoint_set_interrupted_at_each_point_stays_consistent(tmp_path, mon
     seen = interrupt_at(monkeypatch, point)
     with pytest.raises(Interrupted):
         save_epochs(checkpoint.CheckpointSet(tmp_path, metric="acc"), values, start=3)
-    monkeypatch.setattr(checkpoint, "_fault_hook", None)
+    monkeypatch.setattr(checkpoint.faults, "hook", None)
     committed = "committed" in seen
     run = assert_consistent(tmp_path, values, 3 if committed else 2)
     save_epochs(run, values + [0.8], start=4 if committed else 3)
@@ -670,7 +670,7 @@ KILL_SERVER = r"""
 import json, os, shutil, signal, sys
 import numpy as np
 from jaxdl import checkpoint
-checkpoint._orbax()
+checkpoint.arrays.orbax()
 
 def epoch_tree(epoch):
     return {"w": np.full((2, 3), epoch, np.float32), "step": np.asarray(epoch, np.int32)}
@@ -692,7 +692,7 @@ def child(kind, directory, values, kill_at, log):
             with open(log, "w") as file:
                 file.write(name)
             os.kill(os.getpid(), signal.SIGKILL)
-    checkpoint._fault_hook = hook
+    checkpoint.faults.hook = hook
     operation(kind, directory, values)
 
 results = []

@@ -1,0 +1,98 @@
+"""The arrays of a checkpoint through orbax-checkpoint: imported on first use, silent, synchronous.
+
+``arrays/`` is an orbax-checkpoint PyTree checkpoint (`orbax.checkpoint.PyTreeCheckpointHandler`,
+TensorStore zarr arrays in OCDBT files) of a flat dict ``{"arr_0": array, "arr_1": ...}``, one
+array per leaf of the saved pytree (`jaxdl.checkpoint.entries` says how a leaf becomes one).
+Orbax stores arrays as raw TensorStore chunks and its metadata as JSON: there is no pickle on
+this path and loading never executes code.
+
+Orbax runs synchronously (`orbax.checkpoint.Checkpointer`, not the async one): when
+`write_arrays` returns, every file is written and fsynced. Orbax's log messages are dropped (a
+`logging.Filter` on the ``absl`` and root loggers for records from orbax's sources,
+``_ORBAX_LOG_FILTER``), so training prints nothing from it. Orbax takes seconds to import, so
+`orbax` imports it on first use and ``import jaxdl`` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+
+import jax
+import numpy as np
+
+
+class _OrbaxLogFilter(logging.Filter):
+    """Drops log records that come from orbax's source files."""
+
+    def __init__(self, package_dir: str):
+        super().__init__()
+        self.package_dir = package_dir
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.startswith(self.package_dir)
+
+
+_ORBAX_LOG_FILTER: _OrbaxLogFilter | None = None
+
+
+def orbax():
+    """The ``orbax.checkpoint`` module (imported on first use), with its logging silenced."""
+    global _ORBAX_LOG_FILTER
+    if _ORBAX_LOG_FILTER is None:  # before the import: orbax logs while it imports
+        import importlib.util
+
+        package_dir = list(importlib.util.find_spec("orbax").submodule_search_locations)[0]
+        _ORBAX_LOG_FILTER = _OrbaxLogFilter(os.path.join(package_dir, ""))
+        for name in ("absl", None):
+            logging.getLogger(name).addFilter(_ORBAX_LOG_FILTER)
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
+def write_arrays(directory: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    """Writes ``arrays`` as an orbax PyTree checkpoint; returns when it is committed."""
+    ocp = orbax()
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+    try:
+        checkpointer.save(os.path.abspath(directory), args=ocp.args.PyTreeSave(arrays))
+    finally:
+        checkpointer.close()
+
+
+def restore_arrays(directory: pathlib.Path, wanted: set[str], stored: dict[str, jax.ShapeDtypeStruct]
+                   ) -> dict[str, np.ndarray]:
+    """Reads the arrays ``wanted`` (NumPy arrays) of an orbax checkpoint holding ``stored``.
+
+    Only those are read where orbax can restore part of a tree (``partial_restore``, orbax
+    0.12); older versions read all of ``stored``.
+    """
+    ocp = orbax()
+    partial = has_partial_restore(ocp)
+    names = sorted(wanted) if partial else sorted(stored)
+    restore_args = {name: ocp.RestoreArgs(restore_type=np.ndarray) for name in names}
+    options = {"item": {name: stored[name] for name in names}, "partial_restore": True} if partial else {}
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+    try:
+        return checkpointer.restore(os.path.abspath(directory), args=ocp.args.PyTreeRestore(
+            restore_args=restore_args, **options))
+    finally:
+        checkpointer.close()
+
+
+def has_partial_restore(ocp) -> bool:
+    """Whether this orbax restores part of a tree (``PyTreeRestore(partial_restore=True)``)."""
+    return "partial_restore" in getattr(ocp.args.PyTreeRestore, "__dataclass_fields__", {})
+
+
+def tensorstore_has(dtype: np.dtype) -> bool:
+    """Whether TensorStore (orbax's storage) can store arrays of ``dtype``."""
+    import tensorstore
+
+    try:
+        tensorstore.dtype(dtype.name)
+    except (ValueError, TypeError):
+        return False
+    return True
