@@ -196,3 +196,12 @@ def test_evaluate_script_reports_accuracy_confusion_and_writes_grid(cli_run, dat
     if report["misclassified"]:
         with Image.open(tmp_path / "errors.png") as image:
             assert image.format == "PNG"
+
+
+def test_a_hyperparameter_search_never_evaluates_test(tmp_path, data, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the test split was evaluated")
+
+    monkeypatch.setattr(lenet, "evaluate_checkpoint", forbidden)
+    result = lenet.train_lenet(config(tmp_path, epochs=1), data, log=None, evaluate_test=False)
+    assert result.test is None and result.fit.status == "completed"

@@ -167,7 +167,7 @@ class LearningRateColumn(Callback):
 
 
 def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | None = print,
-                resume_command: str | None = None) -> LeNetResult:
+                resume_command: str | None = None, evaluate_test: bool = True) -> LeNetResult:
     """Trains LeNet as configured with `jaxdl.fit`; then evaluates the best checkpoint on test once.
 
     Args:
@@ -176,6 +176,8 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
             options (tests pass small synthetic splits).
         log: where progress lines go.
         resume_command: printed on Ctrl-C (the command line that continues the run).
+        evaluate_test: evaluate the best checkpoint on the test images at the end; False for
+            hyperparameter searches, which must see the validation images only.
 
     Raises:
         ConfigError: for invalid options, or --resume options that differ from the run's.
@@ -209,7 +211,7 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
         callbacks=[LearningRateColumn(schedule)], progress=config.progress, log_every=config.log_every, log=log,
         plot=config.plot, metadata=_metadata(config), model_config=model_config, resume_command=resume_command)
     test = None
-    if result.status == "completed" and result.best is not None:
+    if evaluate_test and result.status == "completed" and result.best is not None:
         test = evaluate_checkpoint(model, result.checkpoint_dir("best"), train_state, data.test,
                                    config.eval_batch_size)
     return LeNetResult(result, test)
