@@ -144,7 +144,7 @@ def test_command_line_outputs_and_final_line(cli_run, capsys):
     assert "resume" in capsys.readouterr().err
     # --resume takes the stored hyperparameters and refuses changed ones.
     assert train_script.main(["--resume", "--learning-rate", "0.1", "--output-dir", str(out), "--no-progress"]) == 2
-    assert "learning_rate: run has 0.002, now 0.1" in capsys.readouterr().err
+    assert "learning_rate: run has 0.004, now 0.1" in capsys.readouterr().err
     assert train_script.config_from_args(train_script.parse_args(["--resume", "--output-dir", str(out)])).batch_size == 16
 
 

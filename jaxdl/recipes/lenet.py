@@ -39,7 +39,7 @@ class LeNetConfig:
 
     epochs: int = 8
     batch_size: int = 64
-    learning_rate: float = 2e-3
+    learning_rate: float = 4e-3
     schedule: str = "cosine"
     warmup_epochs: float = 0.5
     l2: float = 4e-4
