@@ -282,3 +282,12 @@ def test_fit_argument_errors():
         run_fit(resume=True)
     with pytest.raises(TypeError, match="A batch must be"):
         run_fit(epochs=1, train_data=[X[:8]])
+
+
+def test_scripts_and_recipes_define_no_training_step_or_loop_of_their_own():
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    for path in [*root.glob("scripts/*.py"), *root.glob("jaxdl/recipes/*.py")]:
+        text = path.read_text()
+        for forbidden in ("value_and_grad", "jax.grad(", "apply_updates", ".update(grads"):
+            assert forbidden not in text, (path, forbidden)
+    assert len((root / "scripts" / "train_lenet.py").read_text().splitlines()) < 200
