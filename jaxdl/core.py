@@ -200,6 +200,16 @@ def output_shape(layer: Layer, input_shape: Shape, dtype=jnp.float32) -> Shape:
     return apply_shape(layer, params, state, input_shape, dtype)
 
 
+def tree_float_dtype(tree) -> jnp.dtype:
+    """The result dtype of the tree's floating leaves (float32 when it has none).
+
+    For zeros that must not promote a sum: a bare ``jnp.zeros(())`` is float64 under
+    ``jax_enable_x64`` and would turn a float32 model's loss into float64.
+    """
+    floats = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+    return jnp.result_type(*floats) if floats else jnp.dtype(jnp.float32)
+
+
 def path_names(path) -> tuple[str, ...]:
     """A jax key path as a tuple of strings."""
     names = []

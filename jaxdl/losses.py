@@ -3,12 +3,26 @@
 Both accept one-hot labels of the prediction's shape (batch, classes) or integer class
 labels of shape (batch,). ``reduction`` is "sum" over the batch (the exercise's convention,
 the default) or "mean".
+
+Label values. Integer labels must lie in [0, classes): an out-of-range label would read a
+clamped or wrapped-around class (a NaN loss, or -1 silently meaning the last class). Concrete
+labels are checked on the host (a ValueError naming the function, the class count and the bad
+values). Under `jax.jit` the values are not known at trace time; the losses then carry a
+`jax.experimental.checkify` check that costs nothing unless the function is checkified::
+
+    from jax.experimental import checkify
+    error, loss = checkify.checkify(jax.jit(jaxdl.cross_entropy))(probabilities, labels)
+    error.throw()   # raises checkify.JaxRuntimeError naming the first bad label, if any
+
+One-hot labels are not range-checked.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from jaxdl.validation import check_labels
 
 
 def _true_class_values(name: str, values: jax.Array, labels) -> jax.Array:
@@ -23,6 +37,7 @@ def _true_class_values(name: str, values: jax.Array, labels) -> jax.Array:
             raise TypeError(
                 f"{name}: labels of shape {labels.shape} must be integer class indices, got dtype {labels.dtype}."
             )
+        check_labels(labels, values.shape[-1], name)
         return jnp.take_along_axis(values, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
     raise ValueError(
         f"{name}: labels must be one-hot with the predictions' shape {tuple(values.shape)} or integer "
@@ -47,6 +62,10 @@ def cross_entropy(probabilities, labels, *, eps=None, reduction: str = "sum") ->
         eps: added inside the log; default the machine epsilon of the probabilities' dtype
             (the exercise's np.finfo(float).eps in float64).
         reduction: "sum" (default) or "mean" over the batch.
+
+    Errors: ValueError for labels of a wrong shape or (concrete) integer labels outside
+    [0, classes); TypeError for non-integer labels of shape (batch,). Under jit, see the module
+    docstring for the checkify check of the label values.
     """
     probabilities = jnp.asarray(probabilities)
     if eps is None:
@@ -59,7 +78,8 @@ def softmax_cross_entropy(logits, labels, *, reduction: str = "sum") -> jax.Arra
     """Cross-entropy of softmax(logits), computed stably as logsumexp(logits) - logit_true.
 
     Use it on the model's pre-softmax output instead of SoftMax + `cross_entropy`.
-    Same label and reduction conventions as `cross_entropy`.
+    Same label and reduction conventions as `cross_entropy`, and the same errors (integer labels
+    outside [0, classes) included; under jit, use checkify as the module docstring shows).
     """
     logits = jnp.asarray(logits)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -67,12 +87,19 @@ def softmax_cross_entropy(logits, labels, *, reduction: str = "sum") -> jax.Arra
 
 
 def accuracy(predictions, labels) -> jax.Array:
-    """Fraction of rows whose arg-max equals the true class (one-hot or integer labels)."""
+    """Fraction of rows whose arg-max equals the true class (one-hot or integer labels).
+
+    Errors: as `correct_predictions`.
+    """
     return jnp.mean(correct_predictions(predictions, labels))
 
 
 def correct_predictions(predictions, labels) -> jax.Array:
-    """A boolean per row: does the arg-max equal the true class (one-hot or integer labels)?"""
+    """A boolean per row: does the arg-max equal the true class (one-hot or integer labels)?
+
+    Errors: ValueError for labels of a wrong shape or (concrete) integer labels outside
+    [0, classes), as for the losses (under jit: the checkify check of the module docstring).
+    """
     predictions = jnp.asarray(predictions)
     labels = jnp.asarray(labels)
     if labels.shape == predictions.shape:
@@ -82,6 +109,8 @@ def correct_predictions(predictions, labels) -> jax.Array:
             f"accuracy: labels must be one-hot {tuple(predictions.shape)} or integer "
             f"{tuple(predictions.shape[:-1])}, got shape {tuple(labels.shape)}."
         )
+    else:
+        check_labels(labels, predictions.shape[-1], "accuracy")
     return jnp.argmax(predictions, axis=-1) == labels
 
 

@@ -15,6 +15,10 @@ With ``regularizer=``, each update also shrinks the current weights:
 w <- w - lr * regularizer.gradient(w) + (the step from the data gradient alone); the
 regularizer never enters momentum or Adam's moments (see `jaxdl.regularizers`).
 ``learning_rate`` may be a float or an optax schedule (a function of the step count).
+
+Errors (at construction): TypeError for a hyperparameter that is not a real number (a string,
+a bool); ValueError for a learning rate that is not finite and > 0, ``eps`` that is not finite
+and > 0, and momentum or betas outside [0, 1).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
+from jaxdl.core import tree_float_dtype
+from jaxdl.validation import in_interval, learning_rate as check_learning_rate, positive_finite
 
 
 class Optimizer(NamedTuple):
@@ -75,14 +82,9 @@ def _optimizer(step: optax.GradientTransformation, learning_rate, regularizer) -
     return Optimizer(step.init, step.update, regularizer)
 
 
-def _check_learning_rate(name, learning_rate):
-    if not callable(learning_rate) and not learning_rate > 0:
-        raise ValueError(f"{name}: learning_rate must be > 0 or a schedule, got {learning_rate!r}.")
-
-
 def Sgd(learning_rate, *, regularizer=None) -> Optimizer:
     """Plain gradient descent: w <- w - learning_rate * g."""
-    _check_learning_rate("Sgd", learning_rate)
+    check_learning_rate("Sgd", learning_rate)
     return _optimizer(optax.scale_by_learning_rate(learning_rate), learning_rate, regularizer)
 
 
@@ -91,9 +93,8 @@ def SgdWithMomentum(learning_rate, momentum=0.9, *, regularizer=None) -> Optimiz
 
     ``momentum`` in [0, 1) is the fraction of the velocity kept each step.
     """
-    _check_learning_rate("SgdWithMomentum", learning_rate)
-    if not 0 <= momentum < 1:
-        raise ValueError(f"SgdWithMomentum: momentum must be in [0, 1), got {momentum!r}.")
+    check_learning_rate("SgdWithMomentum", learning_rate)
+    in_interval("SgdWithMomentum", "momentum", momentum, 0.0, 1.0)
     step = optax.chain(optax.scale_by_learning_rate(learning_rate), optax.trace(decay=momentum))
     return _optimizer(step, learning_rate, regularizer)
 
@@ -104,10 +105,10 @@ def Adam(learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, *, regularizer=None) -
     ``beta1``/``beta2`` are the decay rates of the first and second moments (the exercise's
     mu and rho).
     """
-    _check_learning_rate("Adam", learning_rate)
+    check_learning_rate("Adam", learning_rate)
     for name, beta in (("beta1", beta1), ("beta2", beta2)):
-        if not 0 <= beta < 1:
-            raise ValueError(f"Adam: {name} must be in [0, 1), got {beta!r}.")
+        in_interval("Adam", name, beta, 0.0, 1.0)
+    positive_finite("Adam", "eps", eps)
     step = optax.chain(
         optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps), optax.scale_by_learning_rate(learning_rate)
     )
@@ -118,5 +119,5 @@ def regularization_loss(optimizer, params) -> jax.Array:
     """The norm of ``optimizer.regularizer`` over ``params`` (0 without a regularizer)."""
     regularizer = getattr(optimizer, "regularizer", None)
     if regularizer is None:
-        return jnp.zeros(())
+        return jnp.zeros((), tree_float_dtype(params))  # a float32 model's loss stays float32
     return regularizer.norm(params)

@@ -33,7 +33,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxdl.core import path_names
+from jaxdl.core import path_names, tree_float_dtype
 
 #: Leaf names regularized by default.
 REGULARIZED_NAMES = frozenset({"weights", "w_ih", "w_hh"})
@@ -68,8 +68,9 @@ class _Regularizer:
 
     def norm(self, tree) -> jax.Array:
         """alpha times the summed penalty over the regularized leaves (a scalar)."""
-        leaves = jax.tree.leaves(_masked_map(self._penalty, self.mask, tree))
-        return self.alpha * sum((jnp.sum(leaf) for leaf in leaves), jnp.zeros(()))
+        sums = [jnp.sum(leaf) for leaf in jax.tree.leaves(_masked_map(self._penalty, self.mask, tree))]
+        total = sum(sums[1:], sums[0]) if sums else jnp.zeros((), tree_float_dtype(tree))
+        return self.alpha * total
 
     def gradient(self, tree):
         """The gradient of `norm`: a tree like ``tree``, zeros on unregularized leaves."""

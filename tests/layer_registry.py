@@ -1,10 +1,20 @@
 """ONE registry of every layer with sample configurations.
 
-Each entry is ``(id, layer, input_shape)``. The generic property tests in
-test_layer_properties.py run over all of them: float64 finite-difference gradients, jit equals
-eager, init/apply shape agreement with `output_shape`, determinism for a fixed key, vmap.
+Each entry of `LAYER_CASES` is ``(id, layer, input_shape)``. The generic property tests in
+test_layer_properties.py run over all of them, in float64 and in float32: gradients (float64
+against finite differences, float32 against the float64 gradient at the same point), jit
+equals eager, init/apply shape agreement with `output_shape`, state structure and dtypes, no
+promotion to float64 in a float32 apply or gradient, determinism for a fixed key, vmap.
+test_float32.py runs every entry again in a subprocess with ``jax_enable_x64`` off.
 A new layer joins by appending an entry here.
+
+`TRAINING_CASES` are models trained one step by `jaxdl.make_train_step` in float32 and float64
+(test_float32.py): ``(id, model, input_shape, loss_fn, optimizer, labels)`` with ``labels``
+"classes" (integer class labels of the output's shape without its last axis) or "targets"
+(uniform floats of the output's shape).
 """
+
+import jax.numpy as jnp
 
 import jaxdl
 
@@ -16,6 +26,8 @@ LAYER_CASES = [
     ("conv2d_valid", jaxdl.Conv(2, (3, 3), padding="valid"), (2, 2, 5, 6)),
     ("conv2d_even_kernel", jaxdl.Conv(2, (4, 2)), (2, 1, 6, 5)),
     ("conv2d_1x1", jaxdl.Conv(4, (1, 1)), (2, 3, 4, 4)),
+    # In float32, 16-31 kernels on 2-29 channels take Conv's CPU path with the kernels padded to 32.
+    ("conv2d_padded_kernels", jaxdl.Conv(16, (3, 3)), (2, 3, 4, 5)),
     ("conv1d_same", jaxdl.Conv(3, (3,), stride=2), (2, 2, 9)),
     ("conv1d_valid", jaxdl.Conv(2, (4,), padding="valid"), (2, 3, 9)),
     ("pooling", jaxdl.Pooling(2), (2, 2, 4, 6)),
@@ -39,4 +51,23 @@ LAYER_CASES = [
     ("rnn_exercise_layout", jaxdl.RNN(3, implementation="scan"), (4, 5)),
     ("lstm_memorize", jaxdl.LSTM(3, memorize=True), (2, 3, 4)),
     ("gru_last_reverse", jaxdl.GRU(3, return_sequences=False, reverse=True), (2, 3, 4)),
+]
+
+
+_CASES = {name: (layer, shape) for name, layer, shape in LAYER_CASES}
+
+
+def squared_error(outputs, targets):
+    """sum((outputs - targets)^2): a loss for sequence outputs (batch, time, features)."""
+    return jnp.sum(jnp.square(outputs - targets))
+
+
+TRAINING_CASES = [
+    ("serial", *_CASES["serial"], jaxdl.cross_entropy, jaxdl.SgdWithMomentum(0.1, 0.9), "classes"),
+    ("serial_regularized", *_CASES["serial_regularized"], jaxdl.cross_entropy,
+     jaxdl.SgdWithMomentum(0.1, 0.9, regularizer=jaxdl.L2Regularizer(1e-2)), "classes"),
+    ("serial_adam", *_CASES["serial"], jaxdl.cross_entropy,
+     jaxdl.Adam(1e-3, regularizer=jaxdl.L1Regularizer(1e-3)), "classes"),
+    ("lstm_network_memorize", jaxdl.lstm_network(4, 2, memorize=True), (3, 5, 3), squared_error,
+     jaxdl.Sgd(0.1, regularizer=jaxdl.L2Regularizer(1e-2)), "targets"),
 ]

@@ -1,4 +1,21 @@
-"""Generic properties checked for every layer of the registry."""
+"""Generic properties checked for every layer of the registry, in float64 and in float32.
+
+Every test is parametrized by dtype; the tolerances follow the dtype:
+
+* Gradients. float64: finite differences (`check_grads`). float32: finite differences are too
+  coarse in float32 (their truncation and cancellation errors are ~1e-3), so the float32
+  gradient is compared with the float64 gradient at the same, float32-representable point
+  (params, state, input and cotangent drawn in float32 and cast exactly to float64):
+  rtol 1e-5, plus atol 1e-6 times the largest float64 gradient entry (entries that are
+  mathematically zero, such as the bias before a batch norm, are float32 rounding noise of
+  the others' size). The float64 gradient is itself checked by the float64 test. The outputs
+  agree within 1e-6 (about 8 ulps). The same key must give the same dropout mask in both.
+* Same computation, compiled differently (jit vs eager, vmap vs a loop): a few units of
+  rounding, relative to each array's largest entry (float32: 4 and 8 ulps; float64: as before).
+* Dtypes: outputs, new state and gradients keep the dtype of the input and params, and the
+  traced program of a float32 apply and its gradient contains no float64 value at all (a
+  silent promotion that is cast back at the end is still a float64 computation).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +27,18 @@ import jaxdl
 from layer_registry import LAYER_CASES
 
 IDS = [case[0] for case in LAYER_CASES]
+DTYPES = [pytest.param(jnp.float64, id="float64"), pytest.param(jnp.float32, id="float32")]
+EPS32 = float(jnp.finfo(jnp.float32).eps)
+
+#: rtol and atol (relative to each array's largest entry) of jit vs eager.
+JIT_TOL = {jnp.float64: (1e-12, 1e-12), jnp.float32: (4 * EPS32, 4 * EPS32)}
+#: rtol and atol (relative to each array's largest entry) of vmap vs a loop.
+VMAP_TOL = {jnp.float64: (1e-10, 1e-12), jnp.float32: (8 * EPS32, 8 * EPS32)}
+#: float32 outputs vs the float64 outputs at the same point: rtol and atol (relative to the
+#: largest entry); ~8 ulps (the registry's worst is ~2, an LSTM over 3 steps).
+FLOAT32_VALUE_TOL = (1e-6, 1e-6)
+#: float32 gradient vs the float64 gradient: rtol and atol (relative to the largest entry).
+FLOAT32_GRAD_TOL = (1e-5, 1e-6)
 
 
 def _init(layer, shape, dtype=jnp.float64, seed=0):
@@ -18,17 +47,99 @@ def _init(layer, shape, dtype=jnp.float64, seed=0):
     return params, state, x
 
 
+def _floating(leaf) -> bool:
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+
+
+def to_float64(tree):
+    """``tree`` with its floating leaves cast (exactly) to float64; other leaves unchanged."""
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if _floating(a) else a, tree)
+
+
+def assert_trees_close(actual, expected, rtol, atol, scale="leaf", err_msg=""):
+    """Leaf-wise |actual - expected| <= rtol |expected| + atol * (largest |expected|).
+
+    The largest entry is taken per leaf (``scale="leaf"``) or over the whole tree ("tree").
+    Structures and dtypes must agree too.
+    """
+    assert jax.tree.structure(actual) == jax.tree.structure(expected), err_msg
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
+    pairs = list(zip(jax.tree.leaves(actual), jax.tree.leaves(expected)))
+    tree_scale = max((float(jnp.max(jnp.abs(b))) for _, b in pairs if _floating(b) and jnp.size(b)), default=0.0)
+    for path, (a, b) in zip(paths, pairs):
+        where = f"{err_msg} {path}".strip()
+        assert jnp.result_type(a) == jnp.result_type(b), f"{where}: {jnp.result_type(a)} vs {jnp.result_type(b)}"
+        a, b = np.asarray(a), np.asarray(b)
+        if not _floating(b):
+            np.testing.assert_array_equal(a, b, err_msg=where)
+            continue
+        leaf_scale = float(np.max(np.abs(b))) if b.size else 0.0
+        np.testing.assert_allclose(
+            a, b, rtol=rtol, atol=atol * (leaf_scale if scale == "leaf" else tree_scale), err_msg=where)
+
+
+def _where(eqn) -> str:
+    """``file:line (function)`` of the code that emitted ``eqn`` ("" if JAX cannot tell)."""
+    try:
+        from jax._src import source_info_util  # private; only used to name the culprit
+
+        return source_info_util.summarize(eqn.source_info)
+    except Exception:  # pragma: no cover - a JAX without it only loses the location
+        return ""
+
+
+def float64_values_in(jaxpr) -> dict:
+    """``{source location: primitives}`` of the equations of ``jaxpr`` (and of every sub-jaxpr)
+    that take or give a float64 (or complex128) value.
+
+    Calls (jit, custom_vjp, scan, ...) are looked into, not reported themselves; an equation
+    inside one (a jitted library function such as a `jax.random` draw) takes the location of
+    the call when JAX gives it none of its own.
+    """
+    found = {}
+
+    def wide(var) -> bool:
+        return getattr(getattr(var, "aval", None), "dtype", None) in (jnp.float64, jnp.complex128)
+
+    def visit(jaxpr, outer):
+        if any(wide(var) for var in jaxpr.constvars):
+            found.setdefault(outer or "a constant", set()).add("constant")
+        for eqn in jaxpr.eqns:
+            where = _where(eqn) or outer
+            subs = [sub.jaxpr if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns") else sub
+                    for param in eqn.params.values()
+                    for sub in (param if isinstance(param, (tuple, list)) else (param,))
+                    if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns")]
+            for sub in subs:  # a call (jit, custom_vjp, scan, ...): its body says where
+                visit(sub, where)
+            if not subs and any(wide(var) for var in (*eqn.invars, *eqn.outvars)):
+                found.setdefault(where, set()).add(eqn.primitive.name)
+
+    visit(jaxpr, "")
+    return found
+
+
+def describe_float64(found: dict) -> str:
+    """One line per source location of `float64_values_in`'s result."""
+    return "".join(f"\n  {where or '?'}: {', '.join(sorted(prims))}" for where, prims in sorted(found.items()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
-def test_output_shape_matches_apply(name, layer, shape):
-    params, state, x = _init(layer, shape)
+def test_output_shape_matches_apply(name, layer, shape, dtype):
+    params, state, x = _init(layer, shape, dtype)
     for train in (False, True):
         y, _ = layer.apply(params, state, x, key=jax.random.key(1), train=train)
-        assert y.shape == jaxdl.output_shape(layer, shape, jnp.float64)
+        assert y.shape == jaxdl.output_shape(layer, shape, dtype)
+        assert y.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
-def test_state_structure_is_preserved(name, layer, shape):
-    params, state, x = _init(layer, shape)
+def test_state_structure_is_preserved(name, layer, shape, dtype):
+    params, state, x = _init(layer, shape, dtype)
+    for leaf in jax.tree.leaves(state):
+        assert not _floating(leaf) or leaf.dtype == dtype, f"initial state leaf {leaf.dtype}"
     for train in (False, True):
         _, new_state = layer.apply(params, state, x, key=jax.random.key(1), train=train)
         assert jax.tree.structure(new_state) == jax.tree.structure(state)
@@ -36,21 +147,23 @@ def test_state_structure_is_preserved(name, layer, shape):
             assert old.shape == new.shape and old.dtype == new.dtype
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
-def test_jit_equals_eager(name, layer, shape):
-    params, state, x = _init(layer, shape)
+def test_jit_equals_eager(name, layer, shape, dtype):
+    params, state, x = _init(layer, shape, dtype)
+    rtol, atol = JIT_TOL[dtype]
     for train in (False, True):
         key = jax.random.key(3)
         eager = layer.apply(params, state, x, key=key, train=train)
         jitted = jax.jit(lambda p, s, x, k: layer.apply(p, s, x, key=k, train=train))(params, state, x, key)
-        for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        assert_trees_close(jitted, eager, rtol, atol, err_msg=f"train={train}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
-def test_deterministic_for_fixed_key(name, layer, shape):
-    params_a, state_a, x = _init(layer, shape, seed=5)
-    params_b, state_b, _ = _init(layer, shape, seed=5)
+def test_deterministic_for_fixed_key(name, layer, shape, dtype):
+    params_a, state_a, x = _init(layer, shape, dtype, seed=5)
+    params_b, state_b, _ = _init(layer, shape, dtype, seed=5)
     for a, b in zip(jax.tree.leaves((params_a, state_a)), jax.tree.leaves((params_b, state_b))):
         np.testing.assert_array_equal(a, b)
     y1, _ = layer.apply(params_a, state_a, x, key=jax.random.key(9), train=True)
@@ -58,31 +171,65 @@ def test_deterministic_for_fixed_key(name, layer, shape):
     np.testing.assert_array_equal(y1, y2)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_gradients_match_finite_differences(name, layer, shape, train):
-    params, state, x = _init(layer, shape)
+def test_gradients_are_correct(name, layer, shape, train, dtype):
+    """float64: against finite differences; float32: against the float64 gradient."""
+    params, state, x = _init(layer, shape, dtype)
     key = jax.random.key(7)
 
-    def f(params, x):
+    def f(params, state, x):
         return layer.apply(params, state, x, key=key, train=train)[0]
 
-    check_grads(f, (params, x), order=1, modes=["rev"], eps=1e-6, atol=1e-5, rtol=1e-5)
+    if dtype == jnp.float64:
+        check_grads(lambda p, x: f(p, state, x), (params, x), order=1, modes=["rev"],
+                    eps=1e-6, atol=1e-5, rtol=1e-5)
+        return
+    y, vjp = jax.vjp(lambda p, x: f(p, state, x), params, x)
+    cotangent = jax.random.normal(jax.random.key(8), y.shape, dtype)
+    grads = vjp(cotangent)
+    y64, vjp64 = jax.vjp(lambda p, x: f(p, to_float64(state), x), *to_float64((params, x)))
+    reference = vjp64(to_float64(cotangent))
+    rtol, atol = FLOAT32_GRAD_TOL
+    assert_trees_close(to_float64(y), y64, *FLOAT32_VALUE_TOL, err_msg="outputs vs float64")
+    assert_trees_close(to_float64(grads), reference, rtol, atol, scale="tree", err_msg="gradient vs float64")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
-def test_vmap_over_an_extra_axis_equals_a_loop(name, layer, shape):
-    params, state, _ = _init(layer, shape)
-    xs = jax.random.normal(jax.random.key(11), (3, *shape), jnp.float64)
+def test_vmap_over_an_extra_axis_equals_a_loop(name, layer, shape, dtype):
+    params, state, _ = _init(layer, shape, dtype)
+    xs = jax.random.normal(jax.random.key(11), (3, *shape), dtype)
     batched = jax.vmap(lambda x: layer.apply(params, state, x)[0])(xs)
     looped = jnp.stack([layer.apply(params, state, x)[0] for x in xs])
-    np.testing.assert_allclose(batched, looped, rtol=1e-10, atol=1e-12)
+    rtol, atol = VMAP_TOL[dtype]
+    assert_trees_close(batched, looped, rtol, atol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
-def test_float32_stays_float32(name, layer, shape):
-    params, state, x = _init(layer, shape, dtype=jnp.float32)
-    y, new_state = layer.apply(params, state, x, key=jax.random.key(1), train=True)
-    assert y.dtype == jnp.float32
+def test_apply_and_gradient_keep_the_dtype(name, layer, shape, dtype):
+    """Outputs, new state and gradients keep the dtype; float32 computes nothing in float64."""
+    params, state, x = _init(layer, shape, dtype)
     for leaf in jax.tree.leaves(params):
-        assert leaf.dtype == jnp.float32
+        assert leaf.dtype == dtype
+    for train in (False, True):
+        def forward_and_backward(params, x, key, cotangent):
+            def f(params, x):
+                return layer.apply(params, state, x, key=key, train=train)
+            y, vjp, new_state = jax.vjp(f, params, x, has_aux=True)
+            return y, new_state, vjp(cotangent)
+
+        y_shape = jaxdl.output_shape(layer, shape, dtype)
+        args = (params, x, jax.random.key(1), jnp.ones(y_shape, dtype))
+        y, new_state, grads = forward_and_backward(*args)
+        assert y.dtype == dtype, f"train={train}: output {y.dtype}"
+        for old, new in zip(jax.tree.leaves(state), jax.tree.leaves(new_state)):
+            assert new.dtype == old.dtype, f"train={train}: state {old.dtype} -> {new.dtype}"
+        for leaf, grad in zip(jax.tree.leaves((params, x)), jax.tree.leaves(grads)):
+            assert grad.dtype == leaf.dtype, f"train={train}: gradient {grad.dtype} of a {leaf.dtype} value"
+        if dtype == jnp.float32:
+            promoted = float64_values_in(jax.make_jaxpr(forward_and_backward)(*args).jaxpr)
+            assert not promoted, (
+                f"train={train}: the float32 apply and its gradient compute in float64 at:{describe_float64(promoted)}")

@@ -13,23 +13,25 @@ from jax import lax
 
 from jaxdl.core import Layer, check_floating, check_rank
 from jaxdl.initializers import Constant, Xavier
+from jaxdl.validation import nonempty_training_batch, positive_int
 
 
 def as_tuple(layer_name: str, what: str, value, ndim: int) -> tuple[int, ...]:
-    """Normalizes an int or sequence of ints to an ``ndim``-tuple of positive ints."""
-    if isinstance(value, int):
-        values = (value,) * ndim
-    elif isinstance(value, (tuple, list)):
-        values = tuple(value)
-    else:
-        raise ValueError(f"{layer_name}: {what} must be a positive int or {ndim} positive ints, got {value!r}.")
-    if len(values) == 1 and ndim > 1:
+    """Normalizes an int or sequence of ints to an ``ndim``-tuple of positive ints.
+
+    Errors: ValueError naming the layer for anything else (bools, floats, zero or negative
+    entries, a wrong count).
+    """
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if len(values) == 1:
         values = values * ndim
-    if len(values) != ndim or not all(isinstance(v, int) and v >= 1 for v in values):
-        raise ValueError(
-            f"{layer_name}: {what} must be a positive int or {ndim} positive ints, got {value!r}."
-        )
-    return values
+    message = f"{layer_name}: {what} must be a positive int or {ndim} positive ints, got {value!r}."
+    if len(values) != ndim:
+        raise ValueError(message)
+    try:
+        return tuple(positive_int(layer_name, what, v) for v in values)
+    except ValueError:
+        raise ValueError(message) from None
 
 
 def same_padding(kernel_shape) -> tuple[tuple[int, int], ...]:
@@ -172,6 +174,10 @@ class Conv(Layer):
         weights_initializer: initializer for the kernels.
         bias_initializer: initializer for the bias.
 
+    Errors: ValueError at construction for sizes that are not positive ints (bools included);
+    at trace time for a wrong layout or channel count and for an empty batch in training
+    (evaluation returns an empty output).
+
     Example:
         >>> jaxdl.output_shape(Conv(4, (5, 8), stride=(3, 2)), (2, 3, 10, 14))
         (2, 4, 4, 7)
@@ -185,13 +191,12 @@ class Conv(Layer):
     bias_initializer: object = Constant(0.0)
 
     def __post_init__(self):
-        kernel = (self.kernel_shape,) if isinstance(self.kernel_shape, int) else tuple(self.kernel_shape)
+        kernel = tuple(self.kernel_shape) if isinstance(self.kernel_shape, (tuple, list)) else (self.kernel_shape,)
         if len(kernel) not in (1, 2):
             raise ValueError(f"Conv: kernel_shape must have 1 or 2 entries, got {self.kernel_shape!r}.")
-        object.__setattr__(self, "kernel_shape", as_tuple("Conv", "kernel_shape", kernel, len(kernel)))
+        object.__setattr__(self, "kernel_shape", as_tuple("Conv", "kernel_shape", self.kernel_shape, len(kernel)))
         object.__setattr__(self, "stride", as_tuple("Conv", "stride", self.stride, len(kernel)))
-        if not isinstance(self.num_kernels, int) or self.num_kernels < 1:
-            raise ValueError(f"Conv: num_kernels must be a positive int, got {self.num_kernels!r}.")
+        object.__setattr__(self, "num_kernels", positive_int("Conv", "num_kernels", self.num_kernels))
         if self.padding not in ("same", "valid"):
             raise ValueError(f"Conv: padding must be 'same' or 'valid', got {self.padding!r}.")
 
@@ -226,6 +231,7 @@ class Conv(Layer):
     def apply(self, params, state, x, *, key=None, train=False):
         check_floating(self, x)
         check_rank(self, x, [self.spatial_dims + 2], self.layout)
+        nonempty_training_batch(self, x, train)
         weights = params["weights"]
         if x.shape[1] != weights.shape[1]:
             raise ValueError(

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxdl.core import Layer, check_floating
 from jaxdl.initializers import Constant, Xavier
+from jaxdl.validation import nonempty_training_batch, positive_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,10 @@ class FullyConnected(Layer):
         weights_initializer: initializer for ``weights``; fans are (input_size, output_size).
         bias_initializer: initializer for ``bias`` (same fans).
 
+    Errors: ValueError at construction for an ``output_size`` that is not a positive int
+    (``True`` included); at trace time for a wrong feature count and an empty batch in training
+    (evaluation returns an empty output).
+
     Example:
         >>> layer = FullyConnected(3)
         >>> params, _ = layer.init(jax.random.key(0), (9, 4))
@@ -38,8 +43,7 @@ class FullyConnected(Layer):
     bias_initializer: object = Constant(0.0)
 
     def __post_init__(self):
-        if not isinstance(self.output_size, int) or self.output_size < 1:
-            raise ValueError(f"FullyConnected: output_size must be a positive int, got {self.output_size!r}.")
+        object.__setattr__(self, "output_size", positive_int("FullyConnected", "output_size", self.output_size))
 
     def init(self, key, input_shape, dtype=jnp.float32):
         if len(input_shape) < 2:
@@ -60,4 +64,5 @@ class FullyConnected(Layer):
             raise ValueError(
                 f"{self!r} expects input of layout (batch, ..., {input_size}), got shape {tuple(x.shape)}."
             )
+        nonempty_training_batch(self, x, train)
         return x @ params["weights"] + params["bias"], state

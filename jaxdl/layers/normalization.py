@@ -6,7 +6,10 @@ import dataclasses
 
 import jax.numpy as jnp
 
+import math
+
 from jaxdl.core import Layer, check_floating
+from jaxdl.validation import in_interval, real_number
 
 
 def statistics_dtype(dtype):
@@ -52,15 +55,21 @@ class BatchNormalization(Layer):
             an average over about ten batches; the exercise slides use 0.8.
         eps: added to the variance; 1e-5 is safe in float32 (the exercise uses < 1e-10 in
             float64).
+
+    Errors: TypeError for a ``decay`` or ``eps`` that is not a real number; ValueError for
+    values out of range, for a wrong layout or channel count, and, in training, for fewer than
+    2 values per channel (an empty batch, or a batch of one vector: the batch variance would be
+    0 and the output beta everywhere; PyTorch's "Expected more than 1 value per channel when
+    training"). Images (batch, channels, y, x) of batch 1 with y * x > 1 train. Evaluation
+    takes any batch, an empty one included (empty output).
     """
 
     decay: float = 0.9
     eps: float = 1e-5
 
     def __post_init__(self):
-        if not 0.0 <= self.decay < 1.0:
-            raise ValueError(f"BatchNormalization: decay must be in [0, 1), got {self.decay!r}.")
-        if not self.eps >= 0.0:
+        in_interval("BatchNormalization", "decay", self.decay, 0.0, 1.0)
+        if not real_number("BatchNormalization", "eps", self.eps) >= 0.0:
             raise ValueError(f"BatchNormalization: eps must be >= 0, got {self.eps!r}.")
 
     def init(self, key, input_shape, dtype=jnp.float32):
@@ -82,6 +91,14 @@ class BatchNormalization(Layer):
                 f"or (batch, channels, y, x), got shape {tuple(shape)}."
             )
 
+    def _check_training_shape(self, shape):
+        values = math.prod(shape[:1] + shape[2:])
+        if values < 2:
+            raise ValueError(
+                f"{self!r}: expected more than 1 value per channel when training (batch statistics), "
+                f"got input of shape {tuple(shape)} with {values}."
+            )
+
     def apply(self, params, state, x, *, key=None, train=False):
         check_floating(self, x)
         self._check_shape(x.shape)
@@ -91,6 +108,7 @@ class BatchNormalization(Layer):
                 f"shape {tuple(x.shape)} with {x.shape[1]} on axis 1."
             )
         if train:
+            self._check_training_shape(x.shape)
             mean, var = batch_moments(x)
             first = state["count"] == 0
             new_state = {

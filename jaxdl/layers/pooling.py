@@ -11,6 +11,7 @@ from jax import lax
 
 from jaxdl.core import Layer, check_floating, check_rank
 from jaxdl.layers.conv import as_tuple
+from jaxdl.validation import nonempty_training_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,10 @@ class Pooling(Layer):
     Args:
         pool_shape: an int or (pool_y, pool_x).
         stride: an int or (stride_y, stride_x); defaults to ``pool_shape`` (non-overlapping).
+
+    Errors: ValueError at construction for sizes that are not positive ints (bools included);
+    at trace time for a wrong layout, a pool larger than the input and an empty batch in
+    training (evaluation returns an empty output).
     """
 
     pool_shape: int | tuple[int, int]
@@ -42,6 +47,7 @@ class Pooling(Layer):
     def apply(self, params, state, x, *, key=None, train=False):
         check_floating(self, x)
         check_rank(self, x, [4], "(batch, channels, y, x)")
+        nonempty_training_batch(self, x, train)
         if any(s < p for s, p in zip(x.shape[2:], self.pool_shape)):
             raise ValueError(
                 f"{self!r}: pool {self.pool_shape} is larger than the input's spatial size {tuple(x.shape[2:])}."

@@ -7,6 +7,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxdl.validation import floating_dtype
+
 
 class TrainState(NamedTuple):
     """Everything a training run carries from step to step (a pytree).
@@ -37,11 +39,14 @@ def create_train_state(model, optimizer, key, input_shape, dtype=jnp.float32) ->
         optimizer: a `jaxdl.Optimizer` or any optax gradient transformation.
         key: a `jax.random` key, or an int seed (``jax.random.key(seed)``).
         input_shape: the input shape including the batch dimension.
-        dtype: the parameters' dtype.
+        dtype: the parameters' dtype, a floating-point one.
+
+    Errors: TypeError for a non-floating ``dtype`` (integer parameters cannot be trained).
     """
+    dtype = floating_dtype("create_train_state", dtype)
     if isinstance(key, int) and not isinstance(key, bool):
         key = jax.random.key(key)
     init_key, train_key = jax.random.split(key)
     init = jax.jit(model.init, static_argnums=(1, 2))
-    params, state = init(init_key, tuple(input_shape), jnp.dtype(dtype))
+    params, state = init(init_key, tuple(input_shape), dtype)
     return TrainState(params, state, optimizer.init(params), train_key, jnp.zeros((), jnp.int32))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxdl.losses import per_example_losses
@@ -42,9 +43,14 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
         optimizer: a `jaxdl.Optimizer` or any optax gradient transformation.
         penalty: a regularizer whose norm is added to the differentiated loss.
         jit: compile the step with `jax.jit` (one trace per input shape and dtype).
+
+    Errors: ValueError at trace time when ``train_state.opt_state`` does not have the tree
+    structure and leaf shapes of ``optimizer.init(train_state.params)`` (an optimizer state of
+    another model or optimizer); the model's and the loss's own errors otherwise.
     """
 
     def step(train_state: TrainState, x, labels):
+        check_opt_state(optimizer, train_state.params, train_state.opt_state)
         key, step_key = jax.random.split(train_state.key)
 
         def objective(params):
@@ -67,6 +73,32 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
         return TrainState(params, new_state, opt_state, key, train_state.step + 1), metrics
 
     return jax.jit(step) if jit else step
+
+
+def check_opt_state(optimizer, params, opt_state) -> None:
+    """Raises a ValueError if ``opt_state`` is not a state of ``optimizer`` for ``params``.
+
+    Compares the tree structure and leaf shapes with ``optimizer.init(params)``'s, abstractly
+    (`jax.eval_shape`: nothing is computed). A state that differs only where the optimizer
+    does not read it (e.g. None for a part its update only writes) passes if
+    ``optimizer.update`` accepts it, again abstractly.
+    """
+    expected = jax.eval_shape(optimizer.init, params)
+    if jax.tree.structure(opt_state) != jax.tree.structure(expected):
+        problem = f"tree structure {jax.tree.structure(expected)}, got {jax.tree.structure(opt_state)}"
+    else:
+        mismatched = [(tuple(e.shape), tuple(jnp.shape(g))) for e, g in
+                      zip(jax.tree.leaves(expected), jax.tree.leaves(opt_state)) if tuple(e.shape) != jnp.shape(g)]
+        if not mismatched:
+            return
+        problem = f"leaf shape {mismatched[0][0]}, got {mismatched[0][1]}"
+    try:
+        jax.eval_shape(optimizer.update, params, opt_state, params)
+    except Exception as error:  # noqa: BLE001  (whatever the optimizer raises, the cause is told)
+        raise ValueError(
+            f"make_train_step: expected an opt_state matching optimizer.init(params) (the optimizer's "
+            f"state for these params, not another model's or optimizer's): expected {problem}."
+        ) from error
 
 
 def make_eval_step(model, *, jit: bool = True) -> Callable:

@@ -20,6 +20,7 @@ from jaxdl.layers.activations import Sigmoid
 from jaxdl.layers.dense import FullyConnected
 from jaxdl.layers.recurrent.cells import ElmanCell, GRUCell, LSTMCell
 from jaxdl.layers.recurrent.sequence import fused_sequence, scan_sequence
+from jaxdl.validation import nonempty_training_batch, positive_int
 
 _LAYOUT = "(batch, time, features) or (time, features)"
 _IMPLEMENTATIONS = {"fused": fused_sequence, "scan": scan_sequence}
@@ -71,6 +72,10 @@ class Recurrent(Layer):
             (`jax.jvp`, `jax.jacfwd`). Same values and gradients up to rounding.
         weights_initializer: initializer of ``w_ih`` and ``w_hh``.
         bias_initializer: initializer of the biases.
+
+    Errors: ValueError at construction for a ``hidden_size`` or ``unroll`` that is not a
+    positive int (``True`` included); in training, for an empty batch or a sequence of no time
+    steps (their gradient is undefined); evaluation returns an empty output for them.
     """
 
     hidden_size: int
@@ -86,10 +91,8 @@ class Recurrent(Layer):
 
     def __post_init__(self):
         name = type(self).__name__
-        if isinstance(self.hidden_size, bool) or not isinstance(self.hidden_size, int) or self.hidden_size < 1:
-            raise ValueError(f"{name}: hidden_size must be a positive int, got {self.hidden_size!r}.")
-        if isinstance(self.unroll, bool) or not isinstance(self.unroll, int) or self.unroll < 1:
-            raise ValueError(f"{name}: unroll must be a positive int, got {self.unroll!r}.")
+        object.__setattr__(self, "hidden_size", positive_int(name, "hidden_size", self.hidden_size))
+        object.__setattr__(self, "unroll", positive_int(name, "unroll", self.unroll))
         if self.implementation not in _IMPLEMENTATIONS:
             raise ValueError(
                 f"{name}: implementation must be one of {sorted(_IMPLEMENTATIONS)}, "
@@ -132,6 +135,7 @@ class Recurrent(Layer):
 
     def apply(self, params, state, x, *, key=None, train=False):
         """Runs the recurrence; returns ``(outputs, new_state)`` (see the class docstring)."""
+        nonempty_training_batch(self, x, train, axes=jnp.ndim(x) - 1, what="batch and sequence")
         initial = {name: lax.stop_gradient(v) for name, v in state.items()} if state else None
         y, final = self.run(params, x, initial)
         if not self.memorize:
