@@ -291,3 +291,15 @@ def test_scripts_and_recipes_define_no_training_step_or_loop_of_their_own():
         for forbidden in ("value_and_grad", "jax.grad(", "apply_updates", ".update(grads"):
             assert forbidden not in text, (path, forbidden)
     assert len((root / "scripts" / "train_lenet.py").read_text().splitlines()) < 200
+
+
+def test_labels_out_of_range_are_refused_where_they_enter():
+    bad = [(X[:8], np.array([0, 1, 0, 1, 2, 0, 1, 0], np.int32))]
+    with pytest.raises(ValueError, match=r"fit: labels must be class indices in \[0, 2\).*2"):
+        run_fit(epochs=1, train_data=bad)
+    with pytest.raises(ValueError, match=r"evaluate: labels must be class indices in \[0, 2\).*-1"):
+        run_fit(epochs=1, validation_data=[(X[:4], np.array([0, -1, 1, 0], np.int32))])
+    net = jaxdl.NeuralNetwork(small_model(), jaxdl.cross_entropy, jaxdl.Adam(1e-2), input_shape=(8, 4))
+    with pytest.raises(ValueError, match="fit: labels must be class indices"):
+        net.train(bad, iterations=1)
+    assert int(net.train_state.step) == 0  # nothing was trained on the bad batch

@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxdl.layers.recurrent.memory import reset_memory
 from jaxdl.losses import correct_predictions, per_example_losses
-from jaxdl.training.data import as_batch
+from jaxdl.training.data import as_batch, check_integer_labels
 
 
 @jax.jit
@@ -63,6 +63,7 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
             state = reset_memory(state)
         result = eval_step(params, state, batch.x)
         outputs, state = result if isinstance(result, tuple) else (result, state)
+        check_integer_labels(batch.labels, outputs.shape, "evaluate")
         count += int(outputs.shape[0])
         if _is_array(batch.labels):
             right, size = _accuracy_counts(outputs, batch.labels)

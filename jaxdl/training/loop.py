@@ -3,7 +3,8 @@
 Every entry point runs it: ``scripts/train_lenet.py`` (through `jaxdl.recipes.lenet`),
 ``scripts/train_sequence.py``, `jaxdl.NeuralNetwork.train`. What it does each epoch:
 
-1. Trains over ``train_data.epoch(epoch)`` with the step of `jaxdl.make_train_step`. The
+1. Trains over ``train_data.epoch(epoch)`` with the step of `jaxdl.make_train_step`
+   (integer labels are checked on the host against the model's class count first). The
    step's metrics stay on the device and are fetched every ``log_every`` steps (the host does
    not wait for each step); a non-finite loss there, or non-finite params at the epoch's
    end, stops training (`TrainingDiverged`, see below).
@@ -42,7 +43,7 @@ import numpy as np
 from jaxdl import checkpoint
 from jaxdl.layers.recurrent.memory import reset_memory
 from jaxdl.training.callbacks import Callback, ProgressBar
-from jaxdl.training.data import EpochSource, check_epochs
+from jaxdl.training.data import EpochSource, check_epochs, check_integer_labels
 from jaxdl.training.evaluation import evaluate
 from jaxdl.training.history import plot_history, write_metrics_csv
 from jaxdl.training.state import TrainState
@@ -107,6 +108,7 @@ class _Run:
     model_config: dict | None
     history: list = dataclasses.field(default_factory=list)
     best: dict | None = None
+    output_shapes: dict = dataclasses.field(default_factory=dict)
 
 
 def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data, *, epochs: int,
@@ -252,6 +254,7 @@ def _train_epoch(run: _Run, train_state: TrainState, batches, epoch: int) -> tup
     for batch in batches:
         if batch.reset:
             train_state = train_state._replace(state=reset_memory(train_state.state))
+        check_integer_labels(batch.labels, _output_shape(run, train_state, batch.x), "fit")
         train_state, metrics = run.train_step(train_state, batch.x, batch.labels)
         pending.append((metrics, int(np.shape(batch.x)[0])))
         if len(pending) == run.log_every:
@@ -260,6 +263,15 @@ def _train_epoch(run: _Run, train_state: TrainState, batches, epoch: int) -> tup
     if examples == 0:
         raise ValueError(f"fit: train_data gave no batch in epoch {epoch + 1}.")
     return train_state, loss_sum / examples
+
+
+def _output_shape(run: _Run, train_state: TrainState, x) -> tuple:
+    """The model's output shape for an input like ``x`` (traced once per input shape)."""
+    key = (tuple(np.shape(x)), str(getattr(x, "dtype", "")))
+    if key not in run.output_shapes:
+        outputs = jax.eval_shape(run.eval_step, train_state.params, train_state.state, x)[0]
+        run.output_shapes[key] = tuple(outputs.shape)
+    return run.output_shapes[key]
 
 
 def _drain(run: _Run, pending: list, epoch: int, train_state, loss_sum: float, examples: int):
