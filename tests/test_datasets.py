@@ -1,13 +1,17 @@
 """jaxdl.datasets: the TensorFlow-free tfds MNIST builder and the input pipeline.
 
-No test reads the 60,000 real images: the builder is exercised on tiny IDX files written
-here (prepared with ``verify_checksums=False``), and checksum verification is checked
-against tfds's registered hashes, the bundled SHA256SUMS and the small label files.
+The builder is exercised on tiny IDX files written here (prepared with
+``verify_checksums=False``), and checksum verification is checked against tfds's registered
+hashes, the bundled SHA256SUMS and the small label files. One test prepares the bundled real
+MNIST once (about 10-20 s) into a temporary cache, to check what preparing prints (one line
+of jaxdl's, nothing of tfds's) and that the prepared data is reused only for the same files.
 """
 
 import gzip
 import hashlib
 import json
+import logging
+import pathlib
 import socket
 import struct
 import sys
@@ -23,7 +27,10 @@ from tensorflow_datasets.image_classification import mnist as tfds_mnist
 from jaxdl.datasets import mnist, pipeline
 from jaxdl.datasets.mnist import MNIST_FILES, Split
 
-tfds.disable_progress_bar()
+# tfds's progress bars stay at their default (on): jaxdl must switch them off itself.
+
+#: Words of tensorflow-datasets' download/preparation output that jaxdl must not print.
+TFDS_WORDS = ("Download", "Dl ", "MiB", "dataset_info", "Generating", "Shuffling", "Variant", "absl")
 
 
 # ----------------------------------------------------------------------------------------
@@ -149,8 +156,14 @@ def test_prepare_and_load_fixture_without_tensorflow_or_network(fake_mnist, tmp_
     originals = {int(image[0, 0]): image for image in parts["test"][0]}
     for image in splits.test.images:
         np.testing.assert_array_equal(image, originals[int(image[0, 0])])
-    # Prepared as tfds lays it out, in array_record, with tfds's split order.
-    prepared = cache / "mnist" / "3.0.1"
+    # Prepared as tfds lays it out, in array_record, with tfds's split order, under the key
+    # of the source files, with a manifest of them.
+    key = mnist.source_key(mnist.source_sha256s(directory))
+    assert [p.name for p in cache.glob("mnist*")] == [f"mnist-{key}"]
+    manifest = json.loads((mnist.prepared_dir(cache, key) / mnist.SOURCE_MANIFEST).read_text())
+    assert manifest["files"] == mnist.source_sha256s(directory) and manifest["key"] == key
+    assert manifest["verified_against_tfds_checksums"] is False
+    prepared = mnist.prepared_dir(cache, key) / "mnist" / "3.0.1"
     info = json.loads((prepared / "dataset_info.json").read_text())
     assert info["name"] == "mnist" and info["fileFormat"] == "array_record"
     assert [split["name"] for split in info["splits"]] == ["train", "test"]
@@ -181,8 +194,9 @@ def test_missing_files_are_an_error_not_a_download(tmp_path, no_network):
 def test_non_canonical_files_fail_tfds_checksum_validation(fake_mnist, tmp_path, no_network):
     directory, _ = fake_mnist
     with pytest.raises(NonMatchingChecksumError, match="wrong checksum"):
-        mnist.prepare_mnist(directory, cache_dir=tmp_path / "cache")
-    assert not (tmp_path / "cache" / "mnist" / "3.0.1" / "dataset_info.json").exists()
+        mnist.prepare_mnist(directory, cache_dir=tmp_path / "cache", log=lambda line: None)
+    assert not list((tmp_path / "cache").rglob("dataset_info.json"))
+    assert not list((tmp_path / "cache").rglob(mnist.SOURCE_MANIFEST))
 
 
 def test_download_goes_through_tfds_downloader_with_checksums(tmp_path, monkeypatch, no_network):
@@ -205,6 +219,128 @@ def test_download_goes_through_tfds_downloader_with_checksums(tmp_path, monkeypa
     assert sorted(requested) == sorted(mnist.MNIST.url_infos)
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (2, 1, 3)
     assert len(list((tmp_path / "cache" / "downloads").rglob("*ubyte*.gz"))) == 4  # kept by tfds
+
+
+def write_fake_mnist(directory, offset):
+    """The four canonical file names holding 4 train and 2 test images (ids from ``offset``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_idx_images(directory / "train-images-idx3-ubyte.gz", fake_images(4, offset))
+    write_idx_labels(directory / "train-labels-idx1-ubyte.gz", np.arange(4) + offset % 3)
+    write_idx_images(directory / "t10k-images-idx3-ubyte.gz", fake_images(2, offset + 50))
+    write_idx_labels(directory / "t10k-labels-idx1-ubyte.gz", np.arange(2))
+    return directory
+
+
+def must_not_prepare(monkeypatch):
+    def prepared_again(*args, **kwargs):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(mnist.MNIST, "_generate_examples", prepared_again)
+
+
+def test_cache_is_keyed_by_the_source_files(tmp_path, monkeypatch, capfd, no_network):
+    """Other files in data_dir (same path or another) are prepared and used, never a stale cache."""
+    cache = tmp_path / "cache"
+    first = write_fake_mnist(tmp_path / "first", 0)
+    lines = []
+
+    def load(directory):
+        return mnist.load_mnist(directory, cache_dir=cache, validation_size=1, verify_checksums=False,
+                                log=lines.append)
+
+    a = load(first)
+    assert {int(i[0, 0]) for i in a.test.images} == {50, 51}
+    # Different files at another path: a second key, prepared from those files.
+    other = write_fake_mnist(tmp_path / "other", 7)
+    b = load(other)
+    assert {int(i[0, 0]) for i in b.test.images} == {57, 58}
+    # Different files at the same path: prepared again, not the cache of the path's old files.
+    write_fake_mnist(first, 20)
+    c = load(first)
+    assert {int(i[0, 0]) for i in c.test.images} == {70, 71}
+    assert len(lines) == 3 and all(line.startswith("preparing MNIST from ") for line in lines)
+    assert len(list(cache.glob("mnist-*/mnist/3.0.1/dataset_info.json"))) == 3
+    # The same files again (at any path): reused, nothing prepared and nothing said.
+    must_not_prepare(monkeypatch)
+    write_fake_mnist(tmp_path / "copy", 7)
+    d = load(tmp_path / "copy")
+    assert {int(i[0, 0]) for i in d.test.images} == {57, 58}
+    assert len(lines) == 3
+    assert capfd.readouterr() == ("", "")  # log= replaces the stderr line; tfds says nothing
+
+
+def test_missing_data_dir_is_an_error_even_with_a_warm_cache(tmp_path, monkeypatch, no_network):
+    cache = tmp_path / "cache"
+    directory = write_fake_mnist(tmp_path / "fake", 0)
+    mnist.load_mnist(directory, cache_dir=cache, validation_size=1, verify_checksums=False, log=lambda line: None)
+    must_not_prepare(monkeypatch)
+    for verify in (True, False):
+        with pytest.raises(FileNotFoundError, match=r"missing from /nonexistent: .*train-images-idx3-ubyte\.gz"):
+            mnist.load_mnist("/nonexistent", cache_dir=cache, verify_checksums=verify)
+    (directory / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing from .*fake: t10k-labels-idx1-ubyte\.gz\. "):
+        mnist.load_mnist(directory, cache_dir=cache, verify_checksums=False)
+
+
+def test_quiet_tfds_restores_switches_and_replays_output_on_failure(capfd):
+    absl_logger = logging.getLogger("absl")
+    absl_logger.setLevel(logging.INFO)
+    tfds.display_progress_bar(True)
+    try:
+        with mnist.quiet_tfds():
+            from absl import logging as absl_logging
+
+            absl_logging.warning("Variant folder x has no dataset_info.json")
+            print("tfds says something")
+            assert not tfds.core.utils.tqdm_utils._active
+        assert capfd.readouterr() == ("", "")
+        assert tfds.core.utils.tqdm_utils._active and absl_logger.level == logging.INFO
+        with pytest.raises(RuntimeError, match="broken"), mnist.quiet_tfds():
+            print("what tfds said before failing")
+            raise RuntimeError("broken")
+        assert capfd.readouterr() == ("", "what tfds said before failing\n")
+        assert tfds.core.utils.tqdm_utils._active and absl_logger.level == logging.INFO
+    finally:
+        absl_logger.setLevel(logging.NOTSET)
+
+
+def test_first_preparation_prints_one_line_then_nothing(tmp_path, monkeypatch, capfd, no_network):
+    """The real MNIST from data/mnist: one line of jaxdl's own, no tfds output; then silence."""
+    monkeypatch.chdir(mnist.BUNDLED_DATA_DIR.parents[1])
+    cache = tmp_path / "cache"
+    key = hashlib.sha256((mnist.BUNDLED_DATA_DIR / "SHA256SUMS").read_bytes()).hexdigest()[:16]
+    assert mnist.source_key(mnist.registered_sha256s()) == key  # the canonical files' key
+    absl_logger = logging.getLogger("absl")
+    absl_logger.setLevel(logging.INFO)  # louder than tfds's default: jaxdl must still say nothing of it
+    tfds.display_progress_bar(True)
+    try:
+        builder = mnist.prepare_mnist(pathlib.Path("data/mnist"), cache_dir=cache)
+        out, err = capfd.readouterr()
+        assert out == ""
+        assert err == f"preparing MNIST from data/mnist into {cache}/mnist-{key}, once (about 20 s)\n"
+        for word in TFDS_WORDS:
+            assert word not in out + err, word
+        # tfds's switches are back as they were.
+        assert tfds.core.utils.tqdm_utils._active and absl_logger.level == logging.INFO
+    finally:
+        absl_logger.setLevel(logging.NOTSET)
+    assert {name: split.num_examples for name, split in builder.info.splits.items()} == {"train": 60000, "test": 10000}
+    manifest = json.loads((cache / f"mnist-{key}" / mnist.SOURCE_MANIFEST).read_text())
+    assert manifest["files"] == mnist.registered_sha256s() and manifest["verified_against_tfds_checksums"]
+
+    must_not_prepare(monkeypatch)
+    # Later loads: the same directory, a copy of its files, and --download all reuse it silently.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in MNIST_FILES.values():
+        (copy / name).write_bytes((mnist.BUNDLED_DATA_DIR / name).read_bytes())
+    for again in (mnist.prepare_mnist(cache_dir=cache), mnist.prepare_mnist(copy, cache_dir=cache),
+                  mnist.prepare_mnist(cache_dir=cache, download=True)):
+        assert pathlib.Path(again.data_dir) == pathlib.Path(builder.data_dir)
+    assert capfd.readouterr() == ("", "")
+    # A missing data dir is an error although the cache is warm.
+    with pytest.raises(FileNotFoundError, match="MNIST files missing from /nonexistent"):
+        mnist.prepare_mnist("/nonexistent", cache_dir=cache)
 
 
 def test_bundled_files_match_tfds_registered_checksums():

@@ -21,8 +21,34 @@ Where the files come from (nothing touches the network unless asked):
   checksum checks) into ``<cache_dir>/downloads``.
 
 Prepared data goes to ``cache_dir`` (default ``$JAXDL_CACHE_DIR/tensorflow_datasets``, where
-``JAXDL_CACHE_DIR`` defaults to ``~/.cache/jaxdl``), as tfds lays it out:
-``<cache_dir>/mnist/3.0.1/``. Preparing (about 10 s) happens once; later calls reuse it.
+``JAXDL_CACHE_DIR`` defaults to ``~/.cache/jaxdl``), keyed by the source files::
+
+    <cache_dir>/mnist-<key>/mnist/3.0.1/   tfds's layout: dataset_info.json, features.json,
+                                           mnist-{train,test}.array_record-*
+    <cache_dir>/mnist-<key>/source.json    the four file names and sha256s it was prepared from
+    <cache_dir>/downloads/                 tfds's downloads (``download=True`` only)
+
+``<key>`` is `source_key`: the first 16 hex digits of a sha256 over the four files' names and
+sha256s. Every load hashes the files in ``data_dir`` again (about 15 ms for the 11.5 MB), so
+prepared data is only ever reused for the very files ``data_dir`` holds now: other files get
+another key and are prepared anew (and checked against tfds's checksums); a missing
+``data_dir`` is an error even when a cache exists. The canonical files have one key
+(``source_key(registered_sha256s())``, from tfds's registered checksums), so
+``download=True`` and any directory holding the canonical files share one prepared copy. A
+cache written by earlier jaxdl versions (``<cache_dir>/mnist/3.0.1/``, not keyed) is not
+used (delete it to reclaim its 26 MB).
+
+Preparing (about 20 s) happens once per key and prints one line of jaxdl's own (to stderr,
+or through the ``log`` callable of `prepare_mnist` / `load_mnist`), for example::
+
+    preparing MNIST from data/mnist into /home/me/.cache/jaxdl/tensorflow_datasets/mnist-<key>, once (about 20 s)
+
+and nothing of tensorflow-datasets: its progress bars are switched off
+(``tfds.display_progress_bar``), its absl and Python loggers are raised to ERROR, its own
+"Downloading and preparing" / "downloaded and prepared" lines are not emitted, and whatever
+else it would write to ``sys.stdout`` / ``sys.stderr`` is captured, all only while it
+prepares (and restored afterwards; if preparing fails, the captured text is written to stderr
+before the error propagates). Loading prepared data prints nothing.
 
 Example:
     >>> splits = load_mnist()                  # bundled files, prepared once into the cache
@@ -32,18 +58,24 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import io
+import json
+import logging
 import math
 import os
 import pathlib
 import struct
+import sys
 import urllib.parse
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
+from tensorflow_datasets.core.utils import tqdm_utils
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 #: The canonical file of each part of MNIST (the names tfds registers for them).
@@ -68,6 +100,106 @@ def default_cache_dir() -> pathlib.Path:
     """``$JAXDL_CACHE_DIR/tensorflow_datasets``; ``JAXDL_CACHE_DIR`` defaults to ~/.cache/jaxdl."""
     root = os.environ.get("JAXDL_CACHE_DIR") or os.path.join("~", ".cache", "jaxdl")
     return pathlib.Path(root).expanduser() / "tensorflow_datasets"
+
+
+# ----------------------------------------------------------------------------------------
+# The cache key: the source files' sha256s.
+
+
+def file_sha256(path) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_sha256s(directory) -> dict[str, str]:
+    """{canonical file name: sha256} of the four files in ``directory``.
+
+    Raises:
+        FileNotFoundError: naming the files missing from ``directory`` (`require_mnist_files`).
+    """
+    directory = pathlib.Path(directory)
+    require_mnist_files(directory)
+    return {name: file_sha256(directory / name) for name in sorted(MNIST_FILES.values())}
+
+
+def registered_sha256s() -> dict[str, str]:
+    """{canonical file name: sha256} as tensorflow-datasets registers them for MNIST."""
+    return {info.filename: info.checksum for info in MNIST.url_infos.values()}
+
+
+def source_key(sha256s: dict[str, str]) -> str:
+    """The cache key of four source files: 16 hex digits of a sha256 over names and sha256s.
+
+    The hashed text is the ``sha256sum`` listing of the files sorted by name (``<sha256>  <name>``
+    lines), so the canonical files' key is the start of the sha256 of ``data/mnist/SHA256SUMS``.
+    """
+    listing = "".join(f"{sha256s[name]}  {name}\n" for name in sorted(sha256s))
+    return hashlib.sha256(listing.encode("ascii")).hexdigest()[:16]
+
+
+def prepared_dir(cache_dir, key: str) -> pathlib.Path:
+    """``<cache_dir>/mnist-<key>``: tfds's ``data_dir`` for the files of ``key``."""
+    return pathlib.Path(cache_dir) / f"mnist-{key}"
+
+
+#: The name of the manifest next to tfds's prepared data (see the module docstring).
+SOURCE_MANIFEST = "source.json"
+
+
+# ----------------------------------------------------------------------------------------
+# Quiet preparation: tfds's progress bars, logs and prints, switched off while it prepares.
+
+
+#: The loggers tfds writes through (absl's is the one tfds uses; Python's for its dependencies).
+QUIET_LOGGERS = ("absl", "tensorflow_datasets", "etils")
+
+
+@contextlib.contextmanager
+def quiet_tfds():
+    """Silences tensorflow-datasets for the duration of the block, then restores everything.
+
+    Switches tfds's progress bars off with ``tfds.display_progress_bar(False)``, raises the
+    `QUIET_LOGGERS` to ERROR, and captures ``sys.stdout`` / ``sys.stderr`` (what tfds prints
+    despite the switches). On an exception the captured text is written to the real stderr
+    before the exception propagates, so nothing that explains a failure is lost.
+    """
+    bars = getattr(tqdm_utils, "_active", True)
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    captured = io.StringIO()
+    stderr = sys.stderr
+    tfds.display_progress_bar(False)
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            yield
+    except BaseException:
+        if captured.getvalue():
+            stderr.write(captured.getvalue())
+            stderr.flush()
+        raise
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        tfds.display_progress_bar(bars)
+
+
+def _shown(path) -> str:
+    """``path`` relative to the working directory when it is inside it, else absolute."""
+    path = pathlib.Path(path).expanduser().absolute()
+    try:
+        return os.fspath(path.relative_to(pathlib.Path.cwd()))
+    except ValueError:
+        return os.fspath(path)
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -140,8 +272,8 @@ class MNIST(tfds_mnist.MNIST, skip_registration=True):
             download them (only with `prepare_mnist(download=True)`).
         verify_checksums: check the files against tfds's registered sha256 (the default).
             False reads ``source_dir`` directly, without checks and without tfds's download
-            manager: only for test fixtures (small fake IDX files); never prepare such data
-            into a cache that real runs use.
+            manager: only for test fixtures (small fake IDX files). Such files have their
+            own cache key (`source_key`), so real runs never read what they prepare.
         **kwargs: tfds builder arguments (``data_dir``, ``file_format``).
     """
 
@@ -159,6 +291,12 @@ class MNIST(tfds_mnist.MNIST, skip_registration=True):
     def _checksums_path(cls):
         # tfds looks for checksums next to the builder's module; use tfds's own MNIST file.
         return tfds.core.utils.tfds_path() / "url_checksums" / "mnist.txt"
+
+    def _log_download_bytes(self) -> None:
+        """Says nothing: `prepare_mnist` prints jaxdl's own line instead of tfds's."""
+
+    def _log_download_done(self) -> None:
+        """Says nothing (tfds's "downloaded and prepared" line)."""
 
     def _split_generators(self, dl_manager):
         """Train then test, as tfds's builder; files from `_source_paths`."""
@@ -214,36 +352,73 @@ def require_mnist_files(directory) -> None:
 
 
 def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
-                  verify_checksums: bool = True) -> MNIST:
-    """Prepares MNIST as array_record under ``cache_dir`` once, and returns the builder.
+                  verify_checksums: bool = True, log: Callable[[str], None] | None = None) -> MNIST:
+    """Prepares MNIST as array_record under ``cache_dir`` once per source, and returns the builder.
+
+    The files in ``data_dir`` are checked (all four present) and hashed on every call; the
+    prepared data lives in ``<cache_dir>/mnist-<key>/mnist/3.0.1/`` with ``<key>`` =
+    `source_key` of their sha256s (``download=True``: of tfds's registered sha256s), so a
+    cache is only reused for the same files (the layout is in the module docstring).
+
+    Preparing prints exactly one line, through ``log`` (default: to ``sys.stderr``), e.g.
+    ``preparing MNIST from data/mnist into <cache_dir>/mnist-<key>, once (about 20 s)``
+    (with ``download=True``: ``downloading MNIST with tensorflow-datasets into
+    <cache_dir>/downloads and preparing it into <cache_dir>/mnist-<key>, once``), and nothing
+    of tensorflow-datasets (`quiet_tfds`); paths inside the working directory are shown
+    relative to it. Reusing prepared data prints nothing.
 
     Args:
         data_dir: the directory with the four ``.gz`` files; default the bundled
             ``data/mnist``. Ignored when ``download`` is True.
-        cache_dir: where tfds keeps prepared data (and downloads); default
+        cache_dir: where the prepared data (and tfds's downloads) go; default
             `default_cache_dir`.
         download: let tfds download the files from its registered mirror.
         verify_checksums: see `MNIST`; only test fixtures turn it off.
+        log: called with the one line said before preparing; default prints it to stderr.
 
     Raises:
-        FileNotFoundError: when a file is missing from ``data_dir`` (nothing is downloaded).
+        FileNotFoundError: when ``data_dir`` lacks one of the four files (nothing is
+            downloaded), whether or not prepared data exists.
         tensorflow_datasets.core.download.download_manager.NonMatchingChecksumError: when a
-            file is not the canonical one.
+            file is not the canonical one (nothing is prepared).
     """
-    cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    source_dir = None if download else pathlib.Path(data_dir or BUNDLED_DATA_DIR).expanduser()
-    builder = MNIST(
-        source_dir=source_dir, verify_checksums=verify_checksums,
-        data_dir=os.fspath(cache_dir), file_format="array_record",
-    )
-    if not builder.is_prepared():
-        if source_dir is not None:
-            require_mnist_files(source_dir)
-        config = tfds.download.DownloadConfig(
-            manual_dir=None if source_dir is None else os.fspath(source_dir),
-            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+    log = _stderr_line if log is None else log
+    cache_dir = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if download:
+        source_dir, sha256s = None, registered_sha256s()
+    else:
+        source_dir = pathlib.Path(data_dir or BUNDLED_DATA_DIR).expanduser()
+        sha256s = source_sha256s(source_dir)
+    key = source_key(sha256s)
+    data_root = prepared_dir(cache_dir, key)
+    with quiet_tfds():
+        builder = MNIST(
+            source_dir=source_dir, verify_checksums=verify_checksums,
+            data_dir=os.fspath(data_root), file_format="array_record",
         )
+        prepared = builder.is_prepared()
+    if prepared:
+        return builder
+    if source_dir is None:
+        log(f"downloading MNIST with tensorflow-datasets into {_shown(cache_dir / 'downloads')} "
+            f"and preparing it into {_shown(data_root)}, once")
+    else:
+        log(f"preparing MNIST from {_shown(source_dir)} into {_shown(data_root)}, once"
+            + (" (about 20 s)" if verify_checksums else ""))
+    config = tfds.download.DownloadConfig(
+        manual_dir=None if source_dir is None else os.fspath(source_dir),
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+    )
+    with quiet_tfds():
         builder.download_and_prepare(download_dir=os.fspath(cache_dir / "downloads"), download_config=config)
+    manifest = {
+        "key": key,
+        "files": sha256s,
+        "source": "download" if source_dir is None else os.fspath(source_dir.absolute()),
+        "verified_against_tfds_checksums": verify_checksums,
+        "tfds_version": tfds.__version__,
+    }
+    (data_root / SOURCE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return builder
 
 
@@ -290,17 +465,25 @@ def split_validation(train: Split, validation_size: int) -> tuple[Split, Split]:
 
 
 def load_mnist(data_dir=None, *, cache_dir=None, download: bool = False, validation_size: int = 5000,
-               verify_checksums: bool = True) -> MNISTSplits:
+               verify_checksums: bool = True, log: Callable[[str], None] | None = None) -> MNISTSplits:
     """MNIST in memory: 55,000 train, 5,000 validation, 10,000 test images (uint8, 28x28).
 
     The validation images are the last ``validation_size`` of tfds's train split in its
     stored order (tfds shuffles records deterministically when preparing), so the split is
     the same on every machine. Pixels stay uint8 here; `jaxdl.datasets.pipeline` scales them.
 
+    The files in ``data_dir`` are hashed on every call and the data prepared from exactly
+    those files is used (prepared first if needed, which prints one line to stderr or through
+    ``log``; see `prepare_mnist` for the cache layout and the line). Loading prints nothing.
+
     Args:
-        data_dir, cache_dir, download, verify_checksums: as in `prepare_mnist`.
+        data_dir, cache_dir, download, verify_checksums, log: as in `prepare_mnist`.
         validation_size: how many training images to hold out.
+
+    Raises:
+        FileNotFoundError, NonMatchingChecksumError: as `prepare_mnist`.
     """
-    builder = prepare_mnist(data_dir, cache_dir=cache_dir, download=download, verify_checksums=verify_checksums)
+    builder = prepare_mnist(data_dir, cache_dir=cache_dir, download=download, verify_checksums=verify_checksums,
+                            log=log)
     train, validation = split_validation(read_split(builder, "train"), validation_size)
     return MNISTSplits(train, validation, read_split(builder, "test"))
