@@ -303,3 +303,13 @@ def test_labels_out_of_range_are_refused_where_they_enter():
     with pytest.raises(ValueError, match="fit: labels must be class indices"):
         net.train(bad, iterations=1)
     assert int(net.train_state.step) == 0  # nothing was trained on the bad batch
+
+
+def test_stale_metric_temporaries_are_removed_and_the_best_value_recorded(tmp_path):
+    run_fit(tmp_path, epochs=1)
+    stale = tmp_path / "run" / ".metrics.png.abc123.tmp"
+    stale.write_bytes(b"half a png")
+    result = run_fit(tmp_path, epochs=2, resume=True)
+    assert not stale.exists()
+    sets = checkpoint.CheckpointSet(tmp_path / "run" / "checkpoints", metric="validation_accuracy")
+    assert sets.best_value() == result.best["validation_accuracy"]

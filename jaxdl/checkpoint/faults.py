@@ -2,7 +2,8 @@
 
 Set ``jaxdl.checkpoint.faults.hook`` to a function of the point's name (``"arrays written"``,
 ``"files hashed"``, ``"manifest written"``, ``"link created"``, ``"directory moved aside"``,
-``"epoch renamed"``, ``"head written"``, ``"committed"``); None (the default) does nothing.
+``"epoch renamed"``, ``"head written"``, ``"committed"``, and `jaxdl.fit`'s ``"metrics written"``
+after an epoch's ``metrics.csv`` and ``metrics.png``); None (the default) does nothing.
 """
 
 from __future__ import annotations

@@ -68,3 +68,17 @@ def plot_history(path, history: list[dict]) -> None:
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     checkpoint.write_bytes_atomic(pathlib.Path(path), buffer.getvalue())
+
+
+def remove_stale_temporaries(output_dir) -> list[pathlib.Path]:
+    """Removes what a killed writer of ``metrics.csv``/``metrics.png`` left in ``output_dir``.
+
+    `jaxdl.checkpoint.write_text_atomic` writes ``.<name>.<random>.tmp`` beside the file and
+    renames it; a SIGKILL between the two leaves the temporary. Returns the removed paths.
+    """
+    removed = []
+    for name in ("metrics.csv", "metrics.png"):
+        for path in pathlib.Path(output_dir).glob(f".{name}.*.tmp"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

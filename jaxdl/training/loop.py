@@ -41,11 +41,12 @@ import jax
 import numpy as np
 
 from jaxdl import checkpoint
+from jaxdl.checkpoint.faults import fault_point
 from jaxdl.layers.recurrent.memory import reset_memory
 from jaxdl.training.callbacks import Callback, ProgressBar
 from jaxdl.training.data import EpochSource, check_epochs, check_integer_labels
 from jaxdl.training.evaluation import evaluate
-from jaxdl.training.history import plot_history, write_metrics_csv
+from jaxdl.training.history import plot_history, remove_stale_temporaries, write_metrics_csv
 from jaxdl.training.state import TrainState
 from jaxdl.training.step import make_eval_step, make_train_step
 
@@ -201,6 +202,7 @@ def _open(run: _Run, train_state: TrainState, resume: bool) -> TrainState:
         return train_state
     run.checkpoints = checkpoint.CheckpointSet(run.output_dir / "checkpoints", metric=run.best_metric,
                                                mode=run.best_mode)
+    remove_stale_temporaries(run.output_dir)  # left by a kill inside a metrics.csv/png write
     latest = run.checkpoints.latest_epoch()
     if not resume:
         if latest is not None:
@@ -242,8 +244,10 @@ def _epoch(run: _Run, train_state: TrainState, epoch: int, started: float, elaps
     run.history.append(row)
     if run.checkpoints is not None:
         run.checkpoints.save(epoch + 1, train_state, metadata=_checkpoint_metadata(run), best=improved,
+                             metric_value=row.get(run.best_metric) if run.best_metric else None,
                              model_config=run.model_config)
         _write_outputs(run)
+        fault_point("metrics written")
     run.log(_epoch_line(run, row, improved))
     return train_state
 
