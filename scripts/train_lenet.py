@@ -12,7 +12,8 @@ accuracy only; the test images are evaluated once, on the best-validation checkp
 Outputs under --output-dir (default runs/lenet): ``checkpoints/last`` (every epoch),
 ``checkpoints/best`` (best validation accuracy), ``metrics.csv`` and ``metrics.png``.
 ``--resume`` continues the run from ``checkpoints/last`` with its stored hyperparameters,
-bit-identical to an unbroken run. Exit status: 0 done, 1 diverged (NaN loss; the last good
+bit-identical to an unbroken run (``--learning-rate`` with ``--resume`` changes the peak
+learning rate from the next epoch on, recorded in the checkpoints). Exit status: 0 done, 1 diverged (NaN loss; the last good
 checkpoint is kept), 2 bad options or data, 130 interrupted (Ctrl-C).
 """
 
@@ -26,7 +27,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 from jaxdl import checkpoint
 from jaxdl.training.loop import RunDirectoryError
 from jaxdl.recipes.lenet import (
-    HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, stored_hyperparameters, train_lenet,
+    HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, divergence_advice, stored_hyperparameters, train_lenet,
 )
 
 
@@ -53,7 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     option("--output-dir", default=defaults.output_dir, help="checkpoints, metrics.csv, metrics.png "
                                                              f"(default {defaults.output_dir})")
     option("--resume", action="store_true",
-           help="continue the run in --output-dir from checkpoints/last with its hyperparameters")
+           help="continue the run in --output-dir from checkpoints/last with its hyperparameters "
+                "(--learning-rate may change the peak learning rate, e.g. after a divergence)")
     option("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
     return parser.parse_args(argv)
 
@@ -71,7 +73,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     resume_command = f"python scripts/train_lenet.py --resume --output-dir {args.output_dir}"
     try:
-        result = train_lenet(config_from_args(args), resume_command=resume_command)
+        config = config_from_args(args)
+        result = train_lenet(config, resume_command=resume_command)
     except (ConfigError, RunDirectoryError, FileNotFoundError, checkpoint.CheckpointError,
             NonMatchingChecksumError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
         return 130
     print(result.fit.message)
     if result.fit.status != "completed":
+        print(divergence_advice(result.fit, config))
         return 1
     print(f"Outputs: {result.fit.output_dir}/metrics.csv, metrics.png, checkpoints/last, checkpoints/best")
     if result.test is not None:

@@ -143,8 +143,8 @@ def test_command_line_outputs_and_final_line(cli_run, capsys):
     assert train_script.main(["--epochs", "1", "--output-dir", str(out), "--no-progress"]) == 2
     assert "resume" in capsys.readouterr().err
     # --resume takes the stored hyperparameters and refuses changed ones.
-    assert train_script.main(["--resume", "--learning-rate", "0.1", "--output-dir", str(out), "--no-progress"]) == 2
-    assert "learning_rate: run has 0.004, now 0.1" in capsys.readouterr().err
+    assert train_script.main(["--resume", "--shift", "0", "--output-dir", str(out), "--no-progress"]) == 2
+    assert "shift: run has 2, now 0" in capsys.readouterr().err
     assert train_script.config_from_args(train_script.parse_args(["--resume", "--output-dir", str(out)])).batch_size == 16
 
 
@@ -205,3 +205,58 @@ def test_a_hyperparameter_search_never_evaluates_test(tmp_path, data, monkeypatc
     monkeypatch.setattr(lenet, "evaluate_checkpoint", forbidden)
     result = lenet.train_lenet(config(tmp_path, epochs=1), data, log=None, evaluate_test=False)
     assert result.test is None and result.fit.status == "completed"
+
+
+class InterruptAtEpoch(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_start(self, epoch, steps):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_may_lower_the_learning_rate_and_records_it(tmp_path, data, monkeypatch):
+    real_fit = jaxdl.fit
+
+    def interrupted_at(epoch):
+        return lambda *a, **k: real_fit(*a, **{**k, "callbacks": [*k["callbacks"], InterruptAtEpoch(epoch)]})
+
+    monkeypatch.setattr(jaxdl, "fit", interrupted_at(1))
+    with pytest.raises(KeyboardInterrupt):
+        lenet.train_lenet(config(tmp_path, epochs=3), data, log=None)
+    monkeypatch.setattr(jaxdl, "fit", interrupted_at(2))
+    logs = []
+    with pytest.raises(KeyboardInterrupt):
+        lenet.train_lenet(config(tmp_path, epochs=3, resume=True, learning_rate=1e-3), data, log=logs.append)
+    assert any("from 0.002 to 0.001 from epoch 2 on" in line for line in logs)
+    monkeypatch.setattr(jaxdl, "fit", real_fit)
+    # A later --resume without --learning-rate keeps the lowered one (the stored hyperparameters).
+    args = train_script.parse_args(["--resume", "--output-dir", str(tmp_path / "run"), "--no-progress"])
+    assert train_script.config_from_args(args).learning_rate == 1e-3
+    result = lenet.train_lenet(config(tmp_path, epochs=3, resume=True, learning_rate=1e-3), data, log=None)
+    assert result.fit.status == "completed"
+    metadata = checkpoint.read_manifest(result.fit.checkpoint_dir("last"))["metadata"]
+    assert metadata["learning_rate_changes"] == [{"from_epoch": 2, "learning_rate": 1e-3, "was": 2e-3}]
+    assert metadata["config"]["learning_rate"] == 1e-3
+    steps = len(data.train) // 16
+    lowered = lenet.learning_rate_schedule(config(tmp_path, epochs=3, learning_rate=1e-3), steps)
+    assert result.fit.history[-1]["learning_rate"] == pytest.approx(float(lowered(3 * steps)), abs=1e-12)
+    with pytest.raises(lenet.ConfigError, match="batch_size: run has 16, now 8"):
+        lenet.train_lenet(config(tmp_path, epochs=3, resume=True, batch_size=8), data, log=None)
+
+
+def test_divergence_advice_is_a_command_that_works(tmp_path):
+    cfg = config(tmp_path, learning_rate=4e-3)
+    after_epochs = jaxdl.FitResult(None, [{"epoch": 1}], "diverged", "", None, tmp_path / "run")
+    assert divergence_words(lenet.divergence_advice(after_epochs, cfg)) == [
+        "--resume", "--output-dir", str(tmp_path / "run"), "--learning-rate", "0.002"]
+    first_epoch = jaxdl.FitResult(None, [], "diverged", "", None, tmp_path / "run")
+    assert "no checkpoint was written" in lenet.divergence_advice(first_epoch, cfg)
+    assert "--resume" not in lenet.divergence_advice(first_epoch, cfg)
+    args = train_script.parse_args(divergence_words(lenet.divergence_advice(after_epochs, cfg)))
+    assert args.resume and args.learning_rate == 0.002
+
+
+def divergence_words(advice):
+    return advice.split("python scripts/train_lenet.py ")[1].split()

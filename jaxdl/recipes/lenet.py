@@ -61,6 +61,10 @@ class LeNetConfig:
 #: The fields a resumed run must share with the run it continues.
 HYPERPARAMETERS = ("epochs", "batch_size", "learning_rate", "schedule", "warmup_epochs", "l2", "shift", "seed",
                    "validation_size")
+#: Hyperparameters ``--resume`` may change (the change is logged and kept in the checkpoints'
+#: ``learning_rate_changes``): a diverged run continues from its last good checkpoint with a
+#: lower peak learning rate.
+RESUME_OVERRIDABLE = ("learning_rate",)
 SCHEDULES = ("cosine", "constant")
 #: Images in tfds's MNIST train split (training + validation).
 MNIST_TRAIN_IMAGES = 60_000
@@ -125,24 +129,54 @@ def validate_config(config: LeNetConfig) -> None:
 
 
 def check_resume_matches(config: LeNetConfig, stored: dict) -> None:
-    """Raises ConfigError when ``config`` changes a hyperparameter of the stored run."""
+    """Raises ConfigError when ``config`` changes a hyperparameter of the stored run (other
+    than those in `RESUME_OVERRIDABLE`)."""
     changed = [f"{name}: run has {stored[name]!r}, now {getattr(config, name)!r}"
-               for name in HYPERPARAMETERS if name in stored and stored[name] != getattr(config, name)]
+               for name in HYPERPARAMETERS
+               if name not in RESUME_OVERRIDABLE and name in stored and stored[name] != getattr(config, name)]
     if changed:
         raise ConfigError(
             "--resume continues a run with its own hyperparameters; these differ:\n  " + "\n  ".join(changed)
             + "\nDrop those options (the stored values are used) or start a new run in another --output-dir.")
 
 
-def stored_hyperparameters(output_dir) -> dict:
-    """The hyperparameters of the run in ``output_dir`` ({} when it holds none)."""
+def stored_metadata(output_dir) -> dict:
+    """The metadata of the last checkpoint of the run in ``output_dir`` ({} when it holds none)."""
     last = pathlib.Path(output_dir) / "checkpoints" / "last"
     try:
         manifest = checkpoint.read_manifest(last)
     except FileNotFoundError:
         return {}
-    stored = manifest.get("metadata", {}).get("config", {})
+    return manifest.get("metadata") or {}
+
+
+def stored_hyperparameters(output_dir) -> dict:
+    """The hyperparameters of the run in ``output_dir`` ({} when it holds none)."""
+    stored = stored_metadata(output_dir).get("config", {})
     return dict(stored) if isinstance(stored, dict) else {}
+
+
+def learning_rate_changes(config: LeNetConfig, stored: dict, log) -> list[dict]:
+    """The run's learning-rate changes, plus this resume's if ``config`` changes the stored one."""
+    changes = list(stored.get("learning_rate_changes", []))
+    previous = stored.get("config", {}).get("learning_rate")
+    if config.resume and previous is not None and previous != config.learning_rate:
+        epoch = len(stored.get("history", [])) + 1
+        changes.append({"from_epoch": epoch, "learning_rate": config.learning_rate, "was": previous})
+        log and log(f"Changing the peak learning rate from {previous:g} to {config.learning_rate:g} from epoch "
+                    f"{epoch} on (kept in the checkpoints' learning_rate_changes).")
+    return changes
+
+
+def divergence_advice(result: jaxdl.FitResult, config: LeNetConfig) -> str:
+    """A command that continues after a divergence: resume with half the peak learning rate, or
+    start again with it when no epoch finished (no checkpoint was written)."""
+    lower = f"--learning-rate {config.learning_rate / 2:g}"
+    if result.history:
+        return (f"Continue from the last good checkpoint with a lower peak learning rate: "
+                f"python scripts/train_lenet.py --resume --output-dir {config.output_dir} {lower}")
+    return (f"No epoch finished, so no checkpoint was written; start again with a lower peak learning rate: "
+            f"python scripts/train_lenet.py --output-dir {config.output_dir} {lower}")
 
 
 def learning_rate_schedule(config: LeNetConfig, steps_per_epoch: int):
@@ -180,15 +214,18 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
             hyperparameter searches, which must see the validation images only.
 
     Raises:
-        ConfigError: for invalid options, or --resume options that differ from the run's.
+        ConfigError: for invalid options, or --resume options that differ from the run's
+            (the peak learning rate may change: `RESUME_OVERRIDABLE`).
     """
     from jaxdl.datasets.mnist import load_mnist
     from jaxdl.datasets.pipeline import EpochBatches
 
     validate_config(config)
     output_dir = pathlib.Path(config.output_dir)
+    stored = stored_metadata(output_dir) if config.resume else {}
     if config.resume:
         check_resume_matches(config, stored_hyperparameters(output_dir))
+    changes = learning_rate_changes(config, stored, log)
     if data is None:
         data = load_mnist(config.data_dir, cache_dir=config.cache_dir, download=config.download,
                           validation_size=config.validation_size)
@@ -209,7 +246,7 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
         model, jaxdl.cross_entropy, optimizer, train_state, train, epochs=config.epochs, validation_data=validation,
         output_dir=output_dir, resume=config.resume, best_metric="validation_accuracy",
         callbacks=[LearningRateColumn(schedule)], progress=config.progress, log_every=config.log_every, log=log,
-        plot=config.plot, metadata=_metadata(config), model_config=model_config, resume_command=resume_command)
+        plot=config.plot, metadata={**_metadata(config), "learning_rate_changes": changes}, model_config=model_config, resume_command=resume_command)
     test = None
     if evaluate_test and result.status == "completed" and result.best is not None:
         test = evaluate_checkpoint(model, result.checkpoint_dir("best"), train_state, data.test,
