@@ -7,7 +7,6 @@ separate tests where a behaviour rather than an error is expected.
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,5 @@
 """The truncated-BPTT demo (`jaxdl.recipes.delayed_recall`, scripts/train_sequence.py)."""
 
-import jax
 import numpy as np
 import pytest
 
