@@ -313,3 +313,17 @@ def test_stale_metric_temporaries_are_removed_and_the_best_value_recorded(tmp_pa
     assert not stale.exists()
     sets = checkpoint.CheckpointSet(tmp_path / "run" / "checkpoints", metric="validation_accuracy")
     assert sets.best_value() == result.best["validation_accuracy"]
+
+
+def test_repeated_fit_calls_compile_the_step_once():
+    traces = []
+
+    def counting_loss(outputs, labels):
+        traces.append(outputs.shape)
+        return jaxdl.cross_entropy(outputs, labels)
+
+    net = jaxdl.NeuralNetwork(small_model(), counting_loss, jaxdl.Adam(1e-2), input_shape=(8, 4))
+    for _ in range(3):
+        net.train(BATCHES, iterations=2)
+    net.train_step(*BATCHES[0])
+    assert traces == [(8, 2), (1, 2)]  # one trace of the step: the batch and the per-example loss

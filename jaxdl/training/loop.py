@@ -48,7 +48,7 @@ from jaxdl.training.data import EpochSource, check_epochs, check_integer_labels
 from jaxdl.training.evaluation import evaluate
 from jaxdl.training.history import plot_history, remove_stale_temporaries, write_metrics_csv
 from jaxdl.training.state import TrainState
-from jaxdl.training.step import make_eval_step, make_train_step
+from jaxdl.training.step import shared_steps
 
 MODES = ("max", "min")
 
@@ -157,9 +157,9 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
     if validation_data is None and best_metric is not None and best_metric.startswith("validation_"):
         best_metric = None
     output_dir = None if output_dir is None else pathlib.Path(output_dir)
+    train_step, eval_step = shared_steps(model, loss_fn, optimizer, penalty)
     run = _Run(
-        train_step=make_train_step(model, loss_fn, optimizer, penalty=penalty),
-        eval_step=make_eval_step(model), loss_fn=loss_fn, source=EpochSource(train_data, "train_data"),
+        train_step=train_step, eval_step=eval_step, loss_fn=loss_fn, source=EpochSource(train_data, "train_data"),
         validation=None if validation_data is None else EpochSource(validation_data, "validation_data"),
         epochs=epochs, best_metric=best_metric, best_mode=best_mode, log_every=log_every,
         callbacks=[*callbacks, *([ProgressBar()] if progress else [])], log=log or (lambda line: None),

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jaxdl.training.callbacks import Callback
 from jaxdl.training.loop import TrainingDiverged, fit
 from jaxdl.training.state import create_train_state
-from jaxdl.training.step import make_predict, make_train_step
+from jaxdl.training.step import make_predict, shared_steps
 
 
 class _LossRecorder(Callback):
@@ -53,7 +53,7 @@ class NeuralNetwork:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.train_state = create_train_state(model, optimizer, seed, input_shape, dtype)
         self.loss: list[float] = []
-        self._train_step = make_train_step(model, loss_fn, optimizer)
+        self._train_step = shared_steps(model, loss_fn, optimizer)[0]  # the step `train` runs too
         self._predict = make_predict(model)
 
     @property

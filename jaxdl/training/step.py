@@ -14,6 +14,7 @@ Research code uses the functions directly::
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -128,3 +129,22 @@ def make_predict(model, *, jit: bool = True) -> Callable:
         return model.apply(params, state, x, train=False)[0]
 
     return jax.jit(predict) if jit else predict
+
+
+def shared_steps(model, loss_fn: Callable, optimizer, penalty=None) -> tuple[Callable, Callable]:
+    """(`make_train_step`, `make_eval_step`) for these arguments, built once and reused.
+
+    Every `jaxdl.fit` call (and so every `NeuralNetwork.train` call) would otherwise build new
+    jitted functions and compile them again. Arguments are compared as `functools.lru_cache`
+    keys: layers by value, functions and optimizers by identity; unhashable arguments get new
+    steps each time.
+    """
+    try:
+        return _cached_steps(model, loss_fn, optimizer, penalty)
+    except TypeError:  # an unhashable argument
+        return make_train_step(model, loss_fn, optimizer, penalty=penalty), make_eval_step(model)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_steps(model, loss_fn, optimizer, penalty):
+    return make_train_step(model, loss_fn, optimizer, penalty=penalty), make_eval_step(model)
