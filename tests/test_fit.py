@@ -327,3 +327,17 @@ def test_repeated_fit_calls_compile_the_step_once():
         net.train(BATCHES, iterations=2)
     net.train_step(*BATCHES[0])
     assert traces == [(8, 2), (1, 2)]  # one trace of the step: the batch and the per-example loss
+
+
+def test_a_best_metric_without_values_is_an_error_not_a_missing_best_checkpoint(tmp_path):
+    model, optimizer = memorized_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (2, 4, 3))
+    x = jnp.asarray(RNG.normal(size=(2, 4, 3)), jnp.float32)
+    labels = (jnp.zeros((2, 4), jnp.int32), jnp.ones((2, 4)))  # a pytree: no accuracy is defined
+
+    def weighted(logits, labels):
+        return jaxdl.softmax_cross_entropy(logits, labels[0])
+
+    with pytest.raises(ValueError, match="best_metric 'validation_accuracy' has no value in epoch 1"):
+        jaxdl.fit(model, weighted, optimizer, state, [(x, labels)], epochs=1, validation_data=[(x, labels)],
+                  output_dir=tmp_path / "run", log=None, plot=False)

@@ -68,10 +68,23 @@ def assert_same_state(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-class Interrupt(Callback):
+REAL_FIT = jaxdl.fit
+
+
+class InterruptAtEpoch(Callback):
+    """Raises KeyboardInterrupt (as Ctrl-C would) when the given epoch starts."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
     def on_epoch_start(self, epoch, steps):
-        if epoch == 1:
+        if epoch == self.epoch:
             raise KeyboardInterrupt("simulated Ctrl-C")
+
+
+def fit_interrupted_at(epoch):
+    """`jaxdl.fit` with an `InterruptAtEpoch` callback added (to monkeypatch into the recipe)."""
+    return lambda *a, **k: REAL_FIT(*a, **{**k, "callbacks": [*k["callbacks"], InterruptAtEpoch(epoch)]})
 
 
 def test_resumed_run_equals_unbroken_run_and_test_is_evaluated_once(tmp_path, data, monkeypatch):
@@ -83,13 +96,12 @@ def test_resumed_run_equals_unbroken_run_and_test_is_evaluated_once(tmp_path, da
     best_epoch = unbroken.fit.best["epoch"]
     assert unbroken.test["epoch"] == best_epoch and unbroken.test["count"] == 20
 
-    real_fit = jaxdl.fit
-    monkeypatch.setattr(jaxdl, "fit", lambda *a, **k: real_fit(*a, **{**k, "callbacks": [*k["callbacks"], Interrupt()]}))
+    monkeypatch.setattr(jaxdl, "fit", fit_interrupted_at(1))
     with pytest.raises(KeyboardInterrupt):
         lenet.train_lenet(config(tmp_path, "broken"), data, log=logs.append,
                           resume_command="python scripts/train_lenet.py --resume")
     assert logs[-1].endswith("Continue with: python scripts/train_lenet.py --resume")
-    monkeypatch.setattr(jaxdl, "fit", real_fit)
+    monkeypatch.setattr(jaxdl, "fit", REAL_FIT)
     assert checkpoint.read_manifest(tmp_path / "broken" / "checkpoints" / "last")["metadata"]["epoch"] == 1
 
     resumed = lenet.train_lenet(config(tmp_path, "broken", resume=True), data, log=logs.append)
@@ -207,30 +219,16 @@ def test_a_hyperparameter_search_never_evaluates_test(tmp_path, data, monkeypatc
     assert result.test is None and result.fit.status == "completed"
 
 
-class InterruptAtEpoch(Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_start(self, epoch, steps):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_resume_may_lower_the_learning_rate_and_records_it(tmp_path, data, monkeypatch):
-    real_fit = jaxdl.fit
-
-    def interrupted_at(epoch):
-        return lambda *a, **k: real_fit(*a, **{**k, "callbacks": [*k["callbacks"], InterruptAtEpoch(epoch)]})
-
-    monkeypatch.setattr(jaxdl, "fit", interrupted_at(1))
+    monkeypatch.setattr(jaxdl, "fit", fit_interrupted_at(1))
     with pytest.raises(KeyboardInterrupt):
         lenet.train_lenet(config(tmp_path, epochs=3), data, log=None)
-    monkeypatch.setattr(jaxdl, "fit", interrupted_at(2))
+    monkeypatch.setattr(jaxdl, "fit", fit_interrupted_at(2))
     logs = []
     with pytest.raises(KeyboardInterrupt):
         lenet.train_lenet(config(tmp_path, epochs=3, resume=True, learning_rate=1e-3), data, log=logs.append)
     assert any("from 0.002 to 0.001 from epoch 2 on" in line for line in logs)
-    monkeypatch.setattr(jaxdl, "fit", real_fit)
+    monkeypatch.setattr(jaxdl, "fit", REAL_FIT)
     # A later --resume without --learning-rate keeps the lowered one (the stored hyperparameters).
     args = train_script.parse_args(["--resume", "--output-dir", str(tmp_path / "run"), "--no-progress"])
     assert train_script.config_from_args(args).learning_rate == 1e-3

@@ -16,7 +16,7 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import jax
 import numpy as np
@@ -126,6 +126,3 @@ def check_epochs(source: EpochSource, epochs: int) -> None:
             f"it would be exhausted after the first. Pass a list, an object whose __iter__ starts a new "
             f"pass, or one with epoch(epoch) -> batches (see jaxdl.datasets.pipeline.EpochBatches).")
 
-
-Data = Any  # an EpochSource input (see the module docstring)
-EpochFn = Callable[[int], Iterable]

@@ -308,7 +308,11 @@ def _update_best(run: _Run, row: dict) -> bool:
     if run.best_metric not in row:
         raise ValueError(f"fit: best_metric {run.best_metric!r} is not in the history's columns {sorted(row)}.")
     value = row[run.best_metric]
-    if value is None or not math.isfinite(value):
+    if value is None:  # e.g. validation_accuracy for labels that are not a class array
+        raise ValueError(f"fit: best_metric {run.best_metric!r} has no value in epoch {row['epoch']} (accuracy "
+                         f"needs integer or one-hot labels); pick another, e.g. best_metric='validation_loss', "
+                         f"best_mode='min', or None for no best checkpoint.")
+    if not math.isfinite(value):
         return False
     previous = None if run.best is None else run.best[run.best_metric]
     better = previous is None or (value > previous if run.best_mode == "max" else value < previous)
