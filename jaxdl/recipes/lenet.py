@@ -152,14 +152,19 @@ def stored_metadata(output_dir) -> dict:
 
 def stored_hyperparameters(output_dir) -> dict:
     """The hyperparameters of the run in ``output_dir`` ({} when it holds none)."""
-    stored = stored_metadata(output_dir).get("config", {})
+    return hyperparameters_in(stored_metadata(output_dir))
+
+
+def hyperparameters_in(metadata: dict) -> dict:
+    """The hyperparameters recorded in a checkpoint's ``metadata`` ({} when there are none)."""
+    stored = metadata.get("config", {})
     return dict(stored) if isinstance(stored, dict) else {}
 
 
 def learning_rate_changes(config: LeNetConfig, stored: dict, log) -> list[dict]:
     """The run's learning-rate changes, plus this resume's if ``config`` changes the stored one."""
     changes = list(stored.get("learning_rate_changes", []))
-    previous = stored.get("config", {}).get("learning_rate")
+    previous = hyperparameters_in(stored).get("learning_rate")
     if config.resume and previous is not None and previous != config.learning_rate:
         epoch = len(stored.get("history", [])) + 1
         changes.append({"from_epoch": epoch, "learning_rate": config.learning_rate, "was": previous})
@@ -224,7 +229,7 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
     output_dir = pathlib.Path(config.output_dir)
     stored = stored_metadata(output_dir) if config.resume else {}
     if config.resume:
-        check_resume_matches(config, stored_hyperparameters(output_dir))
+        check_resume_matches(config, hyperparameters_in(stored))
     changes = learning_rate_changes(config, stored, log)
     if data is None:
         data = load_mnist(config.data_dir, cache_dir=config.cache_dir, download=config.download,
