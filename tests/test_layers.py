@@ -401,13 +401,3 @@ def test_conv_layer_takes_the_cpu_fast_paths(channels, kernels, dtype, expected_
         assert not convolutions
     else:
         assert convolutions and all(f",{expected_kernels}]" in line.split("=")[1] for line in convolutions), convolutions
-
-
-def test_fast_conv_default_platform_branch_is_the_reference():
-    from jaxdl.layers.conv import blocked_weight_gradient
-    rng = np.random.default_rng(1)
-    x, w = jnp.asarray(rng.normal(size=(4, 2, 6, 6))), jnp.asarray(rng.normal(size=(3, 2, 3, 3)))
-    y, vjp = jax.vjp(lambda w: conv_reference(x, w, (1, 1), ((1, 1), (1, 1))), w)
-    cotangent = jnp.asarray(rng.normal(size=y.shape))
-    np.testing.assert_allclose(blocked_weight_gradient(x, w, cotangent, (1, 1), ((1, 1), (1, 1)), block=4),
-                               vjp(cotangent)[0], rtol=1e-12)

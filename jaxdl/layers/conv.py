@@ -10,6 +10,7 @@ import math
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from jaxdl.core import Layer, check_floating, check_rank
 from jaxdl.initializers import Constant, Xavier
@@ -70,12 +71,12 @@ LIBRARY_KERNELS = 32
 LIBRARY_CHANNELS = 30
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def fast_conv(x, weights, stride, padding):
-    """`conv_reference` with CPU fast paths; equal to it in value and gradient.
+    """`conv_reference` with CPU fast paths; equal to it in value and every derivative.
 
     On CPU (chosen at lowering with `lax.platform_dependent`; other platforms run
-    `conv_reference` and its gradient unchanged):
+    `conv_reference` and its derivatives unchanged):
 
     * One input channel (the first layer of an image network): the forward pass is a sum of
       shifted, strided slices times each tap, ~9x faster than XLA's CPU convolution.
@@ -84,11 +85,19 @@ def fast_conv(x, weights, stride, padding):
       does twice the arithmetic, but XLA's CPU backend runs it with YNNPACK instead of Eigen:
       1.6x faster for LeNet's 6->16 layer on one core (a little slower on two, where Eigen
       uses both cores and YNNPACK one; benchmarks/RESULTS.md).
-    * Backward: `lax.conv`'s own input gradient, and its weight gradient summed over blocks of
-      `WEIGHT_GRAD_BLOCK` batch rows: XLA computes a whole-batch weight gradient as one
-      single-threaded convolution contracting over the batch, 1.3-1.5x slower than in blocks
-      of 32 for LeNet's layers. The sum's order differs: equal to float rounding.
-    The custom VJP also keeps autodiff away from the slices, which would scatter once per tap.
+    * Weight gradient: summed over blocks of `WEIGHT_GRAD_BLOCK` batch rows. XLA computes a
+      whole-batch weight gradient as one single-threaded convolution contracting over the
+      batch, 1.3-1.5x slower than in blocks of 32 for LeNet's layers. The sum's order differs:
+      equal to float rounding.
+
+    How (a `jax.custom_jvp`, so forward mode, Hessian-vector products and `jax.hessian` work):
+    the primal is the fast forward pass; the tangent is the linear map
+    ``conv_reference(dx, w) + conv_reference(x, dw)``, the second term written batch block by
+    batch block (`_weight_tangent`). Reverse mode transposes that linear map: the input
+    gradient is `lax.conv`'s own, and the transpose of the block-wise term is the block-wise
+    weight gradient. The rule also keeps autodiff away from the slices of the one-channel
+    path, which would scatter once per tap. Zero tangents are skipped (``symbolic_zeros``), so
+    a network's first layer computes no input gradient.
     """
     return _conv_forward(x, weights, stride, padding)
 
@@ -121,33 +130,40 @@ def _single_channel_forward(x, weights, stride, padding):
     return out
 
 
-def _fast_conv_fwd(x, weights, stride, padding):
-    return _conv_forward(x, weights, stride, padding), (x, weights)
+def _fast_conv_jvp(stride, padding, primals, tangents):
+    x, weights = primals
+    dx, dweights = tangents
+    out = _conv_forward(x, weights, stride, padding)
+    terms = []
+    if not isinstance(dx, SymbolicZero):
+        terms.append(conv_reference(dx, weights, stride, padding))
+    if not isinstance(dweights, SymbolicZero):
+        terms.append(_weight_tangent(x, dweights, stride, padding))
+    # JAX calls the rule only when some tangent is nonzero, so ``terms`` is never empty.
+    return out, sum(terms[1:], terms[0])
 
 
-def _fast_conv_bwd(stride, padding, residuals, cotangent):
-    x, weights = residuals
-    grad_x = jax.vjp(lambda v: conv_reference(v, weights, stride, padding), x)[1](cotangent)[0]
-    grad_weights = lax.platform_dependent(
-        x, cotangent,
-        cpu=lambda x, c: blocked_weight_gradient(x, weights, c, stride, padding),
-        default=lambda x, c: blocked_weight_gradient(x, weights, c, stride, padding, block=x.shape[0]),
-    )
-    return grad_x, grad_weights
+def _weight_tangent(x, dweights, stride, padding):
+    """``conv_reference(x, dweights)``, on CPU computed in batch blocks of `WEIGHT_GRAD_BLOCK`.
+
+    Linear in ``dweights``; its transpose (the weight gradient reverse mode needs) is then a sum
+    of block-wise weight gradients, which XLA's CPU backend runs faster than one whole-batch
+    gradient (see `fast_conv`).
+    """
+    def whole(x, dweights):
+        return conv_reference(x, dweights, stride, padding)
+
+    def blocked(x, dweights):
+        starts = range(0, x.shape[0], WEIGHT_GRAD_BLOCK)
+        if len(starts) == 1:
+            return whole(x, dweights)
+        return jnp.concatenate(
+            [conv_reference(x[s:s + WEIGHT_GRAD_BLOCK], dweights, stride, padding) for s in starts], axis=0)
+
+    return lax.platform_dependent(x, dweights, cpu=blocked, default=whole)
 
 
-def blocked_weight_gradient(x, weights, cotangent, stride, padding, block=WEIGHT_GRAD_BLOCK):
-    """d(sum(cotangent * conv_reference(x, weights)))/d(weights), summed over batch blocks."""
-    grad = None
-    for start in range(0, x.shape[0], block):
-        rows = slice(start, start + block)
-        _, vjp = jax.vjp(lambda w: conv_reference(x[rows], w, stride, padding), weights)
-        part = vjp(cotangent[rows])[0]
-        grad = part if grad is None else grad + part
-    return grad
-
-
-fast_conv.defvjp(_fast_conv_fwd, _fast_conv_bwd)
+fast_conv.defjvp(_fast_conv_jvp, symbolic_zeros=True)
 
 
 @dataclasses.dataclass(frozen=True)

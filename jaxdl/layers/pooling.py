@@ -7,6 +7,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxdl.core import Layer, check_floating, check_rank
@@ -69,25 +70,35 @@ def reduce_window_max_pool(x, pool_shape, stride):
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, *pool_shape), (1, 1, *stride), "VALID")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def tiled_max_pool(x, pool_shape):
     """Max pooling over non-overlapping windows (stride == pool_shape), fast on CPU.
 
-    Equal to `reduce_window_max_pool` in value and gradient (the first arg-max in row-major
-    order of each window takes the gradient; rows and columns past the last whole window get
-    zero). The difference is the backward pass: XLA's CPU lowering of `reduce_window`'s
-    gradient builds four int32 index arrays the size of the input and scatters through them
-    (about 8 ms of LeNet's 31 ms training step at batch 128); here the forward pass records
-    each window's arg-max position as a small integer in the same `reduce_window` that takes
-    the max, and the backward pass is one elementwise select. The position is recorded in the
-    forward pass because computing it in the backward makes XLA fuse (and recompute) the
-    producing layer into it; see benchmarks/RESULTS.md.
+    Equal to `reduce_window_max_pool` in value and every derivative (the first arg-max in
+    row-major order of each window takes the derivative; rows and columns past the last whole
+    window get zero). The difference is the backward pass: XLA's CPU lowering of
+    `reduce_window`'s gradient builds four int32 index arrays the size of the input and
+    scatters through them (about 8 ms of LeNet's 31 ms training step at batch 128).
+
+    How (a `jax.custom_jvp`, so forward mode and second order work): the tangent rule takes
+    each window's max together with the row-major position of its first arg-max, as a small
+    integer, in the same `reduce_window`; the tangent is then ``dx`` at that position, a
+    linear map (select, then a sum over each window). Reverse mode transposes it into one
+    elementwise select that spreads each window's cotangent to its arg-max. The position is
+    recorded in the forward pass because computing it in the backward makes XLA fuse (and
+    recompute) the producing layer into it; see benchmarks/RESULTS.md.
     """
     return reduce_window_max_pool(x, pool_shape, pool_shape)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _max_and_position(x, pool_shape):
-    """Each window's max and the row-major position (0 .. py*px-1) of its first arg-max."""
+    """Each window's max and the row-major position (0 .. py*px-1) of its first arg-max.
+
+    One variadic `reduce_window` over (value, position). A `custom_jvp` of its own: JAX cannot
+    differentiate a `reduce_window` with an integer operand, and differentiating
+    `tiled_max_pool`'s rule (second order) passes through here.
+    """
     py, px = pool_shape
     index_dtype = jnp.int8 if py * px < 127 else jnp.int32
     position = _position_in_window(x.shape[2:], pool_shape).astype(index_dtype)
@@ -103,6 +114,32 @@ def _max_and_position(x, pool_shape):
     return lax.reduce_window((x, position), init, first_max, window, window, "VALID")
 
 
+@_max_and_position.defjvp
+def _max_and_position_jvp(pool_shape, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    pooled, position = _max_and_position(x, pool_shape)
+    no_tangent = np.zeros(position.shape, dtype=jax.dtypes.float0)
+    return (pooled, position), (_value_at(dx, position, pool_shape), no_tangent)
+
+
+def _value_at(a, position, pool_shape):
+    """``a`` (batch, channels, y, x) at each window's ``position``: (batch, channels, y', x').
+
+    Linear in ``a``: its transpose spreads each window's cotangent to that position (one
+    elementwise select) and zero elsewhere.
+    """
+    py, px = pool_shape
+    out_y, out_x = position.shape[2:]
+
+    def windows(v):  # (..., out_y*py, out_x*px) -> (..., out_y, py, out_x, px)
+        return v.reshape(v.shape[:-2] + (out_y, py, out_x, px))
+
+    own_position = _position_in_window((out_y * py, out_x * px), pool_shape).astype(position.dtype)
+    is_at = windows(own_position) == position[:, :, :, None, :, None]
+    covered = a[:, :, :out_y * py, :out_x * px]
+    return jnp.sum(jnp.where(is_at, windows(covered), 0), axis=(3, 5)).astype(a.dtype)
+
+
 def _position_in_window(spatial_shape, pool_shape):
     """(y, x) int32 array: each element's row-major position inside its pooling window."""
     rows = lax.broadcasted_iota(jnp.int32, spatial_shape, 0) % pool_shape[0]
@@ -110,24 +147,10 @@ def _position_in_window(spatial_shape, pool_shape):
     return rows * pool_shape[1] + cols
 
 
-def _tiled_max_pool_fwd(x, pool_shape):
+def _tiled_max_pool_jvp(pool_shape, primals, tangents):
+    (x,), (dx,) = primals, tangents
     pooled, position = _max_and_position(x, pool_shape)
-    return pooled, (position, x.shape)
+    return pooled, _value_at(dx, position, pool_shape)
 
 
-def _tiled_max_pool_bwd(pool_shape, residuals, cotangent):
-    position, input_shape = residuals
-    py, px = pool_shape
-    batch, channels, height, width = input_shape
-    out_y, out_x = cotangent.shape[2:]
-
-    def upsample(a):
-        a = jnp.broadcast_to(a[:, :, :, None, :, None], (batch, channels, out_y, py, out_x, px))
-        return a.reshape(batch, channels, out_y * py, out_x * px)
-
-    own_position = _position_in_window((out_y * py, out_x * px), pool_shape).astype(position.dtype)
-    grad = jnp.where(upsample(position) == own_position, upsample(cotangent), 0).astype(cotangent.dtype)
-    return (jnp.pad(grad, ((0, 0), (0, 0), (0, height - out_y * py), (0, width - out_x * px))),)
-
-
-tiled_max_pool.defvjp(_tiled_max_pool_fwd, _tiled_max_pool_bwd)
+tiled_max_pool.defjvp(_tiled_max_pool_jvp)

@@ -1,29 +1,36 @@
-"""The recurrent cells' math: one time step forward, and the same step in reverse by hand.
+"""The recurrent cells' math: one time step forward, and the same step's linear tangent map.
 
 Shared conventions (batch B, features F, hidden size H, G gates):
 
 * ``x_t`` is (B, F), ``h_{t-1}`` is (B, H). Parameters ``w_ih`` (F, G*H), ``w_hh`` (H, G*H)
   and ``b`` (G*H,), the gates stacked along the last axis in PyTorch/cuDNN order.
 * ``forward(params, carry, x_t) -> (carry, outputs)``: ``carry`` is a tuple, ``(h,)`` or
-  ``(h, c)``; ``outputs = (h_t, *residuals)``, the layer output at step t followed by what
-  the reverse step needs. The plain path differentiates ``forward`` with `jax.grad`; the fused
-  path (`jaxdl.layers.recurrent.sequence`) uses the hand-written ``backward`` instead.
-* ``backward(w_hh_t, dcarry, inputs) -> (dcarry_prev, (dz_x, [dz_h]))``: given the gradient
-  reaching step t (through the carry and from the output h_t), returns the gradient reaching
-  step t-1 and the gradient of the loss with respect to the input projection
-  ``a_t = x_t w_ih + b`` (``dz_x``, (B, G*H)) and, when it differs (GRU), with respect to the
-  hidden projection ``s_t = h_{t-1} w_hh`` (``dz_h``). ``w_hh_t`` is ``w_hh.T``.
-* ``backward_inputs(hs, residuals, carry0, reverse)``: the per-step sequences ``backward``
-  reads, built once from the forward pass's stacked outputs.
+  ``(h, c)``; ``outputs = (h_t, *coefficients)``, the layer output at step t followed by the
+  step's partial derivatives that make the tangent step a linear map with them as constants.
+  The plain path differentiates ``forward`` with JAX autodiff (and never computes the
+  coefficients: unused scan outputs are removed); the fused path
+  (`jaxdl.layers.recurrent.sequence`) stacks them and uses the tangent map below.
+* ``tangent_step(w_hh, dcarry, inputs) -> (dcarry, dh_t)``: given the tangent of the previous
+  carry and ``inputs = (dz_x_t, [dz_h_t], *coefficients_t)``, where ``dz_x_t`` is the tangent
+  of the input projection ``a_t = x_t w_ih + b`` (for Elman and LSTM also of the hidden
+  projection's parameter part, see ``separate_hidden_projection``) and ``dz_h_t`` (GRU only)
+  that of the hidden projection ``s_t = h_{t-1} w_hh`` with its parameters' tangents, returns
+  the new carry tangent and the output tangent. Linear in (dcarry, dz): reverse mode
+  transposes it into the hand-derived backward step (one product with w_hh^T per step).
+* ``separate_hidden_projection``: False when ``a_t`` and ``s_t`` are added before any
+  nonlinearity (Elman, LSTM: one stacked pre-activation tangent), True for the GRU, whose r
+  gate multiplies part of ``s_t``.
+* ``hidden_bias_tangents(params, dparams)``: extra terms of ``dz_h`` (GRU's ``b_hn``).
 
-The weight gradients are not in ``backward``: they are sums over time of outer products, which
-the fused path computes after the loop as single matrix products.
+The weight terms are not in ``tangent_step``: they do not depend on the previous step, so the
+fused path computes them before the loop as single matrix products over all steps.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 
 def previous(seq, first, reverse: bool):
@@ -50,29 +57,25 @@ class ElmanCell:
 
     gates = 1
     carry_names = ("h",)
+    separate_hidden_projection = False
 
     @staticmethod
     def forward(params, carry, x_t):
         (h,) = carry
         h = jnp.tanh(x_t @ params["w_ih"] + h @ params["w_hh"] + params["b"])
-        return (h,), (h,)
+        return (h,), (h, _tanh_derivative(h))
 
     @staticmethod
-    def backward_inputs(hs, residuals, carry0, reverse):
-        del residuals, carry0, reverse
-        return (hs,)
+    def hidden_bias_tangents(params, dparams):
+        del params, dparams
+        return []
 
     @staticmethod
-    def backward(w_hh_t, dcarry, inputs):
+    def tangent_step(w_hh, dcarry, inputs):
         (dh,) = dcarry
-        dh_t, h = inputs
-        dz = (dh + dh_t) * _tanh_derivative(h)
-        return (dz @ w_hh_t,), (dz,)
-
-    @staticmethod
-    def extra_grads(dz_h, hidden_size):
-        del dz_h, hidden_size
-        return {}
+        dz, slope = inputs
+        dh = slope * (dz + dh @ w_hh)
+        return (dh,), dh
 
 
 class LSTMCell:
@@ -85,6 +88,7 @@ class LSTMCell:
 
     gates = 4
     carry_names = ("h", "c")
+    separate_hidden_projection = False
 
     @staticmethod
     def forward(params, carry, x_t):
@@ -92,35 +96,31 @@ class LSTMCell:
         z = x_t @ params["w_ih"] + h @ params["w_hh"] + params["b"]
         z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
         i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
-        c = f * c + i * g
-        h = o * jnp.tanh(c)
-        return (h, c), (h, jnp.concatenate([i, f, g, o], axis=-1), c)
-
-    @staticmethod
-    def backward_inputs(hs, residuals, carry0, reverse):
-        gates, cs = residuals
-        return gates, cs, previous(cs, carry0[1], reverse)
-
-    @staticmethod
-    def backward(w_hh_t, dcarry, inputs):
-        dh, dc = dcarry
-        dh_t, gates, c, c_prev = inputs
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        dh = dh + dh_t
+        c_prev, c = c, f * c + i * g
         tanh_c = jnp.tanh(c)
-        dc = dc + dh * o * _tanh_derivative(tanh_c)
-        dz = jnp.concatenate([
-            dc * g * _sigmoid_derivative(i),
-            dc * c_prev * _sigmoid_derivative(f),
-            dc * i * _tanh_derivative(g),
-            dh * tanh_c * _sigmoid_derivative(o),
+        h = o * tanh_c
+        # dc_t = f dc_{t-1} + the first three parts of slopes * dz; dh_t = (last part) + cell_slope dc_t
+        slopes = jnp.concatenate([
+            g * _sigmoid_derivative(i),
+            c_prev * _sigmoid_derivative(f),
+            i * _tanh_derivative(g),
+            tanh_c * _sigmoid_derivative(o),
         ], axis=-1)
-        return (dz @ w_hh_t, dc * f), (dz,)
+        return (h, c), (h, slopes, f, o * _tanh_derivative(tanh_c))
 
     @staticmethod
-    def extra_grads(dz_h, hidden_size):
-        del dz_h, hidden_size
-        return {}
+    def hidden_bias_tangents(params, dparams):
+        del params, dparams
+        return []
+
+    @staticmethod
+    def tangent_step(w_hh, dcarry, inputs):
+        dh, dc = dcarry
+        dz, slopes, f, cell_slope = inputs
+        d_i, d_f, d_g, d_o = jnp.split(slopes * (dz + dh @ w_hh), 4, axis=-1)
+        dc = f * dc + d_i + d_f + d_g
+        dh = d_o + cell_slope * dc
+        return (dh, dc), dh
 
 
 class GRUCell:
@@ -136,6 +136,7 @@ class GRUCell:
 
     gates = 3
     carry_names = ("h",)
+    separate_hidden_projection = True
 
     @staticmethod
     def forward(params, carry, x_t):
@@ -146,27 +147,27 @@ class GRUCell:
         z = jax.nn.sigmoid(a_z + s_z)
         s_n = s_n + params["b_hn"]
         n = jnp.tanh(a_n + r * s_n)
-        h = (1 - z) * n + z * h
-        return (h,), (h, jnp.concatenate([r, z, n], axis=-1), s_n)
+        h_prev, h = h, (1 - z) * n + z * h
+        # dh_t = new_slope (da_n + reset_slope du_r + r ds_n) + update_slope du_z + z dh_{t-1},
+        # with u = a + s (the r and z pre-activations)
+        new_slope = (1 - z) * _tanh_derivative(n)
+        reset_slope = s_n * _sigmoid_derivative(r)
+        update_slope = (h_prev - n) * _sigmoid_derivative(z)
+        return (h,), (h, new_slope, reset_slope, r, update_slope, z)
 
     @staticmethod
-    def backward_inputs(hs, residuals, carry0, reverse):
-        gates, s_n = residuals
-        return gates, s_n, previous(hs, carry0[0], reverse)
+    def hidden_bias_tangents(params, dparams):
+        """``b_hn`` enters the n-part of the hidden projection."""
+        if isinstance(dparams["b_hn"], SymbolicZero):
+            return []
+        return [jnp.concatenate([jnp.zeros(2 * params["b_hn"].shape[0], params["b_hn"].dtype), dparams["b_hn"]])]
 
     @staticmethod
-    def backward(w_hh_t, dcarry, inputs):
+    def tangent_step(w_hh, dcarry, inputs):
         (dh,) = dcarry
-        dh_t, gates, s_n, h_prev = inputs
-        r, z, n = jnp.split(gates, 3, axis=-1)
-        dh = dh + dh_t
-        da_n = dh * (1 - z) * _tanh_derivative(n)
-        da_r = da_n * s_n * _sigmoid_derivative(r)
-        da_z = dh * (h_prev - n) * _sigmoid_derivative(z)
-        dz_x = jnp.concatenate([da_r, da_z, da_n], axis=-1)
-        dz_h = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
-        return (dh * z + dz_h @ w_hh_t,), (dz_x, dz_h)
-
-    @staticmethod
-    def extra_grads(dz_h, hidden_size):
-        return {"b_hn": jnp.sum(dz_h[:, 2 * hidden_size:], axis=0)}
+        da, ds_params, new_slope, reset_slope, r, update_slope, z = inputs
+        ds = dh @ w_hh + ds_params
+        du_r, du_z, _ = jnp.split(da + ds, 3, axis=-1)
+        da_n, ds_n = da[..., 2 * dh.shape[-1]:], ds[..., 2 * dh.shape[-1]:]
+        dh = new_slope * (da_n + reset_slope * du_r + r * ds_n) + update_slope * du_z + z * dh
+        return (dh,), dh

@@ -1,0 +1,129 @@
+"""Forward mode and second order through every layer of the registry, float64 and float32.
+
+The CPU fast paths (`fast_conv`, `tiled_max_pool`, the recurrent layers' fused derivative)
+are `jax.custom_jvp` rules; these properties check that every transformation goes through
+them and agrees with the plain paths (`lax.conv`, `lax.reduce_window`, autodiff through
+`lax.scan`), which `plain_paths` swaps in:
+
+* `jax.jvp` equals central finite differences (float64) and the float64 JVP at the same
+  point (float32, the tolerances of test_layer_properties.py).
+* Hessian-vector products (`jax.jvp` of `jax.grad`, with respect to params and input) equal
+  the plain paths' and, in float64, central differences of the gradient.
+* `jax.hessian` with respect to the input equals the plain paths' (float64).
+* `jax.linearize` followed by `jax.linear_transpose` equals `jax.vjp`.
+
+Each layer runs in training mode with a fixed key (dropout masks and batch statistics
+included); the scalar is ``sum(sin(outputs) * weights)`` so that second derivatives are not
+trivially zero.
+"""
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdl.layers import conv, pooling
+from jaxdl.layers.recurrent import layers as recurrent_layers
+from jaxdl.layers.recurrent.sequence import scan_sequence
+from layer_registry import LAYER_CASES
+from test_layer_properties import DTYPES, FLOAT32_GRAD_TOL, FLOAT32_VALUE_TOL, IDS, _init, assert_trees_close, to_float64
+
+KEY = jax.random.key(7)
+#: Same math, differently ordered float operations: rtol, atol relative to the largest entry.
+SAME_MATH_TOL = {jnp.float64: (1e-9, 1e-11), jnp.float32: (2e-5, 2e-6)}
+
+
+@contextlib.contextmanager
+def plain_paths():
+    """Swaps the CPU fast paths for the plain ones they are tested equal to."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv, "fast_conv", conv.conv_reference)
+        patch.setattr(pooling, "tiled_max_pool", lambda x, pool: pooling.reduce_window_max_pool(x, pool, pool))
+        patch.setitem(recurrent_layers._IMPLEMENTATIONS, "fused", scan_sequence)
+        yield
+
+
+def _setup(layer, shape, dtype):
+    params, state, x = _init(layer, shape, dtype)
+
+    def outputs(params, x):
+        return layer.apply(params, state, x, key=KEY, train=True)[0]
+
+    y_shape = jax.eval_shape(outputs, params, x).shape
+    weights = jax.random.normal(jax.random.key(21), y_shape, dtype)
+
+    def scalar(params, x):
+        return jnp.sum(jnp.sin(outputs(params, x)) * weights)
+
+    directions = jax.tree.map(lambda a: jax.random.normal(jax.random.key(22), a.shape, a.dtype), (params, x))
+    return outputs, scalar, (params, x), directions
+
+
+def _hvp(scalar, primals, directions):
+    return jax.jit(lambda p, d: jax.jvp(jax.grad(scalar, argnums=(0, 1)), p, d)[1])(primals, directions)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
+def test_jvp_matches_finite_differences(name, layer, shape, dtype):
+    outputs, _, primals, directions = _setup(layer, shape, dtype)
+    y, tangent = jax.jit(lambda p, d: jax.jvp(outputs, p, d))(primals, directions)
+    if dtype == jnp.float64:
+        eps = 1e-6
+        shifted = jax.jit(lambda sign: outputs(*jax.tree.map(lambda p, d: p + sign * eps * d, primals, directions)))
+        assert_trees_close(tangent, (shifted(1.0) - shifted(-1.0)) / (2 * eps), 1e-5, 1e-6, err_msg="jvp vs finite differences")
+        return
+    outputs64, _, _, _ = _setup(layer, shape, jnp.float64)
+    y64, tangent64 = jax.jit(lambda p, d: jax.jvp(outputs64, p, d))(to_float64(primals), to_float64(directions))
+    assert_trees_close(to_float64(y), y64, *FLOAT32_VALUE_TOL, err_msg="outputs vs float64")
+    assert_trees_close(to_float64(tangent), tangent64, *FLOAT32_GRAD_TOL, err_msg="jvp vs float64")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
+def test_hessian_vector_product_equals_the_plain_paths(name, layer, shape, dtype):
+    _, scalar, primals, directions = _setup(layer, shape, dtype)
+    hvp = _hvp(scalar, primals, directions)
+    with plain_paths():
+        _, plain_scalar, _, _ = _setup(layer, shape, dtype)
+        reference = _hvp(plain_scalar, primals, directions)
+    assert_trees_close(hvp, reference, *SAME_MATH_TOL[dtype], scale="tree", err_msg="HVP vs plain paths")
+    if dtype == jnp.float64:  # and against central differences of the gradient
+        eps = 1e-5
+        grad = jax.jit(jax.grad(scalar, argnums=(0, 1)))
+        shifted = [grad(*jax.tree.map(lambda p, d: p + sign * eps * d, primals, directions)) for sign in (1, -1)]
+        differences = jax.tree.map(lambda a, b: (a - b) / (2 * eps), *shifted)
+        assert_trees_close(hvp, differences, 1e-5, 1e-6, scale="tree", err_msg="HVP vs finite differences")
+
+
+@pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
+def test_hessian_equals_the_plain_paths(name, layer, shape, dtype=jnp.float64):
+    """float64 only: in float32 the Hessian is made of the same HVPs the test above checks."""
+    _, scalar, (params, x), _ = _setup(layer, shape, dtype)
+    hessian = jax.jit(jax.hessian(scalar, argnums=1))(params, x)
+    assert hessian.shape == x.shape * 2
+    with plain_paths():
+        _, plain_scalar, _, _ = _setup(layer, shape, dtype)
+        reference = jax.jit(jax.hessian(plain_scalar, argnums=1))(params, x)
+    assert_trees_close(hessian, reference, *SAME_MATH_TOL[dtype], scale="tree", err_msg="hessian vs plain paths")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
+def test_linearize_then_transpose_equals_vjp(name, layer, shape, dtype):
+    outputs, _, primals, _ = _setup(layer, shape, dtype)
+    cotangent = jax.random.normal(jax.random.key(23), jax.eval_shape(outputs, *primals).shape, dtype)
+
+    @jax.jit
+    def both(primals, cotangent):
+        y, linear = jax.linearize(outputs, *primals)
+        transposed = jax.linear_transpose(linear, *primals)(cotangent)
+        y_vjp, vjp = jax.vjp(outputs, *primals)
+        return y, y_vjp, tuple(transposed), vjp(cotangent)
+
+    y, y_vjp, transposed, gradient = both(primals, cotangent)
+    np.testing.assert_array_equal(y, y_vjp)
+    assert_trees_close(transposed, gradient, *SAME_MATH_TOL[dtype], scale="tree",
+                       err_msg="transposed linearization vs vjp")
