@@ -21,8 +21,12 @@ Two ways to use a regularizer:
   or Adam's moments (the AdamW idea). The training step reports loss = data loss + norm.
 * In the loss: ``make_train_step(..., penalty=reg)`` adds ``reg.norm(params)`` to the
   differentiated objective, so its gradient flows through momentum/Adam like the data
-  gradient. For plain SGD both are the same; with Adam the decoupled form is usually the
-  better regularizer (Loshchilov & Hutter, "Decoupled Weight Decay Regularization").
+  gradient. That gradient is the derivative of the norm: alpha * sign(w) for L1 (so with
+  plain SGD both ways give the same step), but 2 * alpha * w for L2, twice the decoupled
+  shrinkage alpha * w (the exercise's gradient has no factor 2): with plain SGD,
+  ``penalty=L2Regularizer(alpha)`` steps as ``regularizer=L2Regularizer(2 * alpha)``. With
+  Adam the decoupled form is usually the better regularizer (Loshchilov & Hutter, "Decoupled
+  Weight Decay Regularization").
 """
 
 from __future__ import annotations
