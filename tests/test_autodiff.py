@@ -23,12 +23,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from layer_registry import LAYER_CASES
+from test_layer_properties import (
+    DTYPES,
+    FLOAT32_GRAD_TOL,
+    FLOAT32_VALUE_TOL,
+    IDS,
+    _init,
+    assert_trees_close,
+    to_float64,
+)
 
 from jaxdl.layers import conv, pooling
 from jaxdl.layers.recurrent import layers as recurrent_layers
 from jaxdl.layers.recurrent.sequence import scan_sequence
-from layer_registry import LAYER_CASES
-from test_layer_properties import DTYPES, FLOAT32_GRAD_TOL, FLOAT32_VALUE_TOL, IDS, _init, assert_trees_close, to_float64
 
 KEY = jax.random.key(7)
 #: Same math, differently ordered float operations: rtol, atol relative to the largest entry.
@@ -93,7 +101,7 @@ def test_hessian_vector_product_equals_the_plain_paths(name, layer, shape, dtype
     if dtype == jnp.float64:  # and against central differences of the gradient
         eps = 1e-5
         grad = jax.jit(jax.grad(scalar, argnums=(0, 1)))
-        shifted = [grad(*jax.tree.map(lambda p, d: p + sign * eps * d, primals, directions)) for sign in (1, -1)]
+        shifted = [grad(*jax.tree.map(lambda p, d, s=sign: p + s * eps * d, primals, directions)) for sign in (1, -1)]
         differences = jax.tree.map(lambda a, b: (a - b) / (2 * eps), *shifted)
         assert_trees_close(hvp, differences, 1e-5, 1e-6, scale="tree", err_msg="HVP vs finite differences")
 
