@@ -25,7 +25,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 import jaxdl
 from jaxdl import checkpoint, models
 from jaxdl.datasets.mnist import Split, load_mnist
-from jaxdl.datasets.pipeline import batches
+from jaxdl.datasets.pipeline import EpochBatches
 
 DEFAULT_CHECKPOINT = "runs/lenet/checkpoints/best"
 
@@ -48,7 +48,8 @@ def restore_model(directory):
 def predict_labels(model, params, state, split: Split, batch_size: int = 1000) -> np.ndarray:
     """The arg-max class of each image of ``split`` (int array of shape (n,))."""
     predict = jaxdl.make_predict(model)
-    outputs = [np.asarray(predict(params, state, x)) for x, _ in batches(split.images, split.labels, batch_size)]
+    outputs = [np.asarray(predict(params, state, x))
+               for x, _ in EpochBatches(split.images, split.labels, batch_size).epoch(0)]
     return np.argmax(np.concatenate(outputs), axis=-1)
 
 

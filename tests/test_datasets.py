@@ -1,4 +1,4 @@
-"""jaxdl.datasets: the TensorFlow-free tfds MNIST builder and the input pipeline.
+"""jaxdl.datasets.mnist: the TensorFlow-free tfds MNIST builder (the pipeline: tests/test_pipeline.py).
 
 The builder is exercised on tiny IDX files written here (prepared with
 ``verify_checksums=False``), and checksum verification is checked against tfds's registered
@@ -15,8 +15,6 @@ import pathlib
 import socket
 import struct
 import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -24,7 +22,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-from jaxdl.datasets import mnist, pipeline
+from jaxdl.datasets import mnist
 from jaxdl.datasets.mnist import MNIST_FILES, Split
 
 # tfds's progress bars stay at their default (on): jaxdl must switch them off itself.
@@ -372,113 +370,3 @@ def test_split_validation_holds_out_the_last_examples():
 def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("JAXDL_CACHE_DIR", str(tmp_path))
     assert mnist.default_cache_dir() == tmp_path / "tensorflow_datasets"
-
-
-# ----------------------------------------------------------------------------------------
-# The pipeline.
-
-
-def test_scale_images_layout_and_range():
-    images = np.array([[[0, 255], [51, 102]]], np.uint8)
-    x = pipeline.scale_images(images)
-    assert x.dtype == np.float32 and x.shape == (1, 1, 2, 2)
-    np.testing.assert_allclose(x[0, 0], [[0.0, 1.0], [0.2, 0.4]], rtol=1e-6)
-    with pytest.raises(ValueError, match="uint8"):
-        pipeline.scale_images(images.astype(np.float32))
-
-
-def test_epoch_order_is_reproducible_per_seed_and_epoch():
-    order = pipeline.epoch_order(100, seed=3, epoch=2)
-    np.testing.assert_array_equal(order, pipeline.epoch_order(100, seed=3, epoch=2))
-    assert sorted(order) == list(range(100))
-    assert not np.array_equal(order, pipeline.epoch_order(100, seed=3, epoch=3))
-    assert not np.array_equal(order, pipeline.epoch_order(100, seed=4, epoch=2))
-
-
-def test_batches_layout_order_and_remainder():
-    images, labels = fake_images(10, 0), np.arange(10) % 10
-    order = pipeline.epoch_order(10, seed=0, epoch=0)
-    result = list(pipeline.batches(images, labels, 4, order=order))
-    assert [x.shape for x, _ in result] == [(4, 1, 28, 28), (4, 1, 28, 28), (2, 1, 28, 28)]
-    assert all(x.dtype == np.float32 and y.dtype == np.int32 for x, y in result)
-    visited = np.concatenate([np.rint(x[:, 0, 0, 0] * 255).astype(int) for x, _ in result])
-    np.testing.assert_array_equal(visited, order)  # pixel (0, 0) is the image id
-    np.testing.assert_array_equal(np.concatenate([y for _, y in result]), labels[order])
-    dropped = list(pipeline.batches(images, labels, 4, order=order, drop_remainder=True))
-    assert len(dropped) == pipeline.num_batches(10, 4, drop_remainder=True) == 2
-    assert pipeline.num_batches(10, 4, drop_remainder=False) == 3
-
-
-def test_random_shift_translates_with_zero_fill_reproducibly():
-    images = np.zeros((50, 28, 28), np.uint8)
-    images[:, 10:18, 12:16] = 200  # a block far from the border
-    shifted = pipeline.random_shift(images, 2, pipeline.epoch_augmentation_rng(seed=1, epoch=0))
-    again = pipeline.random_shift(images, 2, pipeline.epoch_augmentation_rng(seed=1, epoch=0))
-    np.testing.assert_array_equal(shifted, again)
-    assert shifted.dtype == np.uint8 and shifted.shape == images.shape
-    offsets = set()
-    for image in shifted:
-        rows, cols = np.nonzero(image)
-        assert image.sum() == images[0].sum()  # the block moved whole
-        offsets.add((rows.min() - 10, cols.min() - 12))
-    assert offsets <= {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)} and len(offsets) > 5
-    assert pipeline.random_shift(images, 0, np.random.default_rng(0)) is images
-    edge = np.zeros((1, 28, 28), np.uint8)
-    edge[0, 0, :] = 255
-    moved = pipeline.random_shift(np.repeat(edge, 40, axis=0), 2, np.random.default_rng(3))
-    assert {int(m.sum()) // 255 for m in moved} <= {0, 26, 27, 28}  # pixels leave, zeros come in
-
-
-def test_batches_apply_the_transform_before_scaling():
-    images, labels = fake_images(4, 0), np.arange(4)
-    [(x, _)] = pipeline.batches(images, labels, 4, transform=lambda batch: 255 - batch)
-    np.testing.assert_allclose(x[:, 0], (255 - images) / 255.0, rtol=1e-6)
-
-
-def test_prefetch_yields_everything_in_order():
-    assert list(pipeline.prefetch(iter(range(20)), size=3)) == list(range(20))
-
-
-def test_prefetch_runs_ahead_in_a_background_thread():
-    produced = []
-
-    def source():
-        for i in range(10):
-            produced.append((i, threading.current_thread().name))
-            yield i
-
-    stream = pipeline.prefetch(source(), size=2)
-    deadline = time.monotonic() + 5
-    while len(produced) < 3 and time.monotonic() < deadline:  # 2 queued + 1 waiting to be put
-        time.sleep(0.01)
-    assert len(produced) == 3, "the producer should run ahead of the consumer"
-    assert produced[0][1] == "jaxdl-prefetch"
-    assert next(stream) == 0
-    stream.close()
-    assert not stream.alive
-
-
-def test_prefetch_reraises_producer_errors():
-    def source():
-        yield 1
-        raise RuntimeError("broken batch")
-
-    stream = pipeline.prefetch(source())
-    assert next(stream) == 1
-    with pytest.raises(RuntimeError, match="broken batch"):
-        next(stream)
-    assert not stream.alive
-
-
-def test_prefetch_close_stops_an_endless_producer():
-    def endless():
-        i = 0
-        while True:
-            yield i
-            i += 1
-
-    with pipeline.prefetch(endless(), size=2) as stream:
-        assert next(stream) == 0
-    assert not stream.alive
-    with pytest.raises(StopIteration):
-        next(stream)

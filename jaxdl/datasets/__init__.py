@@ -5,8 +5,10 @@
   ``<cache_dir>/mnist-<key>/`` where ``<key>`` (`source_key`) comes from the sha256s of the
   four files in ``data_dir``, hashed on every load; preparing prints one line to stderr (or
   through ``log``) and nothing of tensorflow-datasets; loading prepared data prints nothing.
-* `jaxdl.datasets.pipeline`: `EpochBatches` (the epoch-indexed source `jaxdl.fit` takes), `batches`, `epoch_order` (seeded per-epoch shuffling),
-  `random_shift` (augmentation), `prefetch` (background thread), `scale_images`.
+* `jaxdl.datasets.pipeline`: the input pipeline on grain: `EpochBatches` (the epoch-indexed
+  source `jaxdl.fit` takes: seeded per-epoch shuffling, `RandomShift` augmentation, batching,
+  sharding by process, prefetching in grain's threads, checkpointable iterators) over an
+  `ArraySource` (in-memory arrays) or a `TfdsSource` (a tensorflow-datasets data source).
 """
 
 from jaxdl.datasets.mnist import (
@@ -14,12 +16,13 @@ from jaxdl.datasets.mnist import (
     source_key,
 )
 from jaxdl.datasets.pipeline import (
-    EpochBatches, batches, epoch_augmentation_rng, epoch_order, num_batches, prefetch, random_shift, scale_images,
+    ArraySource, BatchIterator, EpochBatches, RandomShift, TfdsSource, augmentation_seed, epoch_order, num_batches,
+    process_shard, random_shift, scale_images, shift_images,
 )
 
 __all__ = [
     "MNIST", "MNISTSplits", "Split", "default_cache_dir", "load_mnist", "prepare_mnist", "prepared_dir",
     "require_mnist_files", "source_key",
-    "EpochBatches", "batches", "epoch_augmentation_rng", "epoch_order", "num_batches", "prefetch", "random_shift",
-    "scale_images",
+    "ArraySource", "BatchIterator", "EpochBatches", "RandomShift", "TfdsSource", "augmentation_seed", "epoch_order",
+    "num_batches", "process_shard", "random_shift", "scale_images", "shift_images",
 ]

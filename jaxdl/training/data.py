@@ -12,11 +12,19 @@ Conventions:
   function ``epoch -> iterable``. A re-iterable (a list, or an object whose ``__iter__``
   starts a new pass) gives the same batches every epoch. A one-shot iterator (a generator)
   can serve one epoch only: asking it for more is a `ValueError`, never a silent short run.
+* A position in the data (what a mid-epoch checkpoint stores, `EpochIterator.position`) is a
+  JSON dict ``{"epoch": e, "batches": k, "iterator": state}``: ``k`` batches of epoch ``e``
+  were consumed. ``state`` is the epoch iterator's own ``get_state()`` when it has grain's
+  checkpoint protocol (``get_state()`` / ``set_state(state)``, as
+  `jaxdl.datasets.pipeline.BatchIterator`), else None. Continuing from a position
+  (``EpochSource.epoch(e, position)``) restores that state, or, without one, skips ``k``
+  batches of a fresh epoch ``e``; either is exact when the epoch's batches depend only on
+  ``e`` (an epoch-indexed source as above, a list).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -78,8 +86,22 @@ class EpochSource:
         except TypeError:
             return None
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        """The batches of ``epoch`` (0-based)."""
+    def epoch(self, epoch: int, position: dict | None = None) -> "EpochIterator":
+        """The batches of ``epoch`` (0-based), from the start or from ``position``.
+
+        Args:
+            epoch: which epoch.
+            position: where to continue, an `EpochIterator.position` of the same epoch (see
+                the module docstring); None starts the epoch.
+
+        Raises:
+            ValueError: for a position of another epoch, or one past the epoch's end.
+        """
+        if position is not None and position.get("epoch") != epoch:
+            raise ValueError(f"{self.name}: a position in epoch {position.get('epoch')} cannot start epoch {epoch}.")
+        return EpochIterator(self._items(epoch), epoch, self.name, position, closable=not self._one_shot)
+
+    def _items(self, epoch: int):
         if hasattr(self._data, "epoch") and callable(self._data.epoch):
             items = self._data.epoch(epoch)
         elif callable(self._data) and not hasattr(self._data, "__iter__"):
@@ -92,7 +114,69 @@ class EpochSource:
                     f"epoch(epoch) -> batches.")
             self._used = True
             items = self._data
-        return (as_batch(item) for item in items)
+        return items
+
+
+class EpochIterator:
+    """The batches (as `Batch`) of one epoch of an `EpochSource`, with the position reached.
+
+    Args:
+        items: the epoch's iterable of batches.
+        epoch: its number.
+        name: how error messages call the data.
+        position: continue from this `position` (grain's ``set_state`` when the iterator has
+            it and the position holds a state, else by skipping ``position["batches"]`` batches).
+        closable: `close` may close the iterator (False for the caller's own one-shot iterator).
+
+    Raises:
+        ValueError: when the epoch ends before the position.
+    """
+
+    def __init__(self, items, epoch: int, name: str = "data", position: dict | None = None, *,
+                 closable: bool = True):
+        self.epoch, self.name, self._closable = epoch, name, closable
+        self._iterator = iter(items)
+        self._checkpointable = callable(getattr(self._iterator, "get_state", None)) and callable(
+            getattr(self._iterator, "set_state", None))
+        self.batches = 0
+        if position is not None:
+            self._continue(position)
+
+    def _continue(self, position: dict) -> None:
+        batches = position.get("batches")
+        if isinstance(batches, bool) or not isinstance(batches, int) or batches < 0:
+            raise ValueError(f"{self.name}: a position needs a batch count >= 0, got {batches!r}.")
+        state = position.get("iterator")
+        if self._checkpointable and state is not None:
+            self._iterator.set_state(state)
+        else:
+            for done in range(batches):
+                if next(self._iterator, _END) is _END:
+                    raise ValueError(f"{self.name}: epoch {self.epoch + 1} has {done} batches, fewer than the "
+                                     f"{batches} the position has consumed (the data changed?).")
+        self.batches = batches
+
+    def __iter__(self) -> "EpochIterator":
+        return self
+
+    def __next__(self) -> Batch:
+        item = next(self._iterator)
+        self.batches += 1
+        return as_batch(item)
+
+    def position(self) -> dict:
+        """``{"epoch", "batches", "iterator"}`` after the batches returned so far (JSON)."""
+        state = self._iterator.get_state() if self._checkpointable else None
+        return {"epoch": self.epoch, "batches": self.batches, "iterator": state}
+
+    def close(self) -> None:
+        """Stops the source's background work (its iterator's ``close``), if any and closable."""
+        close = getattr(self._iterator, "close", None)
+        if self._closable and callable(close):
+            close()
+
+
+_END = object()
 
 
 def _is_one_shot(data) -> bool:
