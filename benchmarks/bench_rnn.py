@@ -1,4 +1,4 @@
-"""Forward + backward speed of jaxdl's RNN, LSTM and GRU against PyTorch on CPU.
+"""Forward + backward speed of jaxdl's RNN, LSTM and GRU against PyTorch on CPU (or CUDA).
 
 Each contender computes the value and the gradients (with respect to every parameter and the
 input) of ``sum(outputs)`` for a (batch, time, features) float32 input: jaxdl with
@@ -8,10 +8,16 @@ interleaved, round by round, so load from other processes hits them alike; the t
 the median sequences/s over the rounds, the ratio of medians against PyTorch and the first
 call's time (tracing + compilation) for jaxdl. PyTorch is optional (not a jaxdl dependency).
 
+Devices: jaxdl runs on JAX's default device (the GPU where JAX has one: `jax.devices()[0]`).
+PyTorch runs on the CPU unless ``--torch-device cuda``: then ``torch.nn.LSTM/RNN/GRU`` on the
+GPU are cuDNN's kernels, and the timer is read after ``torch.cuda.synchronize()`` (jaxdl's
+calls end in ``jax.block_until_ready``). The table's comment line names both devices.
+
 Usage:
     python benchmarks/bench_rnn.py                        # all cells, sizes small/default/large
     python benchmarks/bench_rnn.py --cells lstm --sizes default --rounds 30
     python benchmarks/bench_rnn.py --implementations fused,scan --markdown results.md
+    python benchmarks/bench_rnn.py --torch-device cuda --sizes default,large --calls 10   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -63,17 +69,27 @@ class TorchWorker:
     A separate process keeps the two runtimes' thread pools apart: PyTorch's OpenMP threads
     and XLA's threads, both busy-waiting for a while after their work, slow each other down
     badly when they share a process on two cores.
+
+    ``device`` is ``"cpu"`` or ``"cuda"``; for ``"cuda"`` without a GPU that PyTorch can use,
+    `SystemExit` with the reason (a CPU-only build of torch, or no GPU).
     """
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, device: str = "cpu"):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
-        self._process = context.Process(target=_torch_worker, args=(child, threads), daemon=True)
+        self._process = context.Process(target=_torch_worker, args=(child, threads, device), daemon=True)
         self._process.start()
-        self.version = self._connection.recv()
-        self.available = self.version is not None
+        try:
+            status, self.version, self.device_name = self._connection.recv()
+        except EOFError:
+            self._process.join(timeout=10)
+            raise SystemExit(f"bench_rnn: the PyTorch worker died at start (exit code {self._process.exitcode})")
+        if status == "error":
+            self._process.join(timeout=10)
+            raise SystemExit(f"bench_rnn: {self.version}")
+        self.available = status == "ok"
 
     def setup(self, cell: str, size):
         self._connection.send(("setup", CELLS[cell][1], size))
@@ -89,14 +105,32 @@ class TorchWorker:
         self._process.join(timeout=10)
 
 
-def _torch_worker(connection, threads):
+def _torch_worker(connection, threads, device="cpu"):
     try:
         import torch
     except ImportError:
-        connection.send(None)
+        if device != "cpu":
+            connection.send(("error", f"--torch-device {device}: PyTorch is not installed", None))
+        else:
+            connection.send(("missing", None, None))
         return
     torch.set_num_threads(threads)
-    connection.send(torch.__version__)
+    if device == "cuda" and not torch.cuda.is_available():
+        reason = (f"--torch-device cuda: CUDA is not available to torch {torch.__version__} "
+                  f"(built for CUDA {torch.version.cuda or 'none: a CPU-only build'}; "
+                  f"{torch.cuda.device_count()} GPUs visible)")
+        connection.send(("error", reason, None))
+        return
+    if device == "cuda":
+        device_name = torch.cuda.get_device_name()
+        synchronize = torch.cuda.synchronize
+    else:
+        device_name = "cpu"
+
+        def synchronize():
+            pass
+
+    connection.send(("ok", torch.__version__, device_name))
     step = None
     while True:
         message = connection.recv()
@@ -105,8 +139,8 @@ def _torch_worker(connection, threads):
         if message[0] == "setup":
             _, class_name, (batch, steps, features, hidden) = message
             torch.manual_seed(0)
-            module = getattr(torch.nn, class_name)(features, hidden, batch_first=True)
-            x = torch.randn(batch, steps, features, requires_grad=True)
+            module = getattr(torch.nn, class_name)(features, hidden, batch_first=True).to(device)
+            x = torch.randn(batch, steps, features, device=device, requires_grad=True)
 
             def step(module=module, x=x):
                 module.zero_grad(set_to_none=True)
@@ -115,11 +149,14 @@ def _torch_worker(connection, threads):
                 outputs.sum().backward()
 
             step()
+            synchronize()
             connection.send("ready")
         elif message[0] == "run":
+            synchronize()
             start = time.perf_counter()
             for _ in range(message[1]):
                 step()
+            synchronize()  # CUDA kernels run asynchronously: wait for them before reading the timer
             connection.send((time.perf_counter() - start) / message[1])
 
 
@@ -141,7 +178,10 @@ def measure(contenders: dict, torch_worker, rounds: int, calls: int) -> dict:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def calls_per_round(size) -> int:
+def calls_per_round(size, calls: int = 0) -> int:
+    """``calls`` if given, else about 2e8 multiply-adds' worth of calls (1 to 10; sized for a CPU)."""
+    if calls > 0:
+        return calls
     batch, steps, _, hidden = size
     work = batch * steps * hidden * hidden
     return max(1, min(10, int(2e8 // work)))
@@ -155,14 +195,22 @@ def main(argv=None):
                         help="jaxdl implementations to time (fused, scan)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (the median is taken)")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (0: skip PyTorch)")
+    parser.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu",
+                        help="where PyTorch runs (cuda: cuDNN's RNN/LSTM/GRU); jaxdl runs on JAX's default device")
+    parser.add_argument("--calls", type=int, default=0,
+                        help="calls per contender and round (default: by size, 1 to 10, sized for a CPU)")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     implementations = args.implementations.split(",")
 
-    torch_worker = TorchWorker(args.threads) if args.threads > 0 else None
+    if args.threads <= 0 and args.torch_device != "cpu":
+        parser.error("--torch-device cuda needs PyTorch: --threads must be at least 1")
+    torch_worker = TorchWorker(args.threads, args.torch_device) if args.threads > 0 else None
     if torch_worker is not None and not torch_worker.available:
         torch_worker = None
     torch_version = torch_worker.version if torch_worker else None
+    torch_device = torch_worker.device_name if torch_worker else None
+    print(f"jaxdl on {jax_device()}, torch on {torch_device or '-'}", flush=True)
 
     rows = []
     for size_name in args.sizes.split(","):
@@ -174,7 +222,7 @@ def main(argv=None):
                 contenders[implementation] = run
             if torch_worker is not None:
                 torch_worker.setup(cell, size)
-            seconds = measure(contenders, torch_worker, args.rounds, calls_per_round(size))
+            seconds = measure(contenders, torch_worker, args.rounds, calls_per_round(size, args.calls))
             throughput = {name: size[0] / s for name, s in seconds.items()}
             row = (size_name, size, cell, throughput, first_calls)
             rows.append(row)
@@ -182,7 +230,7 @@ def main(argv=None):
     if torch_worker is not None:
         torch_worker.close()
 
-    header = describe(torch_version, args)
+    header = describe(torch_version, args, torch_device)
     print(header)
     if args.markdown:
         with open(args.markdown, "w") as f:
@@ -203,10 +251,20 @@ def format_row(row, implementations) -> str:
     return "  ".join(parts)
 
 
-def describe(torch_version, args) -> str:
+def jax_device() -> str:
+    """JAX's default device, e.g. ``cpu`` or ``gpu NVIDIA H200``."""
+    device = jax.devices()[0]
+    return device.platform if device.platform == "cpu" else f"{device.platform} {device.device_kind}"
+
+
+def describe(torch_version, args, torch_device=None) -> str:
+    devices = ""
+    if jax.default_backend() != "cpu" or (torch_device or "cpu") != "cpu":
+        devices = f"jaxdl on {jax_device()}, torch on {torch_device or '-'}, "
+    calls = f"{args.calls} calls per round, " if args.calls else ""
     return (f"jax {jax.__version__}, torch {torch_version or 'not installed'} "
-            f"({args.threads} threads), {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-            f"median of {args.rounds} interleaved rounds, {datetime.date.today()}")
+            f"({args.threads} threads), {devices}{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+            f"median of {args.rounds} interleaved rounds, {calls}{datetime.date.today()}")
 
 
 def markdown(rows, implementations, header) -> str:
