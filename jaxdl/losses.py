@@ -15,6 +15,11 @@ values). Under `jax.jit` the values are not known at trace time; the losses then
     error.throw()   # raises checkify.JaxRuntimeError naming the first bad label, if any
 
 One-hot labels are not range-checked.
+
+Precision. Both losses compute in float32 or wider (`jaxdl.precision.upcast`): bfloat16 or
+float16 predictions give a float32 loss, float32 and float64 ones a loss of their own dtype.
+cross_entropy's default eps is the machine epsilon of that dtype: bfloat16's own (2^-7) would
+cap one example's loss at -ln(2^-7) ~ 4.85, float32's caps it at ~15.9 (float64's at ~36.0).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdl.precision import upcast
 from jaxdl.validation import check_labels
 
 
@@ -59,15 +65,16 @@ def cross_entropy(probabilities, labels, *, eps=None, reduction: str = "sum") ->
     Args:
         probabilities: (batch, classes), for example a SoftMax output.
         labels: one-hot (batch, classes) or integer (batch,).
-        eps: added inside the log; default the machine epsilon of the probabilities' dtype
-            (the exercise's np.finfo(float).eps in float64).
+        eps: added inside the log; default the machine epsilon of the dtype the loss is
+            computed in (the exercise's np.finfo(float).eps in float64, float32's for float32,
+            bfloat16 and float16 probabilities).
         reduction: "sum" (default) or "mean" over the batch.
 
     Errors: ValueError for labels of a wrong shape or (concrete) integer labels outside
     [0, classes); TypeError for non-integer labels of shape (batch,). Under jit, see the module
     docstring for the checkify check of the label values.
     """
-    probabilities = jnp.asarray(probabilities)
+    probabilities = upcast(probabilities)
     if eps is None:
         eps = jnp.finfo(probabilities.dtype).eps
     true = _true_class_values("cross_entropy", probabilities, labels)
@@ -81,7 +88,7 @@ def softmax_cross_entropy(logits, labels, *, reduction: str = "sum") -> jax.Arra
     Same label and reduction conventions as `cross_entropy`, and the same errors (integer labels
     outside [0, classes) included; under jit, use checkify as the module docstring shows).
     """
-    logits = jnp.asarray(logits)
+    logits = upcast(logits)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     return _reduce("softmax_cross_entropy", -_true_class_values("softmax_cross_entropy", log_probs, labels), reduction)
 

@@ -1,4 +1,8 @@
-"""Element-wise and row-wise activations: ReLU, TanH, Sigmoid, SoftMax."""
+"""Element-wise and row-wise activations: ReLU, TanH, Sigmoid, SoftMax.
+
+All compute in the input's dtype, except SoftMax, which computes in float32 or wider
+(`jaxdl.precision`); every output has the input's dtype.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.core import Layer, check_floating
+from jaxdl.precision import upcast
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +48,12 @@ class SoftMax(Layer):
 
     Input (batch, classes); the max subtraction keeps large inputs finite. For training,
     `jaxdl.softmax_cross_entropy` on the logits is more stable than SoftMax followed by
-    `jaxdl.cross_entropy`.
+    `jaxdl.cross_entropy`. A bfloat16 or float16 input is computed in float32 (the exponentials
+    and their sum) and the probabilities returned in the input's dtype (`jaxdl.precision`).
     """
 
     def apply(self, params, state, x, *, key=None, train=False):
         check_floating(self, x)
         if x.ndim < 1:
             raise ValueError(f"{self!r} expects input of layout (batch, classes), got a scalar.")
-        return jax.nn.softmax(x, axis=-1), state
+        return jax.nn.softmax(upcast(x), axis=-1).astype(jnp.result_type(x)), state

@@ -20,7 +20,8 @@ class FullyConnected(Layer):
     every leading position (for example every time step of a sequence). Parameters:
     ``weights`` of shape (input_size, output_size) and ``bias`` of shape (output_size,).
     The exercise stores one (input_size + 1, output_size) matrix with the bias as its last
-    row; `jaxdl.exercise.FullyConnected` shows that view.
+    row; `jaxdl.exercise.FullyConnected` shows that view. Computes in the input's dtype, the
+    parameters cast to it (the rule of `jaxdl.precision`).
 
     Args:
         output_size: the number of output features.
@@ -65,4 +66,5 @@ class FullyConnected(Layer):
                 f"{self!r} expects input of layout (batch, ..., {input_size}), got shape {tuple(x.shape)}."
             )
         nonempty_training_batch(self, x, train)
-        return x @ params["weights"] + params["bias"], state
+        dtype = jnp.result_type(x)  # computes in the input's dtype (jaxdl.precision)
+        return x @ params["weights"].astype(dtype) + params["bias"].astype(dtype), state

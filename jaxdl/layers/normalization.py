@@ -48,7 +48,9 @@ class BatchNormalization(Layer):
     the first training batch sets them (the exercise), later ones update by exponential
     moving average, running <- decay * running + (1 - decay) * batch. Evaluation uses the
     running statistics and returns the state unchanged. Statistics are computed in float32
-    or wider, whatever the input dtype.
+    or wider, whatever the input dtype, and the running statistics stored in float32 or wider;
+    a bfloat16 or float16 input is normalized in float32 too and the output returned in the
+    input's dtype (`jaxdl.precision`).
 
     Args:
         decay: weight of the old running statistics. Default 0.9 (PyTorch's momentum 0.1):
@@ -120,5 +122,10 @@ class BatchNormalization(Layer):
             mean, var, new_state = state["mean"], state["var"], state
         inv = params["gamma"].astype(mean.dtype) / jnp.sqrt(var + self.eps)
         shift = params["beta"].astype(mean.dtype) - mean * inv
-        y = x * _per_channel(inv, x.ndim).astype(x.dtype) + _per_channel(shift, x.ndim).astype(x.dtype)
-        return y, new_state
+        # Normalized in float32 or wider (x * inv + shift cancels: in bfloat16 a channel whose
+        # mean is large next to its spread would lose its few significant bits), output in x's dtype.
+        dtype = jnp.result_type(x)
+        compute = statistics_dtype(dtype)
+        y = (x.astype(compute) * _per_channel(inv, x.ndim).astype(compute)
+             + _per_channel(shift, x.ndim).astype(compute))
+        return y.astype(dtype), new_state

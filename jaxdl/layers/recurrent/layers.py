@@ -65,13 +65,17 @@ class Recurrent(Layer):
         memorize: carry the final state to the next call (see above).
         unroll: time steps per loop iteration of `lax.scan` (a compile-time/speed trade-off;
             1 is usually fastest on CPU).
-        implementation: ``"fused"`` (default): a hand-written reverse pass that computes the
-            weight and input gradients after the loop as single matrix products over all
-            steps (`jaxdl.layers.recurrent.sequence`), reverse-mode only; ``"scan"``: JAX
-            autodiff through `lax.scan`, the reference, which also supports forward mode
-            (`jax.jvp`, `jax.jacfwd`). Same values and gradients up to rounding.
+        implementation: ``"fused"`` (default): a derivative rule whose reverse pass does one
+            matrix product per step and computes the weight and input gradients after the
+            loop as single matrix products over all steps (`jaxdl.layers.recurrent.sequence`);
+            ``"scan"``: JAX autodiff through `lax.scan`, the reference. Both support every
+            transformation (`jax.grad`, `jax.jvp`, `jax.hessian`, `jax.vmap`); same values and
+            derivatives up to rounding.
         weights_initializer: initializer of ``w_ih`` and ``w_hh``.
         bias_initializer: initializer of the biases.
+
+    Dtypes: the recurrence computes in the input's dtype, the params and the initial state
+    cast to it; a memorized state is returned in its stored dtype (`jaxdl.precision`).
 
     Errors: ValueError at construction for a ``hidden_size`` or ``unroll`` that is not a
     positive int (``True`` included); in training, for an empty batch or a sequence of no time
@@ -87,7 +91,7 @@ class Recurrent(Layer):
     weights_initializer: object = Xavier()
     bias_initializer: object = Constant(0.0)
 
-    cell: ClassVar = None
+    cell: ClassVar[type] = None
 
     def __post_init__(self):
         name = type(self).__name__
@@ -157,14 +161,14 @@ class Recurrent(Layer):
 
         Returns:
             ``(outputs, final_state)``: outputs as described in the class docstring, and
-            ``final_state`` like ``initial_state``, in the computation's dtype.
+            ``final_state`` like ``initial_state``, in the computation's dtype (the input's).
         """
         check_floating(self, x)
         check_rank(self, x, (2, 3), _LAYOUT)
         self._check_params(params, x)
         squeeze = x.ndim == 2
         xs = x[None] if squeeze else x
-        dtype = jnp.result_type(xs, *params.values())
+        dtype = jnp.result_type(xs)  # computes in the input's dtype, params cast to it (jaxdl.precision)
         params = {name: jnp.asarray(v).astype(dtype) for name, v in params.items()}
         carry0 = self._initial_carry(initial_state, xs.shape[0], x.shape, dtype)
         run_sequence = _IMPLEMENTATIONS[self.implementation]
@@ -223,7 +227,7 @@ class RNN(Recurrent):
         (4, 9, 7)
     """
 
-    cell: ClassVar = ElmanCell
+    cell: ClassVar[type] = ElmanCell
 
     def from_pytorch(self, weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0) -> dict:
         """Params equal to a PyTorch ``nn.RNN``'s (arrays or tensors as numpy arrays)."""
@@ -253,7 +257,7 @@ class LSTM(Recurrent):
     """
 
     forget_bias: float = 1.0
-    cell: ClassVar = LSTMCell
+    cell: ClassVar[type] = LSTMCell
 
     def init_params(self, key, features, dtype=jnp.float32):
         params = super().init_params(key, features, dtype)
@@ -283,7 +287,7 @@ class GRU(Recurrent):
     see `Recurrent`.
     """
 
-    cell: ClassVar = GRUCell
+    cell: ClassVar[type] = GRUCell
 
     @property
     def param_names(self):
