@@ -82,7 +82,7 @@ def test_lenet_trains_in_bfloat16_with_float32_gradients_params_and_adam_moments
              if hasattr(node, "nu")]  # optax's ScaleByAdamState: the moments mu and nu
     assert dtypes((adam.mu, adam.nu)) == {"float32"} and float(jnp.abs(adam.nu["conv_0"]["weights"]).max()) > 0
     program = str(jax.make_jaxpr(step)(train_state, x, y))
-    assert "conv_general_dilated" in program and "bf16[16,6,28,28]" in program  # the convolutions run in bf16
+    assert "conv_general_dilated" in program and "bf16[16,6,28,28]" in program  # bf16 convolutions (the CPU fast path runs its forward pass in float32)
     losses = [float(metrics["data_loss"])]
     for _ in range(7):
         after, metrics = step(after, x, y)

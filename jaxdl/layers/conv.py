@@ -85,6 +85,8 @@ def fast_conv(x, weights, stride, padding):
       does twice the arithmetic, but XLA's CPU backend runs it with YNNPACK instead of Eigen:
       1.6x faster for LeNet's 6->16 layer on one core (a little slower on two, where Eigen
       uses both cores and YNNPACK one; benchmarks/RESULTS.md).
+    * bfloat16 and float16: computed in float32 and rounded once (XLA's CPU kernels have no
+      fast 16-bit path; the result is at least as accurate as a 16-bit computation).
     * Weight gradient: summed over blocks of `WEIGHT_GRAD_BLOCK` batch rows. XLA computes a
       whole-batch weight gradient as one single-threaded convolution contracting over the
       batch, 1.3-1.5x slower than in blocks of 32 for LeNet's layers. The sum's order differs:
@@ -107,6 +109,10 @@ def _conv_forward(x, weights, stride, padding):
         return conv_reference(x, weights, stride, padding)
 
     def cpu(x, weights):
+        if x.dtype in (jnp.bfloat16, jnp.float16):
+            # XLA's CPU convolutions and elementwise ops have no fast 16-bit path (the slice
+            # path runs 15x slower in bfloat16): compute in float32, round the result once.
+            return cpu(x.astype(jnp.float32), weights.astype(jnp.float32)).astype(x.dtype)
         if x.shape[1] == 1:
             return _single_channel_forward(x, weights, stride, padding)
         kernels = weights.shape[0]

@@ -58,7 +58,15 @@ class Pooling(Layer):
 
         if self.stride != self.pool_shape:
             return reference(x), state
-        return lax.platform_dependent(x, cpu=lambda x: tiled_max_pool(x, self.pool_shape), default=reference), state
+        return lax.platform_dependent(x, cpu=lambda x: _cpu_tiled_max_pool(x, self.pool_shape), default=reference), state
+
+
+def _cpu_tiled_max_pool(x, pool_shape):
+    """`tiled_max_pool`; 16-bit inputs go through float32, where XLA's CPU kernels are faster
+    (exact: a max and its gradient's select do no arithmetic)."""
+    if x.dtype in (jnp.bfloat16, jnp.float16):
+        return tiled_max_pool(x.astype(jnp.float32), pool_shape).astype(x.dtype)
+    return tiled_max_pool(x, pool_shape)
 
 
 def reduce_window_max_pool(x, pool_shape, stride):
