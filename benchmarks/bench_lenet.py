@@ -1,4 +1,4 @@
-"""LeNet train-step throughput: jaxdl (jit) vs PyTorch eager on CPU, in the same run.
+"""LeNet train-step throughput: jaxdl (jit) vs PyTorch eager on CPU (or a GPU), in the same run.
 
 Network: Conv 6@5x5 same, ReLU, max pool 2, Conv 16@5x5 same, ReLU, max pool 2, FC 120, 84, 10,
 SoftMax + cross-entropy, Adam. For each batch size and thread count a fresh subprocess (thread
@@ -14,9 +14,23 @@ counts must be fixed before JAX or PyTorch start), pinned to that many cores wit
 * first-step latency: the first call, compilation included (jaxdl) or not needed (PyTorch);
 * peak RSS of the process.
 
+``--compute-dtype float32 bfloat16`` measures jaxdl in each compute dtype (`jaxdl.MixedPrecision`;
+float32 params and Adam moments): one train step per dtype in the same worker process, the timed
+blocks alternating between them, and a table row per dtype with its speed relative to float32
+(the median over the rounds of each worker's ratio). PyTorch always computes in float32.
+
+``--device gpu``: the jaxdl worker runs on JAX's GPU and the PyTorch worker on CUDA, neither
+pinned nor given CPU thread settings (``--threads`` is ignored; the threads column reads
+``gpu``); every timed step ends in ``jax.block_until_ready`` or ``torch.cuda.synchronize()``.
+The per-CPU-second ratio is left out there (it would time the host waiting for the GPU); the
+devices' names (``jax.devices()[0].device_kind``, ``torch.cuda.get_device_name()``) follow the
+table. A worker that finds no GPU stops the run with the reason.
+
 Usage:
     python benchmarks/bench_lenet.py                       # batch 32/128/512, 1 and 2 threads
     python benchmarks/bench_lenet.py --batch 128 --threads 1
+    python benchmarks/bench_lenet.py --batch 128 --compute-dtype float32 bfloat16 --steps 1 --repeats 30
+    python benchmarks/bench_lenet.py --device gpu --batch 128 1024 --compute-dtype float32 bfloat16   # on a GPU machine
 PyTorch columns appear when ``pip install torch==2.13.0`` is installed.
 """
 
@@ -54,43 +68,55 @@ def timed_blocks(step, steps, repeats):
     return blocks
 
 
-def run_jaxdl(batch, steps, repeats):
+def run_jaxdl(batch, steps, repeats, compute_dtypes=("float32",), device="cpu"):
+    """{dtype: (first-step seconds, timed blocks)}; the dtypes' blocks alternate."""
     import jax
     import numpy as np
 
     import jaxdl
     import jaxdl.models
 
-    model = jaxdl.models.lenet()
-    optimizer = jaxdl.Adam(5e-4)
-    train_state = jaxdl.create_train_state(model, optimizer, jax.random.key(0), (batch, 1, 28, 28))
-    train_step = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer)
+    if device == "gpu" and jax.default_backend() != "gpu":
+        raise SystemExit(f"--device gpu: JAX has no GPU here (jax {jax.__version__}, default backend "
+                         f"{jax.default_backend()!r}, devices {jax.devices()}); a CUDA build of jaxlib is needed")
     rng = np.random.default_rng(0)
     x = jax.device_put(rng.uniform(size=(batch, 1, 28, 28)).astype(np.float32))
     y = jax.device_put(rng.integers(0, 10, batch).astype(np.int32))
-    holder = [train_state]
+    steps_by_dtype, firsts = {}, {}
+    for dtype in compute_dtypes:
+        model = jaxdl.models.lenet()
+        if dtype != "float32":
+            model = jaxdl.MixedPrecision(model, compute_dtype=dtype)
+        optimizer = jaxdl.Adam(5e-4)
+        train_state = jaxdl.create_train_state(model, optimizer, jax.random.key(0), (batch, 1, 28, 28))
+        train_step = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer)
+        holder = [train_state]
 
-    def step():
-        holder[0], metrics = train_step(holder[0], x, y)
-        return metrics
+        def step(train_step=train_step, holder=holder):
+            holder[0], metrics = train_step(holder[0], x, y)
+            return metrics
 
-    start = time.perf_counter()
-    jax.block_until_ready(step())
-    first = time.perf_counter() - start
-    for _ in range(3):
-        step()
-
-    def synced_step():
+        start = time.perf_counter()
         jax.block_until_ready(step())
+        firsts[dtype] = time.perf_counter() - start
+        for _ in range(3):
+            step()
+        steps_by_dtype[dtype] = lambda step=step: jax.block_until_ready(step())
 
-    return first, timed_blocks(synced_step, steps, repeats)
+    blocks = {dtype: [] for dtype in compute_dtypes}
+    for _ in range(repeats):
+        for dtype in compute_dtypes:
+            blocks[dtype] += timed_blocks(steps_by_dtype[dtype], steps, 1)
+    return {dtype: (firsts[dtype], blocks[dtype]) for dtype in compute_dtypes}
 
 
-def run_torch(batch, steps, repeats, threads):
+def run_torch(batch, steps, repeats, threads, device="cpu"):
     import numpy as np
     import torch
     from torch import nn
 
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(cuda_missing(torch))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -98,16 +124,24 @@ def run_torch(batch, steps, repeats, threads):
         nn.Conv2d(6, 16, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear(784, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
     )
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.uniform(size=(batch, 1, 28, 28)).astype(np.float32))
-    y = torch.from_numpy(rng.integers(0, 10, batch))
+    x = torch.from_numpy(rng.uniform(size=(batch, 1, 28, 28)).astype(np.float32)).to(device)
+    y = torch.from_numpy(rng.integers(0, 10, batch)).to(device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
         loss.backward()
         optimizer.step()
+
+    if device == "cuda":
+        unsynchronized_step = step
+
+        def step():  # as jaxdl's timed steps end in block_until_ready
+            unsynchronized_step()
+            torch.cuda.synchronize()
 
     start = time.perf_counter()
     step()
@@ -117,30 +151,60 @@ def run_torch(batch, steps, repeats, threads):
     return first, timed_blocks(step, steps, repeats)
 
 
+def cuda_missing(torch) -> str:
+    return (f"--device gpu: CUDA is not available to torch {torch.__version__} (built for CUDA "
+            f"{torch.version.cuda or 'none: a CPU-only build'}; {torch.cuda.device_count()} GPUs visible)")
+
+
+def device_name(library, device) -> str:
+    """The worker's device, e.g. ``cpu`` or ``NVIDIA H200``."""
+    if device == "cpu":
+        return "cpu"
+    if library == "jaxdl":
+        import jax
+
+        return jax.devices()[0].device_kind
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
 def worker(args):
-    set_threads(args.threads)
+    """Prints the figures as JSON: {dtype: figures} for jaxdl, the figures for torch (and "device")."""
+    if args.device == "cpu":
+        set_threads(args.threads)
     if args.worker == "jaxdl":
-        first, blocks = run_jaxdl(args.batch, args.steps, args.repeats)
+        measured = run_jaxdl(args.batch, args.steps, args.repeats, args.compute_dtype, args.device)
     else:
-        first, blocks = run_torch(args.batch, args.steps, args.repeats, args.threads)
+        torch_device = "cuda" if args.device == "gpu" else "cpu"
+        measured = {"float32": run_torch(args.batch, args.steps, args.repeats, args.threads, torch_device)}
     samples = args.batch * args.steps
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
+    figures = {dtype: {
         "samples_per_s": samples / statistics.median(wall for wall, _ in blocks),
         "samples_per_cpu_s": samples / statistics.median(cpu for _, cpu in blocks),
         "first_step_s": first, "peak_rss_mb": peak_rss_mb,
-    }))
+    } for dtype, (first, blocks) in measured.items()}
+    result = figures if args.worker == "jaxdl" else figures["float32"]
+    print(json.dumps({**result, "device": device_name(args.worker, args.device)}))
 
 
-def measure(library, batch, threads, steps, repeats):
+#: the device each library's workers reported, e.g. {"jaxdl": "NVIDIA H200", "torch": "NVIDIA H200"}
+DEVICES = {}
+
+
+def measure(library, batch, threads, steps, repeats, compute_dtypes=("float32",), device="cpu"):
     # Pin the worker to `threads` cores: XLA starts helper threads whatever its flags say.
-    pin = ["taskset", "-c", f"0-{threads - 1}"] if shutil.which("taskset") else []
+    pin = ["taskset", "-c", f"0-{threads - 1}"] if device == "cpu" and shutil.which("taskset") else []
     command = [*pin, sys.executable, __file__, "--worker", library, "--batch", str(batch),
-               "--threads", str(threads), "--steps", str(steps), "--repeats", str(repeats)]
+               "--threads", str(threads), "--steps", str(steps), "--repeats", str(repeats),
+               "--compute-dtype", *compute_dtypes, "--device", device]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{library} worker failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    DEVICES[library] = result.pop("device")
+    return result
 
 
 def median_result(results):
@@ -164,34 +228,66 @@ def main():
     parser.add_argument("--repeats", type=int, default=7, help="timed blocks per worker")
     parser.add_argument("--rounds", type=int, default=3,
                         help="workers per library and configuration, alternating jaxdl/torch")
+    parser.add_argument("--compute-dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"],
+                        help="jaxdl compute dtypes, measured alternating in one process (default float32)")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="cpu (default): pinned workers with --threads threads; gpu: jaxdl on JAX's GPU, "
+                             "PyTorch on CUDA")
     parser.add_argument("--worker", choices=["jaxdl", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.batch, args.threads = args.batch[0], args.threads[0]
         return worker(args)
+    try:
+        return run_table(args)
+    except RuntimeError as error:  # a worker failed: its stderr, without this process's traceback
+        raise SystemExit(f"bench_lenet: {error}") from None
 
+
+def run_table(args):
+    gpu = args.device == "gpu"
     libraries = ["jaxdl"] + (["torch"] if torch_available() else [])
+    if gpu and "torch" in libraries:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit(f"bench_lenet: {cuda_missing(torch)}")
+    thread_counts = args.threads[:1] if gpu else args.threads  # no CPU thread settings on the GPU
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}")
-    print("| batch | threads | jaxdl samples/s | torch samples/s | jaxdl/torch | jaxdl/torch per CPU s "
-          "| jaxdl first step s | torch first step s | jaxdl peak RSS MB | torch peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for threads in args.threads:
+          f"{time.strftime('%Y-%m-%d %H:%M')}" + (", --device gpu" if gpu else ""))
+    dtypes = list(dict.fromkeys(args.compute_dtype))
+    print("| batch | threads | jaxdl compute | jaxdl samples/s | jaxdl ms/step | vs float32 | torch samples/s "
+          "| jaxdl/torch | jaxdl/torch per CPU s | jaxdl first step s | torch first step s | jaxdl peak RSS MB "
+          "| torch peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for threads in thread_counts:
         for batch in args.batch:
             steps = args.steps or max(4096 // batch, 4)
-            rounds = [{lib: measure(lib, batch, threads, steps, args.repeats) for lib in libraries}
+            rounds = [{lib: measure(lib, batch, threads, steps, args.repeats, dtypes, args.device) for lib in libraries}
                       for _ in range(args.rounds)]
-            j, t = (median_result([r[lib] for r in rounds]) if lib in rounds[0] else None
-                    for lib in ("jaxdl", "torch"))
-            ratio = cpu_ratio = "-"
-            if t:
-                # the median over rounds of each round's ratio: both libraries ran back to back
-                ratio = f"{statistics.median(r['jaxdl']['samples_per_s'] / r['torch']['samples_per_s'] for r in rounds):.2f}x"
-                cpu_ratio = f"{statistics.median(r['jaxdl']['samples_per_cpu_s'] / r['torch']['samples_per_cpu_s'] for r in rounds):.2f}x"
-            tcol = lambda key, fmt: format(t[key], fmt) if t else "-"  # noqa: E731
-            print(f"| {batch} | {threads} | {j['samples_per_s']:,.0f} | {tcol('samples_per_s', ',.0f')} | "
-                  f"{ratio} | {cpu_ratio} | {j['first_step_s']:.2f} | {tcol('first_step_s', '.3f')} | "
-                  f"{j['peak_rss_mb']:.0f} | {tcol('peak_rss_mb', '.0f')} |", flush=True)
+            t = median_result([r["torch"] for r in rounds]) if "torch" in rounds[0] else None
+            for dtype in dtypes:
+                j = median_result([r["jaxdl"][dtype] for r in rounds])
+
+                def round_ratio(key, a, b):
+                    # the median over rounds of each round's ratio: both ran back to back
+                    return f"{statistics.median(a(r)[key] / b(r)[key] for r in rounds):.2f}x"
+
+                ratio = cpu_ratio = versus = "-"
+                if t:
+                    ratio = round_ratio("samples_per_s", lambda r: r["jaxdl"][dtype], lambda r: r["torch"])
+                    if not gpu:
+                        cpu_ratio = round_ratio("samples_per_cpu_s", lambda r: r["jaxdl"][dtype], lambda r: r["torch"])
+                if "float32" in dtypes:
+                    versus = round_ratio("samples_per_s", lambda r: r["jaxdl"][dtype], lambda r: r["jaxdl"]["float32"])
+                tcol = lambda key, fmt: format(t[key], fmt) if t else "-"  # noqa: E731
+                print(f"| {batch} | {'gpu' if gpu else threads} | {dtype} | {j['samples_per_s']:,.0f} | "
+                      f"{1000 * batch / j['samples_per_s']:.1f} | {versus} | {tcol('samples_per_s', ',.0f')} | "
+                      f"{ratio} | {cpu_ratio} | {j['first_step_s']:.2f} | {tcol('first_step_s', '.3f')} | "
+                      f"{j['peak_rss_mb']:.0f} | {tcol('peak_rss_mb', '.0f')} |", flush=True)
+    if gpu:
+        print(f"\n# devices: jaxdl on {DEVICES.get('jaxdl', '-')}, torch on {DEVICES.get('torch', '-')}; "
+              f"peak RSS is host memory")
 
 
 if __name__ == "__main__":

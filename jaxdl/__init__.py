@@ -8,13 +8,19 @@ Architecture (one functional core, every other part uses it):
   memorized state for truncated BPTT (`reset_memory`) and the exercise's `elman_rnn` and
   `lstm_network` (the package `jaxdl.layers.recurrent`).
 * `jaxdl.initializers`, `jaxdl.losses`, `jaxdl.regularizers`, `jaxdl.optimizers` (optax).
+* `jaxdl.precision`: the dtype rule every layer follows and `MixedPrecision`, the wrapper that
+  keeps float32 parameters and computes in bfloat16 or float16.
 * `jaxdl.training`: the ONE training step (`make_train_step`), the evaluation step
-  (`make_eval_step`, `evaluate`), the ONE loop (`fit`: validation, last/best checkpoints,
-  metrics, resume, NaN guard) and `NeuralNetwork`, the one-object convenience over it.
+  (`make_eval_step`, `evaluate`), the ONE loop (`fit`: validation, last/best and mid-epoch
+  checkpoints, metrics, resume, NaN guard) and `NeuralNetwork`, the one-object convenience over it.
+* `jaxdl.training.parallel`, `jaxdl.distributed`: data parallelism on a device mesh
+  (`data_mesh`, ``mesh=`` of the steps, `fit` and `NeuralNetwork`) and multi-process runs
+  (`jaxdl.distributed.start`: devices, `jax.distributed`, failing fast).
 * `jaxdl.models` (LeNet, `build_model` from a config), `jaxdl.checkpoint` (orbax-checkpoint
   arrays with a hash-sealed manifest, atomic; `CheckpointSet` for a run's last and best; the
   exercise's pickle `save`/`load`) and `jaxdl.datasets` (MNIST through tensorflow-datasets
-  without TensorFlow, `EpochBatches`: seeded per-epoch batching with background prefetch;
+  without TensorFlow, `EpochBatches`: the grain input pipeline, seeded per-epoch shuffling,
+  augmentation, batching, sharding by process, prefetching, checkpointable iterators;
   imported on first use because tensorflow-datasets is slow to import).
 * `jaxdl.recipes`: complete configured runs on `fit` that the scripts are thin command lines
   over (LeNet on MNIST, the truncated-BPTT delayed-recall demo).
@@ -33,11 +39,13 @@ from jaxdl.layers import (
 from jaxdl.losses import accuracy, correct_predictions, cross_entropy, softmax_cross_entropy
 from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularization_loss
 from jaxdl.regularizers import L1Regularizer, L2Regularizer
+from jaxdl.precision import MixedPrecision
 from jaxdl.training import (
     Batch, Callback, FitResult, NeuralNetwork, ProgressBar, TrainingDiverged, TrainState, create_train_state,
     evaluate, fit, make_eval_step, make_predict, make_train_step,
 )
-from jaxdl import checkpoint, models  # noqa: E402  (they build on the names above)
+from jaxdl.training.parallel import data_mesh, process_batches, process_rows
+from jaxdl import checkpoint, distributed, models  # noqa: E402  (they build on the names above)
 
 __version__ = "0.1.0"
 
@@ -50,8 +58,10 @@ __all__ = [
     "accuracy", "correct_predictions", "cross_entropy", "softmax_cross_entropy",
     "Adam", "Optimizer", "Sgd", "SgdWithMomentum", "regularization_loss",
     "L1Regularizer", "L2Regularizer",
+    "MixedPrecision",
     "Batch", "Callback", "FitResult", "NeuralNetwork", "ProgressBar", "TrainingDiverged", "TrainState",
     "create_train_state", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
+    "data_mesh", "process_batches", "process_rows",
 ]
 
 

@@ -2,7 +2,9 @@
 """Trains the exercise's LeNet on MNIST (the `make train` command).
 
     python scripts/train_lenet.py [--epochs N] [--batch-size B] [--learning-rate LR] [--seed S]
+                                  [--compute-dtype float32|bfloat16|float16]
                                   [--data-dir DIR] [--output-dir DIR] [--resume] [--download]
+                                  [--devices N] [--num-processes P --process-id I --coordinator HOST:PORT]
 
 A thin command line over `jaxdl.recipes.lenet.train_lenet` (the recipe: model, optimizer,
 schedule, augmentation, data; see its docstring) and `jaxdl.fit` (the loop: validation every
@@ -11,10 +13,21 @@ accuracy only; the test images are evaluated once, on the best-validation checkp
 
 Outputs under --output-dir (default runs/lenet): ``checkpoints/last`` (every epoch),
 ``checkpoints/best`` (best validation accuracy), ``metrics.csv`` and ``metrics.png``.
-``--resume`` continues the run from ``checkpoints/last`` with its stored hyperparameters,
-bit-identical to an unbroken run (``--learning-rate`` with ``--resume`` changes the peak
+``--checkpoint-every-steps N`` also saves ``checkpoints/mid_epoch`` every N steps.
+``--resume`` continues the run from ``checkpoints/last`` (or a newer ``checkpoints/mid_epoch``,
+inside its epoch) with its stored hyperparameters, bit-identical to an unbroken run (``--learning-rate`` with ``--resume`` changes the peak
 learning rate from the next epoch on, recorded in the checkpoints). Exit status: 0 done, 1 diverged (NaN loss; the last good
-checkpoint is kept), 2 bad options or data, 130 interrupted (Ctrl-C).
+checkpoint is kept), 2 bad options or data, 3 a multi-process run could not start (unreachable coordinator,
+missing processes), 130 interrupted (Ctrl-C).
+
+Several devices and processes (`jaxdl.distributed`, docs/guides/multi-device.md): ``--devices N``
+trains data-parallel on N local devices (on the CPU it makes the host offer N devices);
+``--num-processes P --process-id I --coordinator HOST:PORT`` makes this process I of a run of P
+processes that meet at process 0's HOST:PORT (each uses --devices local devices, one by default). The same settings come from JAXDL_DEVICES, JAXDL_NUM_PROCESSES, JAXDL_PROCESS_ID and
+JAXDL_COORDINATOR (options win), and the timeouts from JAXDL_INITIALIZATION_TIMEOUT,
+JAXDL_HEARTBEAT_TIMEOUT, JAXDL_SHUTDOWN_TIMEOUT. --batch-size is the global batch (a multiple of
+the device count); only process 0 prints and writes; --output-dir must be on a file system every
+process sees.
 """
 
 from __future__ import annotations
@@ -24,10 +37,11 @@ import sys
 
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from jaxdl import checkpoint
+from jaxdl import checkpoint, distributed
 from jaxdl.training.loop import RunDirectoryError
 from jaxdl.recipes.lenet import (
-    HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, divergence_advice, stored_hyperparameters, train_lenet,
+    COMPUTE_DTYPES, HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, divergence_advice, stored_hyperparameters, train_lenet,
+    validate_config,
 )
 
 
@@ -47,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     option("--seed", type=int, help=f"initialization, shuffling and augmentation seed (default {defaults.seed})")
     option("--validation-size", type=int,
            help=f"training images held out for validation (default {defaults.validation_size})")
+    option("--compute-dtype", choices=COMPUTE_DTYPES,
+           help=f"dtype of the forward and backward passes; params and Adam moments stay float32 "
+                f"(default {defaults.compute_dtype})")
     option("--data-dir", default=None, help="directory with the four MNIST .gz files (default: data/mnist)")
     option("--cache-dir", default=None, help="where tensorflow-datasets keeps the prepared data "
                                              "(default $JAXDL_CACHE_DIR/tensorflow_datasets, JAXDL_CACHE_DIR=~/.cache/jaxdl)")
@@ -55,9 +72,42 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                              f"(default {defaults.output_dir})")
     option("--resume", action="store_true",
            help="continue the run in --output-dir from checkpoints/last with its hyperparameters "
-                "(--learning-rate may change the peak learning rate, e.g. after a divergence)")
+                "(--learning-rate may change the peak learning rate, e.g. after a divergence; --compute-dtype "
+                "the compute dtype)")
+    option("--checkpoint-every-steps", type=int, default=None, metavar="N",
+           help="also checkpoint every N steps inside an epoch (checkpoints/mid_epoch: train state and data "
+                "position), so --resume continues mid-epoch, bit-identical to an unbroken run")
     option("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
+    option("--devices", type=int, default=None, metavar="N",
+           help="local devices to train on, data-parallel (on the CPU: makes the host offer N devices); env "
+                "JAXDL_DEVICES; default 1 (e.g. 8 for all GPUs of an 8-GPU host)")
+    option("--num-processes", type=int, default=None, metavar="P",
+           help="processes of a multi-process run (one per host, or several on one); env JAXDL_NUM_PROCESSES")
+    option("--process-id", type=int, default=None, metavar="I",
+           help="this process's index in [0, P); process 0 serves the coordinator; env JAXDL_PROCESS_ID")
+    option("--coordinator", default=None, metavar="HOST:PORT",
+           help="address of process 0 that every process connects to, e.g. 10.0.0.1:12355 or 127.0.0.1:12355; "
+                "env JAXDL_COORDINATOR")
     return parser.parse_args(argv)
+
+
+def cluster_from_args(args: argparse.Namespace) -> distributed.ClusterConfig:
+    """The devices and processes of the run: the options, else the JAXDL_* environment variables."""
+    return distributed.cluster_config(devices=args.devices, num_processes=args.num_processes,
+                                      process_id=args.process_id, coordinator=args.coordinator)
+
+
+def resume_command_for(args: argparse.Namespace, cluster: distributed.ClusterConfig) -> str:
+    """The command that continues this run (printed on Ctrl-C), with its device and process options."""
+    command = f"python scripts/train_lenet.py --resume --output-dir {args.output_dir}"
+    if args.checkpoint_every_steps is not None:
+        command += f" --checkpoint-every-steps {args.checkpoint_every_steps}"
+    if cluster.devices is not None:
+        command += f" --devices {cluster.devices}"
+    if cluster.multi_process:
+        command += (f" --num-processes {cluster.num_processes} --coordinator {cluster.coordinator} "
+                    f"--process-id <each process its own>")
+    return command
 
 
 def config_from_args(args: argparse.Namespace) -> LeNetConfig:
@@ -65,22 +115,35 @@ def config_from_args(args: argparse.Namespace) -> LeNetConfig:
     values = stored_hyperparameters(args.output_dir) if args.resume else {}
     values.update({name: getattr(args, name) for name in HYPERPARAMETERS if getattr(args, name) is not None})
     return LeNetConfig(**values, data_dir=args.data_dir, cache_dir=args.cache_dir, download=args.download,
-                       output_dir=args.output_dir, resume=args.resume, progress=not args.no_progress)
+                       output_dir=args.output_dir, resume=args.resume, progress=not args.no_progress,
+                       checkpoint_every_steps=args.checkpoint_every_steps)
 
 
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status (0 done, 1 diverged, 2 bad options, 130 Ctrl-C)."""
     args = parse_args(argv)
-    resume_command = f"python scripts/train_lenet.py --resume --output-dir {args.output_dir}"
     try:
+        cluster = cluster_from_args(args)
         config = config_from_args(args)
-        result = train_lenet(config, resume_command=resume_command)
+        validate_config(config)  # before joining other processes: a bad option fails alone, at once
+    except (ConfigError, distributed.DistributedError, FileNotFoundError, checkpoint.CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        mesh = distributed.start(cluster, log=lambda line: print(line, file=sys.stderr))
+    except distributed.DistributedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return distributed.EXIT_NOT_JOINED
+    try:
+        result = train_lenet(config, resume_command=resume_command_for(args, cluster), mesh=mesh)
     except (ConfigError, RunDirectoryError, FileNotFoundError, checkpoint.CheckpointError,
             NonMatchingChecksumError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    if not distributed.is_main_process():
+        return 0 if result.fit.status == "completed" else 1  # process 0 reports for the run
     print(result.fit.message)
     if result.fit.status != "completed":
         print(divergence_advice(result.fit, config))
@@ -93,4 +156,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # In a multi-process run a failure ends this process at once, so the others stop too.
+    sys.exit(distributed.exit_status(main(), agreed=(0, 1)))

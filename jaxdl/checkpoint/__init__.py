@@ -80,7 +80,10 @@ The modules, from the bottom up:
 
 * `errors`, `layout` (the format's names), `faults` (fault injection for the tests).
 * `files`: atomic writes, fsync, hashing, listing, links, directory locks.
-* `arrays`: orbax-checkpoint I/O (imported on first use, silenced, synchronous).
+* `arrays`: orbax-checkpoint I/O (imported on first use, silenced, synchronous; process-local).
+* `collective`: saves in a multi-process run (`jaxdl.distributed`): every process calls
+  `save_checkpoint` / `CheckpointSet.save`, process 0 writes the (replicated) arrays and the
+  commit, the others wait at a barrier; each process reads for itself.
 * `entries`: a pytree <-> named manifest entries and stored arrays (dtype rules, key arrays).
 * `compatibility`: whether a checkpoint's entries fit a template (`CheckpointMismatchError`).
 * `validation`, `manifest`: the manifest's fields checked; built, sealed, read, files verified.

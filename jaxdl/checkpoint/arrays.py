@@ -11,6 +11,15 @@ Orbax runs synchronously (`orbax.checkpoint.Checkpointer`, not the async one): w
 `logging.Filter` on the ``absl`` and root loggers for records from orbax's sources,
 ``_ORBAX_LOG_FILTER``), so training prints nothing from it. Orbax takes seconds to import, so
 `orbax` imports it on first use and ``import jaxdl`` stays light.
+
+Multi-process runs: orbax's own multi-process save has every process call it, each writing
+the shards it owns (replica 0 of each; for fully replicated arrays that is one process), with
+barriers between the steps. jaxdl's checkpoints hold replicated arrays only (data
+parallelism), which orbax writes from one process anyway, and its commit (manifest, hashes,
+link swap) is one process's file operations: so one process (process 0) writes, the others
+wait for it (`jaxdl.checkpoint.collective`), and every orbax call here is process-local
+(``MultiprocessingOptions(primary_host=this process, active_processes={this process})``: no
+barrier with processes that do not take part). Every process may read.
 """
 
 from __future__ import annotations
@@ -52,10 +61,20 @@ def orbax():
     return ocp
 
 
+def _checkpointer(ocp):
+    """A synchronous PyTree checkpointer; process-local in a multi-process run (module docstring)."""
+    if jax.process_count() == 1:
+        return ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+    local = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                               active_processes={jax.process_index()})
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
+                            multiprocessing_options=local)
+
+
 def write_arrays(directory: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
     """Writes ``arrays`` as an orbax PyTree checkpoint; returns when it is committed."""
     ocp = orbax()
-    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+    checkpointer = _checkpointer(ocp)
     try:
         checkpointer.save(os.path.abspath(directory), args=ocp.args.PyTreeSave(arrays))
     finally:
@@ -74,7 +93,7 @@ def restore_arrays(directory: pathlib.Path, wanted: set[str], stored: dict[str, 
     names = sorted(wanted) if partial else sorted(stored)
     restore_args = {name: ocp.RestoreArgs(restore_type=np.ndarray) for name in names}
     options = {"item": {name: stored[name] for name in names}, "partial_restore": True} if partial else {}
-    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+    checkpointer = _checkpointer(ocp)
     try:
         return checkpointer.restore(os.path.abspath(directory), args=ocp.args.PyTreeRestore(
             restore_args=restore_args, **options))

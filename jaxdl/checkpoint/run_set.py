@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxdl.checkpoint.collective import check_writable, collective_write
 from jaxdl.checkpoint.directory import write_checkpoint_dir
 from jaxdl.checkpoint.errors import CheckpointCorruptedError, CheckpointError
 from jaxdl.checkpoint.faults import fault_point
@@ -70,7 +71,9 @@ class CheckpointSet:
     becomes best, ``best`` holds no checkpoint.
 
     Opening the set removes what a killed writer left behind (when no other process is
-    saving into it). One process at a time should save into a set; others may read it.
+    saving into it). One process at a time should save into a set; others may read it. In a
+    multi-process run (`jaxdl.distributed`) `save` is a collective call that process 0 carries
+    out, and only process 0 cleans when opening (`jaxdl.checkpoint.collective`).
 
     Args:
         directory: the run's checkpoint directory (e.g. ``runs/lenet/checkpoints``), created
@@ -95,7 +98,7 @@ class CheckpointSet:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._check_links(create=False)
         with locked(self.directory, blocking=False) as writable:
-            if writable:
+            if writable and _is_writer():
                 self._clean()
         head = self._head()
         if head is not None and (head.last_run["metric"], head.last_run["mode"]) != (metric, mode):
@@ -165,12 +168,25 @@ class CheckpointSet:
             ValueError: for an epoch that is not after the latest one.
             TypeError: for metadata or model_config that are not JSON dicts, or a metric
                 value that is not a number.
+            CheckpointError: for a leaf that cannot be stored.
+
+        In a multi-process run every process calls it with the same arguments; process 0
+        writes, and all return (the same value) once the epoch is committed.
         """
         check_json("metadata", metadata)
         check_json("model_config", model_config)
         if not KINDS["int"](epoch) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative int, not {epoch!r}.")
         value = _metric_number(metric_value)
+        check_writable(tree)
+        with collective_write(f"CheckpointSet.save {epoch}") as writes:
+            if writes:
+                return self._save(epoch, tree, value, best, metadata=metadata, model_config=model_config)
+        return self.best_epoch() == epoch
+
+    def _save(self, epoch: int, tree, value: float | None, best: bool | None, *, metadata: dict | None,
+              model_config: dict | None) -> bool:
+        """`save` in the writing process: commits the epoch under the directory lock."""
         with locked(self.directory):
             self._clean()
             head = self._head()
@@ -312,6 +328,12 @@ class CheckpointSet:
         best_epoch = runs[last]["best_epoch"]
         best = None if best_epoch is None else f"epoch-{best_epoch:06d}"
         self._write_head(last, best if best in runs else None)
+
+
+def _is_writer() -> bool:
+    from jaxdl import distributed
+
+    return distributed.is_main_process()
 
 
 def _metric_number(value) -> float | None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 
+from jaxdl.checkpoint.collective import check_writable, collective_write
 from jaxdl.checkpoint.compatibility import check_compatible, entries_under
 from jaxdl.checkpoint.directory import read_arrays, write_checkpoint_dir
 from jaxdl.checkpoint.entries import named_leaves, restore_leaf
@@ -90,14 +91,27 @@ def save_checkpoint(directory: str | os.PathLike, tree, *, model_config: dict | 
 
     Raises:
         TypeError: when ``metadata`` or ``model_config`` is not a JSON-serializable dict.
-        CheckpointError: when a leaf cannot be stored (a string, an object).
+        CheckpointError: when a leaf cannot be stored (a string, an object, an array sharded
+            over several processes).
         FileExistsError: when ``directory`` is a file.
+
+    In a multi-process run this is a collective call: every process calls it, process 0
+    writes, all return once the checkpoint is committed (`jaxdl.checkpoint.collective`).
     """
     check_json("metadata", metadata)
     check_json("model_config", model_config)
+    check_writable(tree)
     link = pathlib.Path(directory)
     if link.exists() and not link.is_dir():
         raise FileExistsError(f"{link} is a file, not a checkpoint directory.")
+    with collective_write(f"save_checkpoint {link.name}") as writes:
+        if writes:
+            _write_and_swap(link, tree, model_config=model_config, metadata=metadata)
+    return link / MANIFEST_NAME
+
+
+def _write_and_swap(link: pathlib.Path, tree, *, model_config: dict | None, metadata: dict | None) -> None:
+    """Writes the checkpoint into a new hidden sibling of ``link`` and swaps ``link`` to it, under the lock."""
     link.parent.mkdir(parents=True, exist_ok=True)
     with locked(link.parent):
         _clean_siblings(link)
@@ -107,7 +121,6 @@ def save_checkpoint(directory: str | os.PathLike, tree, *, model_config: dict | 
             _swap_in(link, data)
         finally:  # removes the replaced checkpoint, or on failure the new one
             _clean_siblings(link)
-    return link / MANIFEST_NAME
 
 
 def _resolve(directory: str | os.PathLike) -> pathlib.Path:

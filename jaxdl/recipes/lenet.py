@@ -4,7 +4,8 @@ Model, loss and optimizer are the exercise's (`jaxdl.models.lenet`, `jaxdl.cross
 on the SoftMax output, summed over the batch; Adam with decoupled L2). On top of the
 exercise: a learning-rate schedule (linear warm-up for ``warmup_epochs``, then cosine decay
 to 0; ``schedule="constant"`` is the exercise's plain Adam) and random translations of the
-training images by up to ``shift`` pixels. Data: `jaxdl.datasets.load_mnist`: 55,000
+training images by up to ``shift`` pixels; ``compute_dtype="bfloat16"`` (or float16) computes in
+that dtype with float32 params through `jaxdl.MixedPrecision`. Data: `jaxdl.datasets.load_mnist`: 55,000
 training images, the last ``validation_size`` of tfds's train split held out for validation,
 and the 10,000 test images.
 
@@ -46,6 +47,7 @@ class LeNetConfig:
     shift: int = 2
     seed: int = 0
     validation_size: int = 5000
+    compute_dtype: str = "float32"
 
     data_dir: str | None = None
     cache_dir: str | None = None
@@ -54,18 +56,24 @@ class LeNetConfig:
     resume: bool = False
     eval_batch_size: int = 1000
     log_every: int = 50
+    checkpoint_every_steps: int | None = None
     progress: bool = True
     plot: bool = True
 
 
 #: The fields a resumed run must share with the run it continues.
 HYPERPARAMETERS = ("epochs", "batch_size", "learning_rate", "schedule", "warmup_epochs", "l2", "shift", "seed",
-                   "validation_size")
-#: Hyperparameters ``--resume`` may change (the change is logged and kept in the checkpoints'
-#: ``learning_rate_changes``): a diverged run continues from its last good checkpoint with a
-#: lower peak learning rate.
-RESUME_OVERRIDABLE = ("learning_rate",)
+                   "validation_size", "compute_dtype")
+#: Hyperparameters ``--resume`` may change: the peak learning rate (the change is logged and kept
+#: in the checkpoints' ``learning_rate_changes``), so a diverged run continues from its last good
+#: checkpoint with a lower one; and the compute dtype (logged; the checkpoints' ``config`` holds the
+#: latest), as the checkpoints of every compute dtype hold the same float32 params.
+RESUME_OVERRIDABLE = ("learning_rate", "compute_dtype")
 SCHEDULES = ("cosine", "constant")
+#: ``compute_dtype`` choices: float32 runs the model as it is; bfloat16 and float16 wrap it in
+#: `jaxdl.MixedPrecision` (float32 params and Adam moments, float32 SoftMax and loss). The
+#: checkpoints hold float32 params either way, so a run may resume in another compute dtype.
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 #: Images in tfds's MNIST train split (training + validation).
 MNIST_TRAIN_IMAGES = 60_000
 
@@ -97,6 +105,8 @@ def validate_config(config: LeNetConfig) -> None:
     """Raises ConfigError for values that cannot work (before any data is read)."""
     positive = {"epochs": config.epochs, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size,
                 "log_every": config.log_every, "validation_size": config.validation_size}
+    if config.checkpoint_every_steps is not None:
+        positive["checkpoint_every_steps"] = config.checkpoint_every_steps
     for name, value in positive.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive int, got {value!r}.")
@@ -105,6 +115,8 @@ def validate_config(config: LeNetConfig) -> None:
         raise ConfigError(f"learning_rate must be a finite number > 0, got {config.learning_rate!r}.")
     if config.schedule not in SCHEDULES:
         raise ConfigError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}.")
+    if config.compute_dtype not in COMPUTE_DTYPES:
+        raise ConfigError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}.")
     if not 0 <= config.warmup_epochs < config.epochs:
         raise ConfigError(f"warmup_epochs must be in [0, epochs), got {config.warmup_epochs!r}.")
     if not (math.isfinite(config.l2) and config.l2 >= 0):
@@ -141,13 +153,15 @@ def check_resume_matches(config: LeNetConfig, stored: dict) -> None:
 
 
 def stored_metadata(output_dir) -> dict:
-    """The metadata of the last checkpoint of the run in ``output_dir`` ({} when it holds none)."""
-    last = pathlib.Path(output_dir) / "checkpoints" / "last"
-    try:
-        manifest = checkpoint.read_manifest(last)
-    except FileNotFoundError:
+    """The metadata of the checkpoint a resume of the run in ``output_dir`` continues from
+    (`jaxdl.training.loop.resume_checkpoint_dir`: the last epoch's, or a newer mid-epoch one);
+    {} when it holds none."""
+    from jaxdl.training.loop import resume_checkpoint_dir
+
+    directory = resume_checkpoint_dir(output_dir)
+    if directory is None:
         return {}
-    return manifest.get("metadata") or {}
+    return checkpoint.read_manifest(directory).get("metadata") or {}
 
 
 def stored_hyperparameters(output_dir) -> dict:
@@ -206,7 +220,8 @@ class LearningRateColumn(Callback):
 
 
 def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | None = print,
-                resume_command: str | None = None, evaluate_test: bool = True) -> LeNetResult:
+                resume_command: str | None = None, evaluate_test: bool = True,
+                mesh: jax.sharding.Mesh | None = None) -> LeNetResult:
     """Trains LeNet as configured with `jaxdl.fit`; then evaluates the best checkpoint on test once.
 
     Args:
@@ -217,55 +232,115 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
         resume_command: printed on Ctrl-C (the command line that continues the run).
         evaluate_test: evaluate the best checkpoint on the test images at the end; False for
             hyperparameter searches, which must see the validation images only.
+        mesh: train data-parallel on this mesh (`jaxdl.distributed.start` builds it from
+            ``--devices`` and the process options): ``batch_size`` is the global batch, split
+            over the devices, and results equal a one-device run's up to float rounding. In a
+            multi-process run each process reads its piece of every batch (the pipeline's
+            ``shard``) and only process 0 logs and writes.
 
     Raises:
-        ConfigError: for invalid options, or --resume options that differ from the run's
-            (the peak learning rate may change: `RESUME_OVERRIDABLE`).
+        ConfigError: for invalid options, --resume options that differ from the run's (the
+            peak learning rate may change: `RESUME_OVERRIDABLE`), or batch sizes that the
+            mesh's devices cannot split evenly.
     """
     from jaxdl.datasets.mnist import load_mnist
     from jaxdl.datasets.pipeline import EpochBatches
 
+    if not jaxdl.distributed.is_main_process():
+        log = None  # process 0 speaks for the run
     validate_config(config)
     output_dir = pathlib.Path(config.output_dir)
     stored = stored_metadata(output_dir) if config.resume else {}
     if config.resume:
         check_resume_matches(config, hyperparameters_in(stored))
     changes = learning_rate_changes(config, stored, log)
+    stored_dtype = hyperparameters_in(stored).get("compute_dtype", "float32")
+    if stored and stored_dtype != config.compute_dtype:
+        log and log(f"Resuming the {stored_dtype} run with compute dtype {config.compute_dtype}.")
     if data is None:
         data = load_mnist(config.data_dir, cache_dir=config.cache_dir, download=config.download,
                           validation_size=config.validation_size)
     if config.batch_size > len(data.train):
         raise ConfigError(f"batch_size {config.batch_size} is larger than the {len(data.train)} training images.")
+    shard = check_mesh_batches(config, data, mesh)
     train = EpochBatches(data.train.images, data.train.labels, config.batch_size, seed=config.seed, shuffle=True,
-                         max_shift=config.shift, drop_remainder=True)
-    validation = EpochBatches(data.validation.images, data.validation.labels, config.eval_batch_size)
+                         max_shift=config.shift, drop_remainder=True, shard=shard)
+    validation = EpochBatches(data.validation.images, data.validation.labels, config.eval_batch_size, shard=shard)
     model_config = models.model_config("lenet")
-    model = models.build_model(model_config)
+    model = lenet_model(model_config, config.compute_dtype)
     schedule = learning_rate_schedule(config, train.steps_per_epoch)
     optimizer = models.lenet_optimizer(schedule, l2=config.l2)
     input_shape = (config.batch_size, *models.LENET_INPUT_SHAPE)
     train_state = jaxdl.create_train_state(model, optimizer, jax.random.key(config.seed), input_shape)
     log and log(f"LeNet ({jaxdl.count_params(train_state.params):,} parameters) on {len(data.train):,} training and "
-                f"{len(data.validation):,} validation images; device {jax.devices()[0]}.")
+                f"{len(data.validation):,} validation images; {devices_words(mesh)}, compute dtype "
+                f"{config.compute_dtype}.")
     result = jaxdl.fit(
         model, jaxdl.cross_entropy, optimizer, train_state, train, epochs=config.epochs, validation_data=validation,
         output_dir=output_dir, resume=config.resume, best_metric="validation_accuracy",
         callbacks=[LearningRateColumn(schedule)], progress=config.progress, log_every=config.log_every, log=log,
-        plot=config.plot, metadata={**_metadata(config), "learning_rate_changes": changes}, model_config=model_config, resume_command=resume_command)
+        checkpoint_every_steps=config.checkpoint_every_steps,
+        plot=config.plot, metadata={**_metadata(config), "learning_rate_changes": changes}, model_config=model_config, resume_command=resume_command,
+        mesh=mesh)
     test = None
     if evaluate_test and result.status == "completed" and result.best is not None:
         test = evaluate_checkpoint(model, result.checkpoint_dir("best"), train_state, data.test,
-                                   config.eval_batch_size)
+                                   config.eval_batch_size, mesh=mesh)
     return LeNetResult(result, test)
 
 
-def evaluate_checkpoint(model, directory, template, split, batch_size: int) -> dict:
-    """Accuracy and mean cross-entropy per image of the checkpoint in ``directory`` on ``split``."""
-    from jaxdl.datasets.pipeline import EpochBatches
+def check_mesh_batches(config: LeNetConfig, data, mesh: jax.sharding.Mesh | None):
+    """Checks that the mesh's devices split every batch evenly; returns the pipeline's ``shard``
+    (this process's piece of every batch in a multi-process run, else None).
+
+    Raises:
+        ConfigError: naming the batch size, the device count and a size that works.
+    """
+    from jaxdl.datasets.pipeline import process_shard
+    from jaxdl.training import parallel
+
+    if mesh is None:
+        return None
+    devices = parallel.data_size(parallel.check_mesh(mesh, "train_lenet"))
+    sizes = {"batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size,
+             "the last validation batch (validation images % eval_batch_size)":
+                 len(data.validation) % config.eval_batch_size,
+             "the last test batch (test images % eval_batch_size)": len(data.test) % config.eval_batch_size}
+    for name, size in sizes.items():
+        if size % devices:
+            raise ConfigError(f"{name} is {size}, which the {devices} devices cannot split evenly (each takes an equal "
+                              f"share of every batch); use a multiple of {devices}.")
+    return process_shard() if parallel.spans_processes(mesh) else None
+
+
+def devices_words(mesh: jax.sharding.Mesh | None) -> str:
+    """What the run trains on, e.g. "device TFRT_CPU_0" or "4 cpu devices in 2 processes (data parallel)"."""
+    if mesh is None:
+        return f"device {jax.devices()[0]}"
+    devices = list(mesh.devices.flat)
+    processes = len({device.process_index for device in devices})
+    return (f"{len(devices)} {devices[0].platform} devices in {processes} process{'es' if processes > 1 else ''} "
+            f"(data parallel)")
+
+
+def lenet_model(model_config: dict, compute_dtype: str = "float32") -> jaxdl.Layer:
+    """The model of ``model_config``, in `jaxdl.MixedPrecision` for a compute dtype other than
+    float32 (whose params are float32 all the same: the checkpoints do not depend on it)."""
+    model = models.build_model(model_config)
+    return model if compute_dtype == "float32" else jaxdl.MixedPrecision(model, compute_dtype)
+
+
+def evaluate_checkpoint(model, directory, template, split, batch_size: int, *,
+                        mesh: jax.sharding.Mesh | None = None) -> dict:
+    """Accuracy and mean cross-entropy per image of the checkpoint in ``directory`` on ``split``
+    (on ``mesh``, data-parallel, when given: every process of a multi-process run calls it)."""
+    from jaxdl.datasets.pipeline import EpochBatches, process_shard
+    from jaxdl.training import parallel
 
     train_state, manifest = checkpoint.load_checkpoint(directory, template)
-    result = jaxdl.evaluate(jaxdl.make_eval_step(model), train_state.params, train_state.state,
-                            EpochBatches(split.images, split.labels, batch_size), jaxdl.cross_entropy)
+    shard = process_shard() if mesh is not None and parallel.spans_processes(mesh) else None
+    result = jaxdl.evaluate(jaxdl.make_eval_step(model, mesh=mesh), train_state.params, train_state.state,
+                            EpochBatches(split.images, split.labels, batch_size, shard=shard), jaxdl.cross_entropy)
     return {**result, "epoch": manifest.get("metadata", {}).get("epoch")}
 
 

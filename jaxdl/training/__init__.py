@@ -8,6 +8,9 @@
 * `jaxdl.training.loop`: `fit` (validation, last/best checkpoints, metrics, resume, NaN guard).
 * `jaxdl.training.callbacks`, `jaxdl.training.history`: hooks, metrics.csv and metrics.png.
 * `jaxdl.training.network`: `NeuralNetwork`, the one-object convenience over `fit`.
+* `jaxdl.training.parallel`: data parallelism on a `jax.sharding.Mesh` (`data_mesh`; the
+  ``mesh=`` of the steps, `fit` and `NeuralNetwork`), `process_rows` / `process_batches` for
+  multi-process runs (`jaxdl.distributed`).
 """
 
 from jaxdl.training.callbacks import Callback, ProgressBar
@@ -15,10 +18,12 @@ from jaxdl.training.data import Batch
 from jaxdl.training.evaluation import evaluate
 from jaxdl.training.loop import FitResult, TrainingDiverged, fit
 from jaxdl.training.network import NeuralNetwork
+from jaxdl.training.parallel import data_mesh, process_batches, process_rows
 from jaxdl.training.state import TrainState, create_train_state
 from jaxdl.training.step import make_eval_step, make_predict, make_train_step
 
 __all__ = [
     "Batch", "Callback", "FitResult", "NeuralNetwork", "ProgressBar", "TrainState", "TrainingDiverged",
     "create_train_state", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
+    "data_mesh", "process_batches", "process_rows",
 ]

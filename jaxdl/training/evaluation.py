@@ -12,6 +12,7 @@ import numpy as np
 from jaxdl.layers.recurrent.memory import reset_memory
 from jaxdl.losses import correct_predictions, per_example_losses
 from jaxdl.training.data import as_batch, check_integer_labels
+from jaxdl.training.parallel import shard_batch
 
 
 @jax.jit
@@ -35,6 +36,11 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
     zeroes it again (new sequences). So consecutive chunks of long sequences are evaluated as
     one pass, the way truncated BPTT trained them; models without memorized states are not
     affected (batch-norm statistics do not change in evaluation mode).
+
+    With an eval step built on a mesh (``make_eval_step(model, mesh=mesh)``), each batch is
+    this process's rows of a global batch (the whole batch in one process); the labels are
+    sharded like the outputs and the counts and sums are over the global batch, the same in
+    every process.
 
     Args:
         eval_step: ``eval_step(params, state, x) -> (outputs, new_state)`` from
@@ -63,17 +69,29 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
             state = reset_memory(state)
         result = eval_step(params, state, batch.x)
         outputs, state = result if isinstance(result, tuple) else (result, state)
-        check_integer_labels(batch.labels, outputs.shape, "evaluate")
+        labels = _global_labels(eval_step, batch.labels, outputs.shape)
         count += int(outputs.shape[0])
-        if _is_array(batch.labels):
-            right, size = _accuracy_counts(outputs, batch.labels)
+        if _is_array(labels):
+            right, size = _accuracy_counts(outputs, labels)
             correct, positions = correct + int(right), positions + int(size)
         if loss_fn is not None:
-            total_loss += float(_summed_example_losses(loss_fn, outputs, batch.labels))
+            total_loss += float(_summed_example_losses(loss_fn, outputs, labels))
     if count == 0:
         raise ValueError("evaluate: batches was empty.")
     return {"accuracy": correct / positions if positions else None,
             "loss": total_loss / count if loss_fn is not None else None, "count": count}
+
+
+def _global_labels(eval_step: Callable, labels, outputs_shape: tuple):
+    """Checks integer ``labels`` against the outputs; shards them like the outputs of a mesh eval step."""
+    mesh = getattr(eval_step, "mesh", None)
+    if mesh is None:
+        check_integer_labels(labels, outputs_shape, "evaluate")
+        return labels
+    if _is_array(labels):  # this process's rows: checked against its rows of the outputs
+        check_integer_labels(labels, (labels.shape[0], *outputs_shape[1:]) if labels.ndim else outputs_shape,
+                             "evaluate")
+    return shard_batch(mesh, labels, "evaluate", "labels")
 
 
 def _is_array(labels) -> bool:

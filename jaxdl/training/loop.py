@@ -19,14 +19,35 @@ Every entry point runs it: ``scripts/train_lenet.py`` (through `jaxdl.recipes.le
    with the history in the checkpoint's metadata, then writes ``metrics.csv`` and
    ``metrics.png`` from that history.
 
-Resume: ``resume=True`` restores ``checkpoints/last`` and its history and continues with the
-next epoch. With an epoch-indexed data source (shuffling and augmentation a function of seed
-and epoch) the result is bit-identical to an unbroken run.
+Mid-epoch checkpoints (``checkpoint_every_steps=N`` with an ``output_dir``): after every
+step whose global step count is a multiple of N (except an epoch's last step, which the
+epoch's checkpoint follows), the step metrics are fetched and checked and the train state is
+saved as ``checkpoints/mid_epoch`` (`jaxdl.checkpoint.save_checkpoint`: one atomic link
+swap, replacing the previous one) with, in its metadata, the history so far and the data
+position: ``{"epoch", "batches", "iterator", "loss_sum", "examples"}`` (the epoch in
+progress, the batches consumed, the data iterator's state (grain's ``get_state()``, see
+`jaxdl.training.data`) and the running sums of the epoch's train loss). The epoch's
+commit then removes it; one left older than ``checkpoints/last`` (a kill in between) is
+ignored and removed.
+
+Resume: ``resume=True`` continues from the newer of ``checkpoints/last`` (with the next
+epoch) and ``checkpoints/mid_epoch`` (inside its epoch, from the stored data position, with
+the stored loss sums). With an epoch-indexed data source (shuffling and augmentation a
+function of seed and epoch, e.g. `jaxdl.datasets.pipeline.EpochBatches`) the result is
+bit-identical to an unbroken run: params, optimizer state, history (except the timings).
+Callbacks see only the steps this call trains (``on_epoch_start`` gets the number left).
 
 Stopping: a non-finite loss returns a `FitResult` with ``status="diverged"``, the last good
 train state (the last checkpoint's, or the state before the first epoch) and a message that
 names the checkpoint it came from, or says none was written. Ctrl-C (KeyboardInterrupt)
 logs where the last checkpoint is and ``resume_command`` (if given), then re-raises.
+
+Several devices (``mesh=``, `jaxdl.training.parallel`): the same loop runs the mesh step
+(global batch sharded, state replicated and donated: the loop copies the last good state it
+keeps). In a multi-process run (`jaxdl.distributed`) every process runs `fit`; process 0
+alone logs, shows progress and writes metrics.csv/png, and the checkpoint writes are
+collective (process 0 writes, the others wait), so the run directory must be on a file
+system all processes see.
 """
 
 from __future__ import annotations
@@ -40,17 +61,21 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from jaxdl import checkpoint
+from jaxdl import checkpoint, distributed
 from jaxdl.checkpoint.faults import fault_point
+from jaxdl.checkpoint.files import remove as remove_path
 from jaxdl.layers.recurrent.memory import reset_memory
 from jaxdl.training.callbacks import Callback, ProgressBar
 from jaxdl.training.data import EpochSource, check_epochs, check_integer_labels
 from jaxdl.training.evaluation import evaluate
 from jaxdl.training.history import plot_history, remove_stale_temporaries, write_metrics_csv
+from jaxdl.training.parallel import global_rows, keep
 from jaxdl.training.state import TrainState
 from jaxdl.training.step import shared_steps
 
 MODES = ("max", "min")
+#: The mid-epoch checkpoint's name in ``<output_dir>/checkpoints`` (module docstring).
+MID_EPOCH = "mid_epoch"
 
 
 class RunDirectoryError(ValueError):
@@ -110,6 +135,11 @@ class _Run:
     history: list = dataclasses.field(default_factory=list)
     best: dict | None = None
     output_shapes: dict = dataclasses.field(default_factory=dict)
+    checkpoint_every_steps: int | None = None
+    position: dict | None = None  # where the first epoch of this call starts (a mid-epoch resume)
+    mid_epoch: dict | None = None  # the data position of the newest mid-epoch checkpoint
+    mid_epoch_state: Any = None  # its train state, when this call saved it
+    mesh: Any = None  # the data-parallel mesh, or None (one device)
 
 
 def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data, *, epochs: int,
@@ -117,7 +147,8 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         best_metric: str | None = "validation_accuracy", best_mode: str = "max",
         callbacks: Sequence[Callback] = (), progress: bool = False, log_every: int = 50,
         log: Callable[[str], None] | None = print, plot: bool = True, metadata: dict | None = None,
-        model_config: dict | None = None, resume_command: str | None = None) -> FitResult:
+        model_config: dict | None = None, resume_command: str | None = None,
+        checkpoint_every_steps: int | None = None, mesh: jax.sharding.Mesh | None = None) -> FitResult:
     """Trains ``model`` for ``epochs`` epochs (see the module docstring for each step).
 
     Args:
@@ -131,7 +162,8 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         output_dir: where ``checkpoints/last``, ``checkpoints/best``, ``metrics.csv`` and
             ``metrics.png`` go; None keeps everything in memory. A directory that already holds
             a run is refused unless ``resume=True``.
-        resume: continue the run in ``output_dir`` from ``checkpoints/last``.
+        resume: continue the run in ``output_dir`` from ``checkpoints/last`` or, when newer,
+            ``checkpoints/mid_epoch``.
         best_metric: the history column that picks ``checkpoints/best``; None for no best
             (also when there is no validation data and the column is a validation one).
         best_mode: "max" (accuracy) or "min" (loss).
@@ -142,6 +174,16 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         metadata: JSON data stored in every checkpoint's metadata (e.g. hyperparameters).
         model_config: the JSON config that rebuilds the model, stored in the checkpoints.
         resume_command: the command that resumes this run, printed on Ctrl-C.
+        checkpoint_every_steps: also save ``checkpoints/mid_epoch`` (train state and data
+            position) after every step whose global step count is a multiple of this; None
+            for epoch checkpoints only. Needs ``output_dir``.
+        mesh: train data-parallel on this mesh (`jaxdl.data_mesh`; `jaxdl.make_train_step`):
+            each batch is the global batch, or in a multi-process run this process's rows of
+            it (`jaxdl.process_batches`); the batch size must be a multiple of the device
+            count. In a multi-process run every process calls `fit` with the same arguments;
+            process 0 alone logs, shows progress and writes metrics, plots and (collectively,
+            `jaxdl.checkpoint.collective`) checkpoints; ``output_dir`` must be on a file system
+            all processes see. Callbacks run in every process.
 
     Returns:
         A `FitResult`.
@@ -154,40 +196,53 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         KeyboardInterrupt: re-raised after logging how to resume.
     """
     _check_arguments(epochs, log_every, best_mode)
+    if checkpoint_every_steps is not None:
+        _check_arguments(checkpoint_every_steps=checkpoint_every_steps)
+        if output_dir is None:
+            raise ValueError("fit: checkpoint_every_steps needs an output_dir to write the checkpoints to.")
     if validation_data is None and best_metric is not None and best_metric.startswith("validation_"):
         best_metric = None
     output_dir = None if output_dir is None else pathlib.Path(output_dir)
-    train_step, eval_step = shared_steps(model, loss_fn, optimizer, penalty)
+    train_step, eval_step = shared_steps(model, loss_fn, optimizer, penalty, mesh)
+    main = distributed.is_main_process()
     run = _Run(
         train_step=train_step, eval_step=eval_step, loss_fn=loss_fn, source=EpochSource(train_data, "train_data"),
         validation=None if validation_data is None else EpochSource(validation_data, "validation_data"),
         epochs=epochs, best_metric=best_metric, best_mode=best_mode, log_every=log_every,
-        callbacks=[*callbacks, *([ProgressBar()] if progress else [])], log=log or (lambda line: None),
+        callbacks=[*callbacks, *([ProgressBar()] if progress and main else [])],
+        log=(log if main else None) or (lambda line: None),
         checkpoints=None, output_dir=output_dir, plot=plot, metadata=dict(metadata or {}),
-        model_config=model_config)
-    train_state = _open(run, train_state, resume)
+        model_config=model_config, checkpoint_every_steps=checkpoint_every_steps, mesh=mesh)
+    with distributed.main_process_first("fit: open the run directory"):  # process 0 cleans it first
+        train_state = _open(run, train_state, resume)
     check_epochs(run.source, epochs - len(run.history))
     if run.validation is not None:
         check_epochs(run.validation, epochs - len(run.history))
     for callback in run.callbacks:
         callback.on_fit_start(epochs, len(run.history))
-    last_good = train_state
+    last_good = _kept(run, train_state)
     elapsed_before = run.history[-1]["elapsed_seconds"] if run.history else 0.0
     started = time.perf_counter()
     for epoch in range(len(run.history), epochs):
         try:
             train_state = _epoch(run, train_state, epoch, started, elapsed_before)
         except TrainingDiverged as error:
-            return _finish(run, last_good, "diverged", _diverged_message(run, error))
+            good = last_good if run.mid_epoch_state is None else run.mid_epoch_state
+            return _finish(run, good, "diverged", _diverged_message(run, error))
         except KeyboardInterrupt:
             run.log(_interrupted_message(run, epoch, resume_command))
             raise
-        last_good = train_state
+        last_good = _kept(run, train_state)
     return _finish(run, train_state, "completed", _summary(run))
 
 
-def _check_arguments(epochs, log_every, best_mode) -> None:
-    for name, value in (("epochs", epochs), ("log_every", log_every)):
+def _kept(run: _Run, train_state: TrainState) -> TrainState:
+    """``train_state``, copied when the step donates it (a mesh step) so that it outlives the next step."""
+    return train_state if run.mesh is None else keep(train_state)
+
+
+def _check_arguments(epochs=1, log_every=1, best_mode="max", **others) -> None:
+    for name, value in (("epochs", epochs), ("log_every", log_every), *others.items()):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"fit: {name} must be a positive int, got {value!r}.")
     if best_mode not in MODES:
@@ -202,33 +257,87 @@ def _open(run: _Run, train_state: TrainState, resume: bool) -> TrainState:
         return train_state
     run.checkpoints = checkpoint.CheckpointSet(run.output_dir / "checkpoints", metric=run.best_metric,
                                                mode=run.best_mode)
-    remove_stale_temporaries(run.output_dir)  # left by a kill inside a metrics.csv/png write
+    if distributed.is_main_process():
+        remove_stale_temporaries(run.output_dir)  # left by a kill inside a metrics.csv/png write
     latest = run.checkpoints.latest_epoch()
+    mid_epoch = _mid_epoch_position(run.output_dir, latest)
+    if mid_epoch is None:
+        _remove_mid_epoch(run.output_dir)  # older than checkpoints/last (a kill after an epoch's commit)
     if not resume:
-        if latest is not None:
-            raise RunDirectoryError(f"fit: {run.output_dir} already holds a run (checkpoints/last, epoch {latest}); "
+        if latest is not None or mid_epoch is not None:
+            where = (f"checkpoints/last, epoch {latest}" if mid_epoch is None else
+                     f"checkpoints/{MID_EPOCH}, epoch {mid_epoch['epoch'] + 1}")
+            raise RunDirectoryError(f"fit: {run.output_dir} already holds a run ({where}); "
                              f"resume it (resume=True) or choose another output directory.")
         return train_state
-    if latest is None:
+    if latest is None and mid_epoch is None:
         raise RunDirectoryError(f"fit: resume=True but {run.output_dir / 'checkpoints'} holds no checkpoint; start "
                          f"without resume.")
-    train_state, manifest = run.checkpoints.restore(train_state, "last")
+    if mid_epoch is None:
+        train_state, manifest = run.checkpoints.restore(train_state, "last")
+    else:
+        train_state, manifest = checkpoint.load_checkpoint(run.output_dir / "checkpoints" / MID_EPOCH, train_state)
+        run.position = run.mid_epoch = mid_epoch
     run.history = list(manifest["metadata"]["history"])
     run.best = manifest["metadata"].get("best")
     _write_outputs(run)  # a kill after the checkpoint but before metrics.csv left it a row short
-    run.log(f"Resuming {run.output_dir} after epoch {len(run.history)} of {run.epochs} "
-            f"(step {int(train_state.step)}).")
+    where = (f"after epoch {len(run.history)} of {run.epochs}" if mid_epoch is None else
+             f"in epoch {mid_epoch['epoch'] + 1} of {run.epochs} after batch {mid_epoch['batches']}")
+    run.log(f"Resuming {run.output_dir} {where} (step {int(train_state.step)}).")
     return train_state
+
+
+def resume_checkpoint_dir(output_dir) -> pathlib.Path | None:
+    """The checkpoint ``fit(..., resume=True)`` continues the run in ``output_dir`` from:
+    ``checkpoints/mid_epoch`` when it is newer than ``checkpoints/last``, else
+    ``checkpoints/last``; None when the run holds neither."""
+    directory = pathlib.Path(output_dir) / "checkpoints"
+    try:
+        latest = checkpoint.read_manifest(directory / "last")["run"]["epoch"]
+    except (FileNotFoundError, checkpoint.CheckpointError, KeyError, TypeError):
+        latest = None
+    if _mid_epoch_position(output_dir, latest) is not None:
+        return directory / MID_EPOCH
+    return None if latest is None else directory / "last"
+
+
+def _mid_epoch_position(output_dir: pathlib.Path, latest_epoch: int | None) -> dict | None:
+    """The data position of ``checkpoints/mid_epoch``, or None when there is none or it is
+    older than the last epoch checkpoint (``latest_epoch`` epochs finished)."""
+    try:
+        manifest = checkpoint.read_manifest(pathlib.Path(output_dir) / "checkpoints" / MID_EPOCH)
+    except FileNotFoundError:
+        return None
+    position = (manifest.get("metadata") or {}).get("position")
+    if not isinstance(position, dict) or position.get("epoch", -1) < (latest_epoch or 0):
+        return None
+    return position
+
+
+def _remove_mid_epoch(output_dir: pathlib.Path) -> None:
+    """Removes ``checkpoints/mid_epoch``: the link first (then it is gone), then its data."""
+    if not distributed.is_main_process():
+        return
+    directory = pathlib.Path(output_dir) / "checkpoints"
+    link = directory / MID_EPOCH
+    if link.is_symlink():
+        link.unlink()
+    for path in directory.glob(f".{MID_EPOCH}.*-*"):  # the data, and what a killed writer left
+        remove_path(path)
 
 
 def _epoch(run: _Run, train_state: TrainState, epoch: int, started: float, elapsed_before: float) -> TrainState:
     """Trains, validates and records one epoch; returns the new train state."""
     epoch_start = time.perf_counter()
-    batches = run.source.epoch(epoch)
+    position, run.position = run.position, None
+    batches = run.source.epoch(epoch, position)
     steps = run.source.steps(epoch)
     for callback in run.callbacks:
-        callback.on_epoch_start(epoch, steps)
-    train_state, train_loss = _train_epoch(run, train_state, batches, epoch)
+        callback.on_epoch_start(epoch, steps if steps is None or position is None else steps - position["batches"])
+    try:
+        train_state, train_loss = _train_epoch(run, train_state, batches, epoch, steps, position)
+    finally:
+        batches.close()
     if not _all_finite(train_state.params):
         raise TrainingDiverged(f"the parameters became NaN or infinite in epoch {epoch + 1}")
     row = {"epoch": epoch + 1, "step": int(train_state.step), "train_loss": train_loss}
@@ -246,23 +355,34 @@ def _epoch(run: _Run, train_state: TrainState, epoch: int, started: float, elaps
         run.checkpoints.save(epoch + 1, train_state, metadata=_checkpoint_metadata(run), best=improved,
                              metric_value=row.get(run.best_metric) if run.best_metric else None,
                              model_config=run.model_config)
+        if run.mid_epoch is not None:
+            _remove_mid_epoch(run.output_dir)
+            run.mid_epoch = run.mid_epoch_state = None
         _write_outputs(run)
         fault_point("metrics written")
     run.log(_epoch_line(run, row, improved))
     return train_state
 
 
-def _train_epoch(run: _Run, train_state: TrainState, batches, epoch: int) -> tuple[TrainState, float]:
-    """The epoch's steps; returns (train_state, mean loss per example)."""
-    pending, loss_sum, examples = [], 0.0, 0
+def _train_epoch(run: _Run, train_state: TrainState, batches, epoch: int, steps: int | None,
+                 position: dict | None) -> tuple[TrainState, float]:
+    """The epoch's steps (from ``position`` on, when given); returns (train_state, mean loss per example)."""
+    pending = []
+    loss_sum, examples = (0.0, 0) if position is None else (position["loss_sum"], position["examples"])
+    every = run.checkpoint_every_steps
+    step = int(train_state.step) if every else 0  # the global step count, kept on the host
     for batch in batches:
         if batch.reset:
             train_state = train_state._replace(state=reset_memory(train_state.state))
         check_integer_labels(batch.labels, _output_shape(run, train_state, batch.x), "fit")
         train_state, metrics = run.train_step(train_state, batch.x, batch.labels)
-        pending.append((metrics, int(np.shape(batch.x)[0])))
+        pending.append((metrics, global_rows(run.mesh, int(np.shape(batch.x)[0]))))
         if len(pending) == run.log_every:
             loss_sum, examples = _drain(run, pending, epoch, train_state, loss_sum, examples)
+        step += 1
+        if every and step % every == 0 and batches.batches != steps:
+            loss_sum, examples = _drain(run, pending, epoch, train_state, loss_sum, examples)
+            _save_mid_epoch(run, train_state, {**batches.position(), "loss_sum": loss_sum, "examples": examples})
     loss_sum, examples = _drain(run, pending, epoch, train_state, loss_sum, examples)
     if examples == 0:
         raise ValueError(f"fit: train_data gave no batch in epoch {epoch + 1}.")
@@ -292,8 +412,19 @@ def _drain(run: _Run, pending: list, epoch: int, train_state, loss_sum: float, e
                                    f"(around step {int(train_state.step)})")
     for callback in run.callbacks:
         callback.on_steps(epoch, entries)
-    loss_sum += sum(entry["example_loss"] * entry["examples"] for entry in entries)
+    for entry in entries:  # one step at a time: the sum does not depend on when it is drained
+        loss_sum += entry["example_loss"] * entry["examples"]
     return loss_sum, examples + sum(entry["examples"] for entry in entries)
+
+
+def _save_mid_epoch(run: _Run, train_state: TrainState, position: dict) -> None:
+    """Saves ``checkpoints/mid_epoch``: the train state and the data ``position`` (module docstring)."""
+    if not _all_finite(train_state.params):
+        raise TrainingDiverged(f"the parameters became NaN or infinite in epoch {position['epoch'] + 1} "
+                               f"(at step {int(train_state.step)})")
+    checkpoint.save_checkpoint(run.output_dir / "checkpoints" / MID_EPOCH, train_state, model_config=run.model_config,
+                               metadata={**_checkpoint_metadata(run), "position": position})
+    run.mid_epoch, run.mid_epoch_state = position, _kept(run, train_state)
 
 
 def _all_finite(tree) -> bool:
@@ -327,7 +458,7 @@ def _checkpoint_metadata(run: _Run) -> dict:
 
 
 def _write_outputs(run: _Run) -> None:
-    if run.output_dir is None or not run.history:
+    if run.output_dir is None or not run.history or not distributed.is_main_process():
         return
     write_metrics_csv(run.output_dir / "metrics.csv", run.history)
     if run.plot:
@@ -347,6 +478,9 @@ def _epoch_line(run: _Run, row: dict, improved: bool) -> str:
 def _last_checkpoint_words(run: _Run) -> str:
     if run.checkpoints is None:
         return "no checkpoint is written without an output_dir"
+    if run.mid_epoch is not None:
+        return (f"the last checkpoint is {run.output_dir / 'checkpoints' / MID_EPOCH} (epoch "
+                f"{run.mid_epoch['epoch'] + 1}, after batch {run.mid_epoch['batches']})")
     latest = run.checkpoints.latest_epoch()
     if latest is None:
         return "no checkpoint was written yet"
@@ -354,14 +488,15 @@ def _last_checkpoint_words(run: _Run) -> str:
 
 
 def _diverged_message(run: _Run, error: TrainingDiverged) -> str:
-    state = ("the returned state is that checkpoint's" if run.history else
+    state = ("the returned state is that checkpoint's" if run.history or run.mid_epoch is not None else
              "the returned state is the one training started from")
     return f"Training stopped: {error}. {_last_checkpoint_words(run).capitalize()}; {state}."
 
 
 def _interrupted_message(run: _Run, epoch: int, resume_command: str | None) -> str:
     message = f"Interrupted in epoch {epoch + 1}; {_last_checkpoint_words(run)}."
-    if resume_command and run.checkpoints is not None and run.checkpoints.latest_epoch() is not None:
+    if resume_command and run.checkpoints is not None and (run.checkpoints.latest_epoch() is not None
+                                                           or run.mid_epoch is not None):
         message += f" Continue with: {resume_command}"
     return message
 

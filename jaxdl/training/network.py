@@ -38,6 +38,8 @@ class NeuralNetwork:
         input_shape: the input shape including the batch dimension (any batch size works later).
         seed: an int or a `jax.random` key for initialization and dropout.
         dtype: the parameters' dtype.
+        mesh: train and test data-parallel on this mesh (`jaxdl.data_mesh`; see
+            `jaxdl.make_train_step`): batch sizes must be multiples of its device count.
 
     Attributes:
         train_state: the current `TrainState` (params, state, opt_state, key, step).
@@ -49,12 +51,13 @@ class NeuralNetwork:
         >>> probabilities = net.test(x_test)
     """
 
-    def __init__(self, model, loss_fn, optimizer, *, input_shape, seed=0, dtype=jnp.float32):
-        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+    def __init__(self, model, loss_fn, optimizer, *, input_shape, seed=0, dtype=jnp.float32,
+                 mesh: jax.sharding.Mesh | None = None):
+        self.model, self.loss_fn, self.optimizer, self.mesh = model, loss_fn, optimizer, mesh
         self.train_state = create_train_state(model, optimizer, seed, input_shape, dtype)
         self.loss: list[float] = []
-        self._train_step = shared_steps(model, loss_fn, optimizer)[0]  # the step `train` runs too
-        self._predict = make_predict(model)
+        self._train_step = shared_steps(model, loss_fn, optimizer, mesh=mesh)[0]  # the step `train` runs too
+        self._predict = make_predict(model, mesh=mesh)
 
     @property
     def params(self):
@@ -96,7 +99,7 @@ class NeuralNetwork:
             data = batches
         losses: list[float] = []
         result = fit(self.model, self.loss_fn, self.optimizer, self.train_state, data, epochs=epochs,
-                     best_metric=None, callbacks=[_LossRecorder(losses)], progress=progress, log=None)
+                     best_metric=None, callbacks=[_LossRecorder(losses)], progress=progress, log=None, mesh=self.mesh)
         self.train_state = result.train_state
         self.loss.extend(losses)
         if result.status != "completed":

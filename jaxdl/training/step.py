@@ -10,6 +10,11 @@ Research code uses the functions directly::
     outputs, state = eval_step(train_state.params, state, x_test)
 
 `jaxdl.fit` (the loop), `jaxdl.NeuralNetwork` and the exercise facade all run this step.
+
+Data parallelism: ``mesh=`` (a `jax.sharding.Mesh` with a ``"data"`` axis, e.g.
+`jaxdl.data_mesh()`) jits the same step with the batch sharded over the devices and
+everything else replicated (`jaxdl.training.parallel`); without a mesh the step is
+``jax.jit(step)``, exactly as on one device.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import optax
 
 from jaxdl.losses import per_example_losses
 from jaxdl.optimizers import regularization_loss
+from jaxdl.training.parallel import parallel_eval_step, parallel_train_step
 from jaxdl.training.state import TrainState
 
 
-def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: bool = True) -> Callable:
+def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: bool = True,
+                    mesh: jax.sharding.Mesh | None = None) -> Callable:
     """Builds ``step(train_state, x, labels) -> (train_state, metrics)``.
 
     The step differentiates ``loss_fn(model output, labels)`` (plus ``penalty.norm(params)``
@@ -44,11 +51,18 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
         optimizer: a `jaxdl.Optimizer` or any optax gradient transformation.
         penalty: a regularizer whose norm is added to the differentiated loss.
         jit: compile the step with `jax.jit` (one trace per input shape and dtype).
+        mesh: data parallelism over this mesh's ``"data"`` axis (`jaxdl.data_mesh`): ``x`` and
+            ``labels`` are the global batch (in a multi-process run, this process's rows of
+            it: `jaxdl.training.parallel.process_rows`), sharded over the devices; the train
+            state is replicated, and donated (pass the returned state to the next call). The
+            result equals the one-device step on the same global batch. Needs ``jit=True``.
 
     Errors: ValueError at trace time when ``train_state.opt_state`` does not have the tree
     structure and leaf shapes of ``optimizer.init(train_state.params)`` (an optimizer state of
-    another model or optimizer); the model's and the loss's own errors otherwise.
+    another model or optimizer); with a mesh, ValueError for a batch the devices cannot split
+    evenly (naming its size and the device count); the model's and the loss's own errors otherwise.
     """
+    _check_mesh_and_jit("make_train_step", mesh, jit)
 
     def step(train_state: TrainState, x, labels):
         check_opt_state(optimizer, train_state.params, train_state.opt_state)
@@ -73,7 +87,15 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
         }
         return TrainState(params, new_state, opt_state, key, train_state.step + 1), metrics
 
+    if mesh is not None:
+        return parallel_train_step(step, mesh)
     return jax.jit(step) if jit else step
+
+
+def _check_mesh_and_jit(where: str, mesh, jit: bool) -> None:
+    if mesh is not None and not jit:
+        raise ValueError(f"{where}: a mesh needs jit=True (its shardings are jax.jit's in/out shardings), got "
+                         f"jit=False.")
 
 
 def check_opt_state(optimizer, params, opt_state) -> None:
@@ -102,7 +124,7 @@ def check_opt_state(optimizer, params, opt_state) -> None:
         ) from error
 
 
-def make_eval_step(model, *, jit: bool = True) -> Callable:
+def make_eval_step(model, *, jit: bool = True, mesh: jax.sharding.Mesh | None = None) -> Callable:
     """Builds ``eval_step(params, state, x) -> (outputs, new_state)`` in evaluation mode.
 
     Evaluation mode: no dropout (no key needed), batch-norm running statistics used and left
@@ -110,41 +132,58 @@ def make_eval_step(model, *, jit: bool = True) -> Callable:
     ``memorize=True`` returns its final hidden state, so a long sequence can be evaluated chunk
     by chunk (start from `jaxdl.reset_memory` of the training state, then pass each chunk's
     new state to the next call). `jaxdl.evaluate` does exactly that.
+
+    With ``mesh`` (as for `make_train_step`): ``x`` and the outputs are batch-sharded over the
+    mesh's ``"data"`` axis, params and state replicated; the function's ``mesh`` attribute
+    tells `jaxdl.evaluate` to shard the labels the same way.
     """
+    _check_mesh_and_jit("make_eval_step", mesh, jit)
 
     def eval_step(params, state, x):
         return model.apply(params, state, x, train=False)
 
+    if mesh is not None:
+        return parallel_eval_step(eval_step, mesh, returns_state=True, where="make_eval_step")
     return jax.jit(eval_step) if jit else eval_step
 
 
-def make_predict(model, *, jit: bool = True) -> Callable:
+def make_predict(model, *, jit: bool = True, mesh: jax.sharding.Mesh | None = None) -> Callable:
     """Builds ``predict(params, state, x) -> outputs``: `make_eval_step` without the new state.
 
     The stateless convenience: every call starts from ``state`` as given. Use
-    `make_eval_step` to carry a memorized state from chunk to chunk.
+    `make_eval_step` to carry a memorized state from chunk to chunk. ``mesh`` as for
+    `make_eval_step`.
     """
+    _check_mesh_and_jit("make_predict", mesh, jit)
 
     def predict(params, state, x):
         return model.apply(params, state, x, train=False)[0]
 
+    if mesh is not None:
+        return parallel_eval_step(predict, mesh, returns_state=False, where="make_predict")
     return jax.jit(predict) if jit else predict
 
 
-def shared_steps(model, loss_fn: Callable, optimizer, penalty=None) -> tuple[Callable, Callable]:
+def shared_steps(model, loss_fn: Callable, optimizer, penalty=None, mesh: jax.sharding.Mesh | None = None
+                 ) -> tuple[Callable, Callable]:
     """(`make_train_step`, `make_eval_step`) for these arguments, built once and reused.
 
     Every `jaxdl.fit` call (and so every `NeuralNetwork.train` call) would otherwise build new
     jitted functions and compile them again. Arguments are compared as `functools.lru_cache`
-    keys: layers by value, functions and optimizers by identity; unhashable arguments get new
-    steps each time.
+    keys: layers by value, functions and optimizers by identity, meshes by value; unhashable
+    arguments get new steps each time.
     """
     try:
-        return _cached_steps(model, loss_fn, optimizer, penalty)
+        return _cached_steps(model, loss_fn, optimizer, penalty, mesh)
     except TypeError:  # an unhashable argument
-        return make_train_step(model, loss_fn, optimizer, penalty=penalty), make_eval_step(model)
+        return _steps(model, loss_fn, optimizer, penalty, mesh)
+
+
+def _steps(model, loss_fn, optimizer, penalty, mesh):
+    return (make_train_step(model, loss_fn, optimizer, penalty=penalty, mesh=mesh),
+            make_eval_step(model, mesh=mesh))
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_steps(model, loss_fn, optimizer, penalty):
-    return make_train_step(model, loss_fn, optimizer, penalty=penalty), make_eval_step(model)
+def _cached_steps(model, loss_fn, optimizer, penalty, mesh):
+    return _steps(model, loss_fn, optimizer, penalty, mesh)
