@@ -15,13 +15,12 @@ the devices, and measure:
 * all-reduce share: the pytree all-reduce / the step (the communication in the step, unless
   XLA overlaps it with the backward pass).
 
-CPU caveat: on the CPU, `jaxdl.layers.conv.fast_conv` computes the weight gradient in slices
-of `jaxdl.layers.conv.WEIGHT_GRAD_BLOCK` batch rows (1.3-1.5x faster on one device). On a
-mesh, XLA's partitioner moves those slices of the batch-sharded activations between the
-devices (48 collective-permutes per LeNet step, through gloo between processes), which costs
-more than the blocks save. ``--whole-batch-weight-gradient`` sets the block to the whole batch
-for comparison (the step then holds one all-reduce and no other collective). GPUs never take
-that path.
+CPU note: on one device, `jaxdl.layers.conv.fast_conv` computes the weight gradient in slices
+of `jaxdl.layers.conv.WEIGHT_GRAD_BLOCK` batch rows (1.3-1.5x faster). A mesh step traces
+under `jaxdl.layers.conv.whole_batch_weight_gradient`, because XLA's partitioner would move
+those slices of the batch-sharded activations between the devices (48 collective-permutes
+per LeNet step, through gloo between processes): the mesh step holds one all-reduce and no
+other collective.
 
 Configurations: ``1 dev`` is the one-device step without a mesh (the baseline); ``N dev`` one
 process with N host devices (``jax_num_cpu_devices``); ``P proc x D dev`` P processes on
@@ -33,7 +32,6 @@ CPU figures measure the machinery (sharding, collectives, processes), not a spee
 Usage:
     python benchmarks/bench_scaling.py                     # batch 128: 1, 2, 4 devices; 1x1, 2x1, 2x2 processes
     python benchmarks/bench_scaling.py --batch 256 --steps 10 --repeats 5
-    python benchmarks/bench_scaling.py --whole-batch-weight-gradient
     python benchmarks/bench_scaling.py --device gpu        # a GPU machine: 1..all local GPUs, one process
 """
 
@@ -101,11 +99,8 @@ def worker(args) -> None:
 
     import jaxdl
     import jaxdl.models
-    from jaxdl.layers import conv
     from jaxdl.training import parallel
 
-    if args.whole_batch_weight_gradient:
-        conv.WEIGHT_GRAD_BLOCK = args.batch  # read when the step is traced: one block, no slices
     model, optimizer = jaxdl.models.lenet(), jaxdl.Adam(5e-4)
     train_state = jaxdl.create_train_state(model, optimizer, jax.random.key(0), (args.batch, 1, 28, 28))
     step = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer, mesh=mesh)
@@ -157,8 +152,7 @@ def measure(processes: int, devices: int, args) -> dict:
     workers = [subprocess.Popen([sys.executable, __file__, "--worker", "--devices", str(devices),
                                  "--num-processes", str(processes), "--process-id", str(index),
                                  "--coordinator", coordinator, "--batch", str(args.batch), "--steps", str(args.steps),
-                                 "--repeats", str(args.repeats), "--device", args.device,
-                                 *(["--whole-batch-weight-gradient"] if args.whole_batch_weight_gradient else [])],
+                                 "--repeats", str(args.repeats), "--device", args.device],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
                for index in range(processes)]
     outputs = [worker.communicate(timeout=1800) for worker in workers]
@@ -187,8 +181,6 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--devices-list", type=int, nargs="+", default=[1, 2, 4],
                         help="device counts of the one-process rows (default 1 2 4)")
-    parser.add_argument("--whole-batch-weight-gradient", action="store_true",
-                        help="compute the conv weight gradient over the whole batch on the CPU (no row blocks)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--num-processes", type=int, default=1, help=argparse.SUPPRESS)
@@ -212,7 +204,7 @@ def main(argv=None) -> None:
     parameters = figures["parameters"]
     print(f"LeNet ({parameters:,} parameters = {4 * parameters:,} bytes of float32 gradient per all-reduce), "
           f"global batch {args.batch}, {figures['device_kind']}"
-          f"{', whole-batch conv weight gradient' if args.whole_batch_weight_gradient else ''}; "
+          "; "
           f"load average {os.getloadavg()[0]:.1f}.\n")
     print("| configuration | devices | samples/s | vs 1 dev | step ms | all-reduce ms: params pytree (flat) | "
           "all-reduce / step | first step s |")

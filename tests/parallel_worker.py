@@ -227,6 +227,16 @@ def mesh_checks(out: pathlib.Path) -> None:
     results["compiled_with_donation"] = "tf.aliasing_output" in mesh_step.jitted.lower(
         after, *[parallel.shard_batch(mesh, a) for a in batches[0]]).as_text()
 
+    # Conv's CPU weight gradient in blocks of 32 rows would cut across the batch's shards and
+    # move activations between devices: the mesh step computes it over the whole batch.
+    lenet = jaxdl.models.lenet()
+    images, labels = np.zeros((64, 1, 28, 28), np.float32), np.zeros((64,), np.int32)
+    lenet_state = parallel.replicate(mesh, jaxdl.create_train_state(lenet, optimizer, 0, images.shape))
+    lenet_step = jaxdl.make_train_step(lenet, jaxdl.cross_entropy, optimizer, mesh=mesh)
+    compiled = lenet_step.jitted.lower(lenet_state, parallel.shard_batch(mesh, images),
+                                       parallel.shard_batch(mesh, labels)).compile().as_text()
+    results["lenet_mesh_step_collective_permutes"] = compiled.count("collective-permute")
+
     # Dropout: one mask per example (not per device copy), the same as on one device.
     dropout = jaxdl.Dropout(0.5)
     ones = jnp.ones((8, 64), jnp.float32)

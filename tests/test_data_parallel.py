@@ -72,6 +72,10 @@ def test_dropout_masks_are_per_example_not_per_device(four_devices):
     assert four_devices["dropout_rows_differ_across_devices"]
 
 
+def test_the_mesh_step_moves_no_activations_between_devices(four_devices):
+    assert four_devices["lenet_mesh_step_collective_permutes"] == 0
+
+
 def test_the_step_donates_its_state_and_spares_a_state_not_yet_on_the_mesh(four_devices):
     assert four_devices["compiled_with_donation"]
     assert four_devices["donated_state_deleted"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import itertools
@@ -149,19 +151,37 @@ def _fast_conv_jvp(stride, padding, primals, tangents):
     return out, sum(terms[1:], terms[0])
 
 
+_WHOLE_BATCH_WEIGHT_GRADIENT = contextvars.ContextVar("jaxdl_whole_batch_weight_gradient", default=False)
+
+
+@contextlib.contextmanager
+def whole_batch_weight_gradient():
+    """Within it, `fast_conv` traces its CPU weight gradient over the whole batch (no row blocks).
+
+    The data-parallel step (`jaxdl.training.parallel`) traces under it: its batch is sharded
+    over devices, and row blocks that cut across the shards make XLA move activations between
+    devices (48 collective-permutes per LeNet step on 4 CPU devices).
+    """
+    token = _WHOLE_BATCH_WEIGHT_GRADIENT.set(True)
+    try:
+        yield
+    finally:
+        _WHOLE_BATCH_WEIGHT_GRADIENT.reset(token)
+
+
 def _weight_tangent(x, dweights, stride, padding):
     """``conv_reference(x, dweights)``, on CPU computed in batch blocks of `WEIGHT_GRAD_BLOCK`.
 
     Linear in ``dweights``; its transpose (the weight gradient reverse mode needs) is then a sum
     of block-wise weight gradients, which XLA's CPU backend runs faster than one whole-batch
-    gradient (see `fast_conv`).
+    gradient (see `fast_conv`), except under `whole_batch_weight_gradient`.
     """
     def whole(x, dweights):
         return conv_reference(x, dweights, stride, padding)
 
     def blocked(x, dweights):
         starts = range(0, x.shape[0], WEIGHT_GRAD_BLOCK)
-        if len(starts) == 1:
+        if len(starts) == 1 or _WHOLE_BATCH_WEIGHT_GRADIENT.get():
             return whole(x, dweights)
         return jnp.concatenate(
             [conv_reference(x[s:s + WEIGHT_GRAD_BLOCK], dweights, stride, padding) for s in starts], axis=0)

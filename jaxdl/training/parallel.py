@@ -45,6 +45,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxdl.layers.conv import whole_batch_weight_gradient
 from jaxdl.training.data import Batch, EpochSource
 
 #: The mesh axis that the batch is sharded on.
@@ -265,7 +266,12 @@ def parallel_train_step(step: Callable, mesh: Mesh) -> Callable:
     """
     check_mesh(mesh, "make_train_step")
     state_sharding, batch = replicated(mesh), batch_sharding(mesh)
-    jitted = jax.jit(step, in_shardings=(state_sharding, batch, batch), out_shardings=(state_sharding, state_sharding),
+
+    def sharded_step(train_state, x, labels):
+        with whole_batch_weight_gradient():  # no CPU row blocks across the batch's shards
+            return step(train_state, x, labels)
+
+    jitted = jax.jit(sharded_step, in_shardings=(state_sharding, batch, batch), out_shardings=(state_sharding, state_sharding),
                      donate_argnums=0)
 
     @functools.wraps(step)
