@@ -18,7 +18,7 @@ train: $(VENV)/.installed
 	$(PY) scripts/train_lenet.py $(ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n auto --dist worksteal $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_lenet.py
