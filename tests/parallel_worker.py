@@ -133,7 +133,7 @@ def load_leaves(path):
 def lenet_with_batch_norm_and_dropout():
     import jaxdl
 
-    conv = lambda kernels: jaxdl.Conv(kernels, (5, 5), padding="same")  # noqa: E731
+    conv = lambda kernels: jaxdl.Conv(kernels, (5, 5), padding="same")
     return jaxdl.Serial(conv(6), jaxdl.BatchNormalization(), jaxdl.ReLU(), jaxdl.Pooling(2),
                         conv(16), jaxdl.ReLU(), jaxdl.Pooling(2), jaxdl.Flatten(),
                         jaxdl.FullyConnected(120), jaxdl.ReLU(), jaxdl.Dropout(0.5),
@@ -141,20 +141,10 @@ def lenet_with_batch_norm_and_dropout():
 
 
 def tiny_mnist():
-    """Tiny MNIST-like splits with a learnable bright bar per class (as in test_train_lenet.py)."""
-    import numpy as np
+    """Tiny MNIST-like splits with a learnable bright bar per class (tests/synthetic_digits.py)."""
+    from synthetic_digits import tiny_mnist as splits
 
-    from jaxdl.datasets.mnist import MNISTSplits, Split
-
-    def split(count, seed):
-        rng = np.random.default_rng(seed)
-        labels = (np.arange(count) % 10).astype(np.int32)
-        images = rng.integers(0, 60, (count, 28, 28), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 2 + 2 * label:4 + 2 * label, 4:24] = 255
-        return Split(images, labels)
-
-    return MNISTSplits(split(48, 0), split(20, 1), split(20, 2))
+    return splits()
 
 
 def command_line_on_four_devices(out: pathlib.Path) -> dict:
@@ -292,7 +282,7 @@ def mesh_checks(out: pathlib.Path) -> None:
     out.joinpath("mesh.json").write_text(json.dumps(results))
 
 
-def ParamsAfterEpoch(epoch_wanted):  # noqa: N802  (a class made on first use: jaxdl imports late)
+def ParamsAfterEpoch(epoch_wanted):
     """A callback keeping a host copy of the params at the end of that epoch (1-based)."""
     from jaxdl.training.callbacks import Callback
 

@@ -8,13 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from layer_registry import LAYER_CASES
+from synthetic_digits import tiny_split
 
 import jaxdl
 from jaxdl import checkpoint
-from jaxdl.datasets.mnist import MNISTSplits, Split
+from jaxdl.datasets.mnist import MNISTSplits
 from jaxdl.precision import MixedPrecision
 from jaxdl.recipes import lenet
-from layer_registry import LAYER_CASES
 
 BF16, F32 = jnp.bfloat16, jnp.float32
 IDS = [case[0] for case in LAYER_CASES]
@@ -31,14 +32,7 @@ def dtypes(tree):
     return {jnp.result_type(leaf).name for leaf in jax.tree.leaves(tree) if _floating(leaf)}
 
 
-def tiny_split(count, seed):
-    """Synthetic digits: a bright bar whose row is the label, on noise (as test_train_lenet)."""
-    rng = np.random.default_rng(seed)
-    labels = (np.arange(count) % 10).astype(np.int32)
-    images = rng.integers(0, 60, (count, 28, 28), dtype=np.uint8)
-    for i, label in enumerate(labels):
-        images[i, 2 + 2 * label:4 + 2 * label, 4:24] = 255
-    return Split(images, labels)
+
 
 
 def lenet_config(tmp_path, **overrides):

@@ -17,11 +17,12 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic_digits import tiny_mnist, tiny_split
 
 import jaxdl
 from jaxdl import checkpoint
 from jaxdl.datasets import mnist
-from jaxdl.datasets.mnist import MNISTSplits, Split
+from jaxdl.datasets.mnist import MNISTSplits
 from jaxdl.recipes import lenet
 from jaxdl.training import Callback
 
@@ -40,18 +41,9 @@ train_script = load_script("train_lenet")
 evaluate_lenet = load_script("evaluate_lenet")
 
 
-def tiny_split(count, seed):
-    rng = np.random.default_rng(seed)
-    labels = (np.arange(count) % 10).astype(np.int32)
-    images = rng.integers(0, 60, (count, 28, 28), dtype=np.uint8)
-    for i, label in enumerate(labels):  # a learnable bright bar whose row is the label
-        images[i, 2 + 2 * label:4 + 2 * label, 4:24] = 255
-    return Split(images, labels)
-
-
 @pytest.fixture(scope="module")
 def data():
-    return MNISTSplits(tiny_split(48, 0), tiny_split(20, 1), tiny_split(20, 2))
+    return tiny_mnist()
 
 
 def config(tmp_path, name="run", **overrides):
