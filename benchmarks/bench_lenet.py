@@ -12,7 +12,10 @@ counts must be fixed before JAX or PyTorch start), pinned to that many cores wit
 * samples per CPU second (process time): with 1 thread, a measure that other jobs on a
   shared machine disturb far less than wall time;
 * first-step latency: the first call, compilation included (jaxdl) or not needed (PyTorch);
-* peak RSS of the process.
+* peak RSS of the process;
+* on the CPU, the worker's float32 matrix-product rate (a jitted 2048^3 product on the same
+  pinned cores) and the step's share of it: samples/s x 3.92 MFLOP per image (the arithmetic
+  of a plain LeNet step, `STEP_FLOP_PER_IMAGE`) / that rate.
 
 ``--compute-dtype float32 bfloat16`` measures jaxdl in each compute dtype (`jaxdl.MixedPrecision`;
 float32 params and Adam moments): one train step per dtype in the same worker process, the timed
@@ -110,6 +113,31 @@ def run_jaxdl(batch, steps, repeats, compute_dtypes=("float32",), device="cpu"):
     return {dtype: (firsts[dtype], blocks[dtype]) for dtype in compute_dtypes}
 
 
+#: Multiply-adds of one LeNet training step per image: forward conv1 28*28*6*25 = 117,600,
+#: conv2 14*14*16*6*25 = 470,400, dense 784*120 + 120*84 + 84*10 = 105,000; backward twice
+#: that (input and weight gradients) except conv1's input gradient (not needed): 1,961,400
+#: multiply-adds = 3.92 MFLOP. The arithmetic a plain implementation does, whatever padding
+#: or blocking the fast paths add.
+STEP_FLOP_PER_IMAGE = 2 * (117_600 + 470_400 + 105_000 + 117_600 + 2 * (470_400 + 105_000))
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 7) -> float:
+    """This worker's float32 matrix-product rate: a jitted n x n @ n x n product, median of
+    ``repeats`` after one warm-up (XLA's CPU dot library on the worker's pinned cores)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    product = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(product(a))
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(product(a))
+        seconds.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(seconds) / 1e9
+
+
 def run_torch(batch, steps, repeats, threads, device="cpu"):
     import numpy as np
     import torch
@@ -185,6 +213,10 @@ def worker(args):
         "samples_per_cpu_s": samples / statistics.median(cpu for _, cpu in blocks),
         "first_step_s": first, "peak_rss_mb": peak_rss_mb,
     } for dtype, (first, blocks) in measured.items()}
+    if args.worker == "jaxdl" and args.device == "cpu":
+        peak = matmul_peak_gflops()
+        for dtype_figures in figures.values():
+            dtype_figures["peak_gflops"] = peak
     result = figures if args.worker == "jaxdl" else figures["float32"]
     print(json.dumps({**result, "device": device_name(args.worker, args.device)}))
 
@@ -205,6 +237,14 @@ def measure(library, batch, threads, steps, repeats, compute_dtypes=("float32",)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     DEVICES[library] = result.pop("device")
     return result
+
+
+def peak_columns(figures) -> str:
+    """The worker's fp32 matmul rate and the step's share of it (`STEP_FLOP_PER_IMAGE`)."""
+    if "peak_gflops" not in figures:
+        return "- | -"
+    fraction = figures["samples_per_s"] * STEP_FLOP_PER_IMAGE / 1e9 / figures["peak_gflops"]
+    return f"{figures['peak_gflops']:.0f} | {100 * fraction:.0f}%"
 
 
 def median_result(results):
@@ -258,8 +298,8 @@ def run_table(args):
     dtypes = list(dict.fromkeys(args.compute_dtype))
     print("| batch | threads | jaxdl compute | jaxdl samples/s | jaxdl ms/step | vs float32 | torch samples/s "
           "| jaxdl/torch | jaxdl/torch per CPU s | jaxdl first step s | torch first step s | jaxdl peak RSS MB "
-          "| torch peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| torch peak RSS MB | fp32 matmul peak GFLOP/s | jaxdl fraction of peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in thread_counts:
         for batch in args.batch:
             steps = args.steps or max(4096 // batch, 4)
@@ -284,7 +324,7 @@ def run_table(args):
                 print(f"| {batch} | {'gpu' if gpu else threads} | {dtype} | {j['samples_per_s']:,.0f} | "
                       f"{1000 * batch / j['samples_per_s']:.1f} | {versus} | {tcol('samples_per_s', ',.0f')} | "
                       f"{ratio} | {cpu_ratio} | {j['first_step_s']:.2f} | {tcol('first_step_s', '.3f')} | "
-                      f"{j['peak_rss_mb']:.0f} | {tcol('peak_rss_mb', '.0f')} |", flush=True)
+                      f"{j['peak_rss_mb']:.0f} | {tcol('peak_rss_mb', '.0f')} | {peak_columns(j)} |", flush=True)
     if gpu:
         print(f"\n# devices: jaxdl on {DEVICES.get('jaxdl', '-')}, torch on {DEVICES.get('torch', '-')}; "
               f"peak RSS is host memory")

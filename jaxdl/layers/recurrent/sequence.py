@@ -116,6 +116,8 @@ def _fused_jvp(cell, reverse, unroll, primals, tangents):
     h_prev = previous(hs, carry0[0], reverse)
     dz_x, dz_h = _projection_tangents(cell, params, dparams, xs, dxs, h_prev)
     dcarry0 = tuple(jnp.zeros_like(c) if _is_zero(d) else d for c, d in zip(carry0, dcarry0))
+    if cell.tangent_reads_outputs:
+        coefficients = (hs, *coefficients)
     inputs = (dz_x,) + (() if dz_h is None else (dz_h,)) + tuple(coefficients)
     # The step multiplies by w_hh written as (w_hh^T)^T: its transpose, the reverse pass, then
     # multiplies by the stored w_hh^T, an ordinary product, inside the loop.
