@@ -26,16 +26,20 @@ import jaxdl
 from jaxdl import checkpoint, models
 from jaxdl.datasets.mnist import Split, load_mnist
 from jaxdl.datasets.pipeline import EpochBatches
+from jaxdl.recipes.lenet import lenet_model
 
 DEFAULT_CHECKPOINT = "runs/lenet/checkpoints/best"
 
 
 def restore_model(directory):
-    """(model, params, state, manifest) of a checkpoint written by train_lenet.py."""
+    """(model, params, state, manifest) of a checkpoint written by train_lenet.py (the model in
+    the run's compute dtype, `jaxdl.recipes.lenet.lenet_model`)."""
     manifest = checkpoint.read_manifest(directory)
     if not manifest.get("model_config"):
         raise checkpoint.CheckpointError(f"Checkpoint {directory} has no model_config to rebuild the model from.")
-    model = models.build_model(manifest["model_config"])
+    # The run's compute dtype, so this evaluation is the one train_lenet.py printed.
+    compute_dtype = manifest["metadata"].get("config", {}).get("compute_dtype", "float32")
+    model = lenet_model(manifest["model_config"], compute_dtype)
     input_shape = (1, *manifest["metadata"].get("input_shape", models.LENET_INPUT_SHAPE))
     params_template, state_template = jax.eval_shape(lambda: model.init(jax.random.key(0), input_shape))
     params, _ = checkpoint.load_checkpoint(directory, params_template, prefix="params")

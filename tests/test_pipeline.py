@@ -312,8 +312,8 @@ class InterruptAfter(Callback):
             raise KeyboardInterrupt
 
 
-def run_fit(output_dir, *, resume=False, callbacks=(), every=EVERY, log=None):
-    train = pipeline.EpochBatches(TRAIN_IMAGES, TRAIN_LABELS, 8, seed=7, shuffle=True, max_shift=1,
+def run_fit(output_dir, *, resume=False, callbacks=(), every=EVERY, log=None, batch_size=8):
+    train = pipeline.EpochBatches(TRAIN_IMAGES, TRAIN_LABELS, batch_size, seed=7, shuffle=True, max_shift=1,
                                   drop_remainder=True)
     validation = pipeline.EpochBatches(TRAIN_IMAGES[:16], TRAIN_LABELS[:16], 8)
     state = jaxdl.create_train_state(MODEL, OPTIMIZER, 0, (8, 1, 6, 6))
@@ -367,6 +367,15 @@ def test_resume_mid_epoch_equals_an_unbroken_run(unbroken, tmp_path, interrupt_a
     last, _ = checkpoint.load_checkpoint(resumed.checkpoint_dir("last"), resumed.train_state)
     assert_same_tree(last, unbroken.train_state)
     assert not mid.exists() and resume_checkpoint_dir(output_dir) == output_dir / "checkpoints" / "last"
+
+
+def test_a_mid_epoch_resume_with_another_epoch_length_is_an_error(tmp_path):
+    output_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(output_dir, callbacks=[InterruptAfter(6)])
+    assert checkpoint.read_manifest(output_dir / "checkpoints" / MID_EPOCH)["metadata"]["position"]["steps"] == STEPS
+    with pytest.raises(ValueError, match=f"saved in an epoch of {STEPS} steps, but epoch 1 .* now has 4"):
+        run_fit(output_dir, resume=True, batch_size=12)  # 48 examples in 4 batches: examples would be skipped
 
 
 def test_a_mid_epoch_checkpoint_older_than_last_is_ignored(unbroken, tmp_path):

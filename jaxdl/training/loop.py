@@ -24,7 +24,7 @@ step whose global step count is a multiple of N (except an epoch's last step, wh
 epoch's checkpoint follows), the step metrics are fetched and checked and the train state is
 saved as ``checkpoints/mid_epoch`` (`jaxdl.checkpoint.save_checkpoint`: one atomic link
 swap, replacing the previous one) with, in its metadata, the history so far and the data
-position: ``{"epoch", "batches", "iterator", "loss_sum", "examples"}`` (the epoch in
+position: ``{"epoch", "batches", "iterator", "steps", "loss_sum", "examples"}`` (the epoch in
 progress, the batches consumed, the data iterator's state (grain's ``get_state()``, see
 `jaxdl.training.data`) and the running sums of the epoch's train loss). The epoch's
 commit then removes it; one left older than ``checkpoints/last`` (a kill in between) is
@@ -330,8 +330,9 @@ def _epoch(run: _Run, train_state: TrainState, epoch: int, started: float, elaps
     """Trains, validates and records one epoch; returns the new train state."""
     epoch_start = time.perf_counter()
     position, run.position = run.position, None
-    batches = run.source.epoch(epoch, position)
     steps = run.source.steps(epoch)
+    _check_same_epoch_length(position, steps, epoch)
+    batches = run.source.epoch(epoch, position)
     for callback in run.callbacks:
         callback.on_epoch_start(epoch, steps if steps is None or position is None else steps - position["batches"])
     try:
@@ -382,7 +383,8 @@ def _train_epoch(run: _Run, train_state: TrainState, batches, epoch: int, steps:
         step += 1
         if every and step % every == 0 and batches.batches != steps:
             loss_sum, examples = _drain(run, pending, epoch, train_state, loss_sum, examples)
-            _save_mid_epoch(run, train_state, {**batches.position(), "loss_sum": loss_sum, "examples": examples})
+            _save_mid_epoch(run, train_state, {**batches.position(), "steps": steps, "loss_sum": loss_sum,
+                                               "examples": examples})
     loss_sum, examples = _drain(run, pending, epoch, train_state, loss_sum, examples)
     if examples == 0:
         raise ValueError(f"fit: train_data gave no batch in epoch {epoch + 1}.")
@@ -396,6 +398,17 @@ def _output_shape(run: _Run, train_state: TrainState, x) -> tuple:
         outputs = jax.eval_shape(run.eval_step, train_state.params, train_state.state, x)[0]
         run.output_shapes[key] = tuple(outputs.shape)
     return run.output_shapes[key]
+
+
+def _check_same_epoch_length(position: dict | None, steps: int | None, epoch: int) -> None:
+    """A mid-epoch position is only meaningful for an epoch of the same number of steps: another
+    batch size or other data would skip or repeat examples silently."""
+    saved = None if position is None else position.get("steps")
+    if saved is not None and steps is not None and saved != steps:
+        raise ValueError(
+            f"fit: checkpoints/{MID_EPOCH} was saved in an epoch of {saved} steps, but epoch {epoch + 1} of the "
+            f"training data now has {steps} (another batch size or other data); resume with the data of the "
+            f"interrupted run.")
 
 
 def _drain(run: _Run, pending: list, epoch: int, train_state, loss_sum: float, examples: int):
