@@ -22,7 +22,6 @@ import argparse
 import collections
 import gzip
 import json
-import os
 import pathlib
 import re
 import sys
@@ -30,18 +29,11 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from bench_lenet import set_threads  # the same thread settings as the benchmark
 
 #: Trace events that are the runtime's or Python's, not an XLA operation of the step.
 RUNTIME_EVENTS = ("ThunkExecutor", "PjitFunction", "ExecuteReplicated", "shard_args", "PjRt", "TfrtCpu",
                   "CommonPjRtLoadedExecutable", "Handle inputs")
-
-
-def set_threads(threads: int) -> None:
-    """XLA's and the BLAS libraries' thread counts (before JAX starts), as bench_lenet.py."""
-    os.environ["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-                               f"intra_op_parallelism_threads={threads}")
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = str(threads)
 
 
 def is_operation(name: str) -> bool:

@@ -135,3 +135,22 @@ def test_linearize_then_transpose_equals_vjp(name, layer, shape, dtype):
     np.testing.assert_array_equal(y, y_vjp)
     assert_trees_close(transposed, gradient, *SAME_MATH_TOL[dtype], scale="tree",
                        err_msg="transposed linearization vs vjp")
+
+
+@pytest.mark.parametrize("name", ["conv2d_padded_kernels", "pooling", "lstm_memorize"])
+def test_plain_paths_really_swap_the_fast_paths(name):
+    """Guards the comparisons above: under `plain_paths` the traced gradient is another program
+    (were a layer to import its fast path by name, they would compare a function with itself)."""
+    layer, shape = next((layer, shape) for case, layer, shape in LAYER_CASES if case == name)
+
+    def programs():
+        _, scalar, primals, _ = _setup(layer, shape, jnp.float32)
+        return (str(jax.make_jaxpr(scalar)(*primals)),
+                str(jax.make_jaxpr(jax.grad(scalar, argnums=(0, 1)))(*primals)))
+
+    (fast_forward, fast_gradient) = programs()
+    with plain_paths():
+        (plain_forward, plain_gradient) = programs()
+    assert "custom_jvp_call" in fast_forward and "custom_jvp_call" not in plain_forward
+    assert fast_gradient != plain_gradient
+
