@@ -128,6 +128,22 @@ def test_a_one_device_mesh_trains_like_no_mesh():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
 
 
+def test_fit_on_a_mesh_leaves_the_callers_state_usable():
+    """The mesh step donates its state: fit trains from a copy, so a state already on the mesh
+    (a previous fit's result) can be passed again and read afterwards."""
+    model = jaxdl.Serial(jaxdl.FullyConnected(3), jaxdl.SoftMax())
+    optimizer, mesh = jaxdl.Sgd(0.1), jaxdl.data_mesh()
+    x, y = np.ones((8, 2), np.float32), np.array([0, 1, 2, 0, 1, 2, 0, 1], np.int32)
+    start = jaxdl.create_train_state(model, optimizer, 0, (4, 2), dtype=np.float32)
+    first = jaxdl.fit(model, jaxdl.cross_entropy, optimizer, start, [(x[:4], y[:4]), (x[4:], y[4:])], epochs=1,
+                      mesh=mesh, progress=False, log=None).train_state
+    again = [jaxdl.fit(model, jaxdl.cross_entropy, optimizer, first, [(x[:4], y[:4]), (x[4:], y[4:])], epochs=1,
+                       mesh=mesh, progress=False, log=None).train_state for _ in range(2)]
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(first.params))
+    for a, b in zip(jax.tree.leaves(again[0].params), jax.tree.leaves(again[1].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_mesh_arguments_are_checked():
     model = jaxdl.Serial(jaxdl.FullyConnected(3))
     with pytest.raises(ValueError, match="expected a mesh with an axis named 'data'"):

@@ -220,7 +220,9 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         check_epochs(run.validation, epochs - len(run.history))
     for callback in run.callbacks:
         callback.on_fit_start(epochs, len(run.history))
-    last_good = _kept(run, train_state)
+    # Train from a copy when the step donates its state (a mesh step): the caller's state, kept
+    # as the last good one, stays valid (e.g. a previous fit's result passed in again).
+    last_good, train_state = train_state, _kept(run, train_state)
     elapsed_before = run.history[-1]["elapsed_seconds"] if run.history else 0.0
     started = time.perf_counter()
     for epoch in range(len(run.history), epochs):
