@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax.numpy as jnp
 
-import math
-
 from jaxdl.core import Layer, check_floating
+from jaxdl.precision import at_least_float32
 from jaxdl.validation import in_interval, real_number
-
-
-def statistics_dtype(dtype):
-    """float32 or wider: the dtype batch statistics are computed in."""
-    return jnp.promote_types(dtype, jnp.float32)
 
 
 def reduction_axes(ndim: int) -> tuple[int, ...]:
@@ -24,7 +19,7 @@ def reduction_axes(ndim: int) -> tuple[int, ...]:
 
 def batch_moments(x) -> tuple:
     """Per-channel mean and biased variance of x (channels on axis 1), in float32 or wider."""
-    x = x.astype(statistics_dtype(x.dtype))
+    x = x.astype(at_least_float32(x.dtype))
     axes = reduction_axes(x.ndim)
     mean = jnp.mean(x, axis=axes)
     var = jnp.mean(jnp.square(x - _per_channel(mean, x.ndim)), axis=axes)
@@ -77,7 +72,7 @@ class BatchNormalization(Layer):
     def init(self, key, input_shape, dtype=jnp.float32):
         self._check_shape(input_shape)
         channels = input_shape[1]
-        stats = statistics_dtype(dtype)
+        stats = at_least_float32(dtype)
         params = {"gamma": jnp.ones((channels,), dtype), "beta": jnp.zeros((channels,), dtype)}
         state = {
             "mean": jnp.zeros((channels,), stats),
@@ -125,7 +120,7 @@ class BatchNormalization(Layer):
         # Normalized in float32 or wider (x * inv + shift cancels: in bfloat16 a channel whose
         # mean is large next to its spread would lose its few significant bits), output in x's dtype.
         dtype = jnp.result_type(x)
-        compute = statistics_dtype(dtype)
+        compute = at_least_float32(dtype)
         y = (x.astype(compute) * _per_channel(inv, x.ndim).astype(compute)
              + _per_channel(shift, x.ndim).astype(compute))
         return y.astype(dtype), new_state

@@ -30,7 +30,7 @@ import jax
 import optax
 
 import jaxdl
-from jaxdl import checkpoint, models
+from jaxdl import checkpoint, models, precision
 from jaxdl.training.callbacks import Callback
 
 
@@ -70,10 +70,13 @@ HYPERPARAMETERS = ("epochs", "batch_size", "learning_rate", "schedule", "warmup_
 #: latest), as the checkpoints of every compute dtype hold the same float32 params.
 RESUME_OVERRIDABLE = ("learning_rate", "compute_dtype")
 SCHEDULES = ("cosine", "constant")
-#: ``compute_dtype`` choices: float32 runs the model as it is; bfloat16 and float16 wrap it in
-#: `jaxdl.MixedPrecision` (float32 params and Adam moments, float32 SoftMax and loss). The
-#: checkpoints hold float32 params either way, so a run may resume in another compute dtype.
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+#: ``compute_dtype`` choices (`jaxdl.precision`'s but float64): float32 runs the model as it
+#: is; bfloat16 and float16 wrap it in `jaxdl.MixedPrecision` (float32 params, Adam moments and
+#: loss; SoftMax exponentiates in float32 and rounds its probabilities to the compute dtype).
+#: float16 has no loss scaling: a probability below ~1.5e-5 makes the loss gradient overflow
+#: float16 (NaN gradients, reported as a divergence). The checkpoints hold float32 params
+#: either way, so a run may resume in another compute dtype.
+COMPUTE_DTYPES = tuple(name for name in precision.COMPUTE_DTYPES if name != "float64")
 #: Images in tfds's MNIST train split (training + validation).
 MNIST_TRAIN_IMAGES = 60_000
 
