@@ -32,7 +32,10 @@ a model (any layer, usually a `jaxdl.Serial`):
   back), and optimizer moments (Adam's) stay float32 with no optimizer change.
 
 bfloat16 has float32's exponent range, so no loss scaling is needed. float16 (5 exponent
-bits) can underflow small gradients; this module does no loss scaling for it.
+bits, largest value 65504) can underflow small gradients and overflow large ones: with
+SoftMax followed by `jaxdl.cross_entropy`, a true-class probability below ~1.5e-5 makes the
+loss gradient -1/p overflow on its way back through the float16 probabilities (NaN
+gradients). This module does no loss scaling; train in bfloat16, or use float16 for inference.
 
 Example:
     >>> import jax, jax.numpy as jnp, jaxdl
