@@ -95,6 +95,7 @@ def test_output_dtype_none_returns_the_compute_dtype_and_float16_works():
     y, _ = model.apply(params, state, x)
     expected, _ = model.layer.apply(params, state, x)
     assert y.dtype == F32 and np.allclose(y, expected, atol=BF16_TOL)
+    assert "f16[16,120]" in str(jax.make_jaxpr(lambda x: model.apply(params, state, x))(x))  # dense in float16
 
 
 @pytest.mark.parametrize("value,problem", [
