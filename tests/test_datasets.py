@@ -370,3 +370,80 @@ def test_split_validation_holds_out_the_last_examples():
 def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("JAXDL_CACHE_DIR", str(tmp_path))
     assert mnist.default_cache_dir() == tmp_path / "tensorflow_datasets"
+
+
+# ----------------------------------------------------------------------------------------
+# The decoded-array cache beside the prepared data.
+
+
+def test_decoded_splits_are_cached_and_equal_to_decoding(fake_mnist, tmp_path, monkeypatch):
+    directory, _ = fake_mnist
+    cache = tmp_path / "cache"
+    first = mnist.load_mnist(directory, cache_dir=cache, validation_size=2, verify_checksums=False)
+    key = mnist.source_key(mnist.source_sha256s(directory))
+    assert sorted(p.name for p in mnist.prepared_dir(cache, key).glob("decoded-*")) == [
+        "decoded-test.npz", "decoded-train.npz"]
+    builder = mnist.prepare_mnist(directory, cache_dir=cache, verify_checksums=False)
+    for split in ("train", "test"):  # the cache holds exactly what decoding the records gives
+        decoded = mnist.decode_split(builder, split)
+        cached = mnist.read_split(builder, split)
+        for a, b in zip(decoded, cached):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+    def must_not_decode(*args, **kwargs):
+        raise AssertionError("decoded the records again")
+
+    monkeypatch.setattr(mnist, "decode_split", must_not_decode)
+    second = mnist.load_mnist(directory, cache_dir=cache, validation_size=2, verify_checksums=False)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def _tamper_pixel(path):
+    with np.load(path) as archive:
+        images, labels, sha256 = archive["images"].copy(), archive["labels"], archive["sha256"]
+    images[0, 5, 5] ^= 1
+    np.savez(path, images=images, labels=labels, sha256=sha256)
+
+
+def _drop_last_example(path):
+    with np.load(path) as archive:
+        images, labels = archive["images"][:-1], archive["labels"][:-1]
+    split = Split(images, labels)
+    np.savez(path, images=images, labels=labels, sha256=np.array(mnist.split_sha256(split)))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),  # truncated
+    lambda path: path.write_bytes(b"not an npz"),  # garbage
+    _tamper_pixel,  # a changed pixel: the hash no longer matches
+    _drop_last_example,  # consistent hash, but not the size of tfds's split
+    lambda path: np.savez(path, images=np.zeros((6, 28, 28), np.float32), labels=np.zeros(6, np.int32),
+                          sha256=np.array("0")),  # another dtype
+], ids=["truncated", "garbage", "tampered", "wrong_count", "wrong_dtype"])
+def test_a_damaged_decoded_cache_is_rebuilt_from_the_records(fake_mnist, tmp_path, damage):
+    directory, parts = fake_mnist
+    cache = tmp_path / "cache"
+    first = mnist.load_mnist(directory, cache_dir=cache, validation_size=2, verify_checksums=False)
+    builder = mnist.prepare_mnist(directory, cache_dir=cache, verify_checksums=False)
+    path = mnist.decoded_split_path(builder, "test")
+    damage(path)
+    assert mnist.read_decoded_split(path, 6) is None
+    again = mnist.load_mnist(directory, cache_dir=cache, validation_size=2, verify_checksums=False)
+    np.testing.assert_array_equal(again.test.images, first.test.images)
+    np.testing.assert_array_equal(again.test.labels, first.test.labels)
+    assert mnist.read_decoded_split(path, 6) is not None  # written anew
+
+
+def test_an_unwritable_decoded_cache_is_skipped(fake_mnist, tmp_path, monkeypatch):
+    directory, parts = fake_mnist
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only cache")
+
+    monkeypatch.setattr(mnist, "write_decoded_split", refuse)
+    splits = mnist.load_mnist(directory, cache_dir=tmp_path / "cache", validation_size=2, verify_checksums=False)
+    assert pairs(*splits.test) == pairs(*parts["test"])
+    assert not list((tmp_path / "cache").rglob("decoded-*"))
