@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import jaxdl
+import jaxdl.models
 from datasets_sklearn import batches, digits, iris
 
 
@@ -24,6 +25,29 @@ def train_iris(model, optimizer, iterations, batch_size, seed=0):
     net = jaxdl.NeuralNetwork(model, jaxdl.cross_entropy, optimizer, input_shape=(batch_size, 4), seed=seed)
     net.train(batches(x, y, batch_size, seed), iterations=iterations)
     return net, x_test, y_test
+
+
+@pytest.mark.parametrize("model, input_shape", [
+    (jaxdl.models.lenet(), (4, 1, 28, 28)),
+    (jaxdl.Serial(jaxdl.LSTM(7), jaxdl.GRU(5), jaxdl.RNN(3)), (2, 6, 4)),
+    (jaxdl.Serial(jaxdl.FullyConnected(9, jaxdl.Xavier()), jaxdl.BatchNormalization(),
+                  jaxdl.FullyConnected(3, jaxdl.UniformRandom(-1.0, 2.0), jaxdl.Constant(0.5))), (5, 11)),
+], ids=["lenet", "recurrent", "xavier_uniform_constant"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_initialization_at_optimization_level_1_equals_the_default_compilation(model, input_shape, dtype):
+    """create_train_state compiles the initializers at XLA level 1 (faster); the values are the
+    default compilation's up to a rounding or two (LLVM contracts some multiply-adds of the
+    normal distribution's inverse error function differently)."""
+    key = jax.random.key(3)
+    train_state = jaxdl.create_train_state(model, jaxdl.Sgd(0.1), key, input_shape, dtype)
+    init_key, _ = jax.random.split(key)
+    params, state = jax.jit(model.init, static_argnums=(1, 2))(init_key, input_shape, dtype)
+    expected, got = jax.tree.leaves((params, state)), jax.tree.leaves((train_state.params, train_state.state))
+    assert len(expected) == len(got) > 0
+    for a, b in zip(expected, got):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=4 * jnp.finfo(dtype).eps, atol=0)
+    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(train_state.params))
 
 
 def test_train_step_traces_once_per_input_shape():
