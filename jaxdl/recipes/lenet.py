@@ -339,10 +339,11 @@ def evaluate_checkpoint(model, directory, template, split, batch_size: int, *,
     (on ``mesh``, data-parallel, when given: every process of a multi-process run calls it)."""
     from jaxdl.datasets.pipeline import EpochBatches, process_shard
     from jaxdl.training import parallel
+    from jaxdl.training.step import shared_eval_step
 
     train_state, manifest = checkpoint.load_checkpoint(directory, template)
     shard = process_shard() if mesh is not None and parallel.spans_processes(mesh) else None
-    result = jaxdl.evaluate(jaxdl.make_eval_step(model, mesh=mesh), train_state.params, train_state.state,
+    result = jaxdl.evaluate(shared_eval_step(model, mesh), train_state.params, train_state.state,
                             EpochBatches(split.images, split.labels, batch_size, shard=shard), jaxdl.cross_entropy)
     return {**result, "epoch": manifest.get("metadata", {}).get("epoch")}
 

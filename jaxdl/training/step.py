@@ -179,9 +179,26 @@ def shared_steps(model, loss_fn: Callable, optimizer, penalty=None, mesh: jax.sh
         return _steps(model, loss_fn, optimizer, penalty, mesh)
 
 
+def shared_eval_step(model, mesh: jax.sharding.Mesh | None = None) -> Callable:
+    """`make_eval_step` for this model and mesh, built once and reused (as `shared_steps`).
+
+    `shared_steps` returns this same function, so evaluating a checkpoint after `jaxdl.fit`
+    (the LeNet recipe's test evaluation) runs the program validation compiled.
+    """
+    try:
+        return _cached_eval_step(model, mesh)
+    except TypeError:  # an unhashable model
+        return make_eval_step(model, mesh=mesh)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_eval_step(model, mesh):
+    return make_eval_step(model, mesh=mesh)
+
+
 def _steps(model, loss_fn, optimizer, penalty, mesh):
     return (make_train_step(model, loss_fn, optimizer, penalty=penalty, mesh=mesh),
-            make_eval_step(model, mesh=mesh))
+            shared_eval_step(model, mesh))
 
 
 @functools.lru_cache(maxsize=16)
