@@ -38,6 +38,7 @@ import sys
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from jaxdl import checkpoint, distributed
+from jaxdl.compilation_cache import enable_compilation_cache
 from jaxdl.training.loop import RunDirectoryError
 from jaxdl.recipes.lenet import (
     COMPUTE_DTYPES, HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, divergence_advice, stored_hyperparameters, train_lenet,
@@ -156,5 +157,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    enable_compilation_cache()  # later runs load the compiled steps instead of compiling them
     # In a multi-process run a failure ends this process at once, so the others stop too.
     sys.exit(distributed.exit_status(main(), agreed=(0, 1)))

@@ -19,6 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from jaxdl.compilation_cache import enable_compilation_cache  # noqa: E402
 from jaxdl.recipes.delayed_recall import (  # noqa: E402
     CELLS, RecallConfig, evaluate_recall, reset_ceiling, train_recall,
 )
@@ -67,4 +68,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    enable_compilation_cache()
     main()
