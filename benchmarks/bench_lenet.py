@@ -12,6 +12,9 @@ counts must be fixed before JAX or PyTorch start), pinned to that many cores wit
 * samples per CPU second (process time): with 1 thread, a measure that other jobs on a
   shared machine disturb far less than wall time;
 * first-step latency: the first call, compilation included (jaxdl) or not needed (PyTorch);
+  for jaxdl also with a warm persistent compilation cache (`jaxdl.compilation_cache`, what
+  ``scripts/train_lenet.py`` switches on): two extra one-step workers per configuration share
+  a fresh cache directory, the first fills it and the second's first step is the figure;
 * peak RSS of the process;
 * on the CPU, the worker's float32 matrix-product rate (a jitted 2048^3 product on the same
   pinned cores) and the step's share of it: samples/s x 3.92 MFLOP per image (the arithmetic
@@ -48,6 +51,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -71,8 +75,9 @@ def timed_blocks(step, steps, repeats):
     return blocks
 
 
-def run_jaxdl(batch, steps, repeats, compute_dtypes=("float32",), device="cpu"):
-    """{dtype: (first-step seconds, timed blocks)}; the dtypes' blocks alternate."""
+def run_jaxdl(batch, steps, repeats, compute_dtypes=("float32",), device="cpu", first_step_only=False):
+    """{dtype: (first-step seconds, timed blocks)}; the dtypes' blocks alternate (no blocks when
+    ``first_step_only``)."""
     import jax
     import numpy as np
 
@@ -102,12 +107,14 @@ def run_jaxdl(batch, steps, repeats, compute_dtypes=("float32",), device="cpu"):
         start = time.perf_counter()
         jax.block_until_ready(step())
         firsts[dtype] = time.perf_counter() - start
+        if first_step_only:
+            continue
         for _ in range(3):
             step()
         steps_by_dtype[dtype] = lambda step=step: jax.block_until_ready(step())
 
     blocks = {dtype: [] for dtype in compute_dtypes}
-    for _ in range(repeats):
+    for _ in range(0 if first_step_only else repeats):
         for dtype in compute_dtypes:
             blocks[dtype] += timed_blocks(steps_by_dtype[dtype], steps, 1)
     return {dtype: (firsts[dtype], blocks[dtype]) for dtype in compute_dtypes}
@@ -201,6 +208,14 @@ def worker(args):
     """Prints the figures as JSON: {dtype: figures} for jaxdl, the figures for torch (and "device")."""
     if args.device == "cpu":
         set_threads(args.threads)
+    if args.compilation_cache:
+        from jaxdl.compilation_cache import enable_compilation_cache
+
+        enable_compilation_cache(args.compilation_cache)
+    if args.first_step_only:
+        firsts = run_jaxdl(args.batch, 0, 0, args.compute_dtype, args.device, first_step_only=True)
+        print(json.dumps({dtype: first for dtype, (first, _) in firsts.items()}))
+        return
     if args.worker == "jaxdl":
         measured = run_jaxdl(args.batch, args.steps, args.repeats, args.compute_dtype, args.device)
     else:
@@ -225,18 +240,28 @@ def worker(args):
 DEVICES = {}
 
 
-def measure(library, batch, threads, steps, repeats, compute_dtypes=("float32",), device="cpu"):
+def measure(library, batch, threads, steps, repeats, compute_dtypes=("float32",), device="cpu", extra=()):
     # Pin the worker to `threads` cores: XLA starts helper threads whatever its flags say.
     pin = ["taskset", "-c", f"0-{threads - 1}"] if device == "cpu" and shutil.which("taskset") else []
     command = [*pin, sys.executable, __file__, "--worker", library, "--batch", str(batch),
                "--threads", str(threads), "--steps", str(steps), "--repeats", str(repeats),
-               "--compute-dtype", *compute_dtypes, "--device", device]
+               "--compute-dtype", *compute_dtypes, "--device", device, *extra]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{library} worker failed:\n{done.stderr[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    DEVICES[library] = result.pop("device")
+    if "device" in result:
+        DEVICES[library] = result.pop("device")
     return result
+
+
+def warm_cache_first_step(batch, threads, compute_dtypes, device) -> dict:
+    """{dtype: jaxdl's first-step seconds with a warm persistent compilation cache}: one worker
+    fills a fresh cache directory, a second one loads from it."""
+    with tempfile.TemporaryDirectory(prefix="bench_lenet_xla_cache_") as directory:
+        extra = ("--first-step-only", "--compilation-cache", directory)
+        measure("jaxdl", batch, threads, 0, 0, compute_dtypes, device, extra)
+        return measure("jaxdl", batch, threads, 0, 0, compute_dtypes, device, extra)
 
 
 def peak_columns(figures) -> str:
@@ -274,6 +299,8 @@ def main():
                         help="cpu (default): pinned workers with --threads threads; gpu: jaxdl on JAX's GPU, "
                              "PyTorch on CUDA")
     parser.add_argument("--worker", choices=["jaxdl", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--first-step-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compilation-cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.batch, args.threads = args.batch[0], args.threads[0]
@@ -297,15 +324,17 @@ def run_table(args):
           f"{time.strftime('%Y-%m-%d %H:%M')}" + (", --device gpu" if gpu else ""))
     dtypes = list(dict.fromkeys(args.compute_dtype))
     print("| batch | threads | jaxdl compute | jaxdl samples/s | jaxdl ms/step | vs float32 | torch samples/s "
-          "| jaxdl/torch | jaxdl/torch per CPU s | jaxdl first step s | torch first step s | jaxdl peak RSS MB "
-          "| torch peak RSS MB | fp32 matmul peak GFLOP/s | jaxdl fraction of peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| jaxdl/torch | jaxdl/torch per CPU s | jaxdl first step s | jaxdl first step, warm cache s "
+          "| torch first step s | jaxdl peak RSS MB | torch peak RSS MB | fp32 matmul peak GFLOP/s "
+          "| jaxdl fraction of peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in thread_counts:
         for batch in args.batch:
             steps = args.steps or max(4096 // batch, 4)
             rounds = [{lib: measure(lib, batch, threads, steps, args.repeats, dtypes, args.device) for lib in libraries}
                       for _ in range(args.rounds)]
             t = median_result([r["torch"] for r in rounds]) if "torch" in rounds[0] else None
+            warm = warm_cache_first_step(batch, threads, dtypes, args.device)
             for dtype in dtypes:
                 j = median_result([r["jaxdl"][dtype] for r in rounds])
 
@@ -323,7 +352,7 @@ def run_table(args):
                 tcol = lambda key, fmt: format(t[key], fmt) if t else "-"  # noqa: E731
                 print(f"| {batch} | {'gpu' if gpu else threads} | {dtype} | {j['samples_per_s']:,.0f} | "
                       f"{1000 * batch / j['samples_per_s']:.1f} | {versus} | {tcol('samples_per_s', ',.0f')} | "
-                      f"{ratio} | {cpu_ratio} | {j['first_step_s']:.2f} | {tcol('first_step_s', '.3f')} | "
+                      f"{ratio} | {cpu_ratio} | {j['first_step_s']:.2f} | {warm[dtype]:.2f} | {tcol('first_step_s', '.3f')} | "
                       f"{j['peak_rss_mb']:.0f} | {tcol('peak_rss_mb', '.0f')} | {peak_columns(j)} |", flush=True)
     if gpu:
         print(f"\n# devices: jaxdl on {DEVICES.get('jaxdl', '-')}, torch on {DEVICES.get('torch', '-')}; "
