@@ -34,20 +34,30 @@ def train_iris(model, optimizer, iterations, batch_size, seed=0):
                   jaxdl.FullyConnected(3, jaxdl.UniformRandom(-1.0, 2.0), jaxdl.Constant(0.5))), (5, 11)),
 ], ids=["lenet", "recurrent", "xavier_uniform_constant"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_initialization_at_optimization_level_1_equals_the_default_compilation(model, input_shape, dtype):
+def test_initialization_at_optimization_level_1_equals_the_default_compilation(model, input_shape, dtype,
+                                                                               monkeypatch):
     """create_train_state compiles the initializers at XLA level 1 (faster); the values are the
     default compilation's up to a rounding or two (LLVM contracts some multiply-adds of the
     normal distribution's inverse error function differently)."""
+    monkeypatch.setenv("XLA_FLAGS", "")  # conftest's level 0 would be kept (tested below)
+    assert jaxdl.training.state.init_compiler_options() == {"xla_backend_optimization_level": 1}
     key = jax.random.key(3)
     train_state = jaxdl.create_train_state(model, jaxdl.Sgd(0.1), key, input_shape, dtype)
     init_key, _ = jax.random.split(key)
-    params, state = jax.jit(model.init, static_argnums=(1, 2))(init_key, input_shape, dtype)
+    # The default level explicitly: tests/conftest.py compiles everything else at level 0.
+    default_level = jax.jit(model.init, static_argnums=(1, 2), compiler_options={"xla_backend_optimization_level": 3})
+    params, state = default_level(init_key, input_shape, dtype)
     expected, got = jax.tree.leaves((params, state)), jax.tree.leaves((train_state.params, train_state.state))
     assert len(expected) == len(got) > 0
     for a, b in zip(expected, got):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=4 * jnp.finfo(dtype).eps, atol=0)
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(train_state.params))
+
+
+def test_an_optimization_level_in_xla_flags_is_kept_for_the_initialization(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=0")
+    assert jaxdl.training.state.init_compiler_options() is None
 
 
 def test_train_step_traces_once_per_input_shape():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -12,6 +13,13 @@ from jaxdl.validation import floating_dtype
 
 #: XLA options of the one-off initialization program (see `create_train_state`).
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def init_compiler_options() -> dict | None:
+    """`INIT_COMPILER_OPTIONS`, unless ``XLA_FLAGS`` sets an optimization level (the user's wins)."""
+    if "--xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    return INIT_COMPILER_OPTIONS
 
 
 class TrainState(NamedTuple):
@@ -37,7 +45,8 @@ def create_train_state(model, optimizer, key, input_shape, dtype=jnp.float32) ->
 
     The initialization runs as one compiled program (eagerly, every initializer call would
     compile on its own: seconds for LeNet on a CPU), compiled with XLA's backend optimization
-    level 1 (`INIT_COMPILER_OPTIONS`): it runs once, and level 1 compiles LeNet's
+    level 1 (`INIT_COMPILER_OPTIONS`; a level set in ``XLA_FLAGS`` is kept instead): it
+    runs once, and level 1 compiles LeNet's
     initializers about 3x faster than the default level. The values are the default
     compilation's up to a rounding or two in some elements (LLVM contracts multiply-adds of
     the normal distribution's inverse error function differently; tests/test_training.py
@@ -56,6 +65,6 @@ def create_train_state(model, optimizer, key, input_shape, dtype=jnp.float32) ->
     if isinstance(key, int) and not isinstance(key, bool):
         key = jax.random.key(key)
     init_key, train_key = jax.random.split(key)
-    init = jax.jit(model.init, static_argnums=(1, 2), compiler_options=INIT_COMPILER_OPTIONS)
+    init = jax.jit(model.init, static_argnums=(1, 2), compiler_options=init_compiler_options())
     params, state = init(init_key, tuple(input_shape), dtype)
     return TrainState(params, state, optimizer.init(params), train_key, jnp.zeros((), jnp.int32))
