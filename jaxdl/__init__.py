@@ -22,6 +22,8 @@ Architecture (one functional core, every other part uses it):
   without TensorFlow, `EpochBatches`: the grain input pipeline, seeded per-epoch shuffling,
   augmentation, batching, sharding by process, prefetching, checkpointable iterators;
   imported on first use because tensorflow-datasets is slow to import).
+* `jaxdl.compilation_cache`: JAX's persistent compilation cache, which the scripts switch on
+  (`enable_compilation_cache`), so a second run loads its compiled steps.
 * `jaxdl.recipes`: complete configured runs on `fit` that the scripts are thin command lines
   over (LeNet on MNIST, the truncated-BPTT delayed-recall demo).
 * `jaxdl.exercise`: the exercise's own object API (``layer.forward``/``backward``,
@@ -45,6 +47,7 @@ from jaxdl.training import (
     evaluate, fit, make_eval_step, make_predict, make_train_step,
 )
 from jaxdl.training.parallel import data_mesh, process_batches, process_rows
+from jaxdl.compilation_cache import enable_compilation_cache
 from jaxdl import checkpoint, distributed, models  # noqa: E402  (they build on the names above)
 
 __version__ = "0.1.0"
@@ -62,6 +65,7 @@ __all__ = [
     "Batch", "Callback", "FitResult", "NeuralNetwork", "ProgressBar", "TrainingDiverged", "TrainState",
     "create_train_state", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
     "data_mesh", "process_batches", "process_rows",
+    "enable_compilation_cache",
 ]
 
 
