@@ -47,7 +47,8 @@ def run_fit(tmp_path=None, name="run", epochs=3, **kwargs):
     kwargs.setdefault("validation_data", VALIDATION)
     output_dir = None if tmp_path is None else tmp_path / name
     return jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, kwargs.pop("train_data", Shuffled()),
-                     epochs=epochs, output_dir=output_dir, log=kwargs.pop("log", None), plot=False, **kwargs)
+                     epochs=epochs, output_dir=output_dir, log=kwargs.pop("log", None),
+                     plot=kwargs.pop("plot", False), **kwargs)
 
 
 def assert_same_tree(a, b):
@@ -211,6 +212,36 @@ def test_metrics_plot_is_a_png(tmp_path):
               output_dir=tmp_path / "plotted", log=None)
     with Image.open(tmp_path / "plotted" / "metrics.png") as image:
         assert image.format == "PNG" and image.size[0] > 400
+
+
+@pytest.mark.parametrize("interval, drawn_after_epochs", [(0.0, [1, 2, 3]), (1e9, [3])], ids=["due", "throttled"])
+def test_metrics_plot_is_redrawn_when_due_and_always_at_the_end(tmp_path, monkeypatch, interval, drawn_after_epochs):
+    drawn = []
+    monkeypatch.setattr(jaxdl.training.loop, "PLOT_INTERVAL_SECONDS", interval)
+    monkeypatch.setattr(jaxdl.training.loop, "plot_history", lambda path, history: drawn.append(len(history)))
+    run_fit(tmp_path, epochs=3, plot=True)
+    assert drawn == drawn_after_epochs
+
+
+@pytest.mark.parametrize("stop", ["diverged", "interrupted"])
+def test_a_run_that_stops_early_still_plots_its_whole_history(tmp_path, monkeypatch, stop):
+    drawn = []
+    monkeypatch.setattr(jaxdl.training.loop, "PLOT_INTERVAL_SECONDS", 1e9)
+    monkeypatch.setattr(jaxdl.training.loop, "plot_history", lambda path, history: drawn.append(len(history)))
+    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
+    good = [(x, y) for x, y in BATCHES]
+    poisoned = [(x * np.nan, y) for x, y in BATCHES]
+    data = (lambda epoch: poisoned if epoch == 2 else good) if stop == "diverged" else good
+    callbacks = [InterruptAt(2)] if stop == "interrupted" else []
+    fit = lambda: jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, data, epochs=4,  # noqa: E731
+                            validation_data=VALIDATION, output_dir=tmp_path / "run", log=None, callbacks=callbacks)
+    if stop == "interrupted":
+        with pytest.raises(KeyboardInterrupt):
+            fit()
+    else:
+        assert fit().status == "diverged"
+    assert drawn == [2]  # nothing was due after epochs 1 and 2; the stop drew both rows
 
 
 class InterruptAt(Callback):

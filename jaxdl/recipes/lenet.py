@@ -215,7 +215,8 @@ class LearningRateColumn(Callback):
     """Adds the schedule's learning rate at the epoch's last step to each history row."""
 
     def __init__(self, schedule):
-        self.schedule = schedule
+        # Jitted: called eagerly, optax's schedule compiles each of its ~10 operations on its own.
+        self.schedule = jax.jit(schedule) if callable(schedule) else schedule
 
     def on_epoch_end(self, row: dict, train_state) -> None:
         schedule = self.schedule
