@@ -14,7 +14,7 @@ from jaxdl.core import Serial
 from jaxdl.initializers import Constant, UniformRandom
 from jaxdl.layers.dense import FullyConnected
 from jaxdl.layers.normalization import BatchNormalization
-from jaxdl.layers.recurrent import GRU, LSTM, RNN, elman_rnn, lstm_network, reset_memory
+from jaxdl.layers.recurrent import GRU, LSTM, RNN, elman_rnn, lstm_network, reset_memory, sequence
 from jaxdl.optimizers import Sgd
 from jaxdl.regularizers import L2Regularizer
 from jaxdl.training import create_train_state, make_train_step
@@ -121,6 +121,50 @@ def test_matches_python_loop_reference(kind):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(
             a, b, rtol=1e-10, atol=1e-12, err_msg=f"{implementation=}, {unroll=}, {reverse=}"),
             result, expected[reverse])
+
+
+@pytest.mark.parametrize("kind", CELLS, ids=lambda k: k.__name__)
+def test_fused_blocks_match_python_loop_reference(kind, monkeypatch):
+    """The fused rule's tangent loop in blocks (forced here; real sizes take it when the stacked
+    gradients are large): T = 4 in two blocks of 2 steps, T = 5 (prime) in blocks of 1 step.
+    Forward and reverse: outputs, final state and every gradient. (One block of all steps is
+    what every other test here runs.)"""
+    monkeypatch.setattr(sequence, "STACKED_GRADIENT_BYTES", 0)
+    monkeypatch.setattr(sequence, "BLOCK_STEPS", 3)
+    params, initial = random_params(kind(H)), random_state(kind(H))
+    runs = [kind(H, reverse=reverse).run for reverse in (False, True)]
+    runs += [lambda p, x, s, reverse=reverse: reference_run(kind, p, x, s, reverse) for reverse in (False, True)]
+
+    def evaluate(p, xs, s):
+        def loss(run, p, x, s):
+            return weighted_loss(*run(p, x, s))
+
+        return [[(run(p, x, s), jax.grad(loss, argnums=(1, 2, 3))(run, p, x, s)) for run in runs] for x in xs]
+
+    for fused, fused_reverse, expected, expected_reverse in quick_jit(evaluate)(
+            params, [random_input((B, 4, F)), random_input((B, 5, F))], initial):
+        for result, reference in ((fused, expected), (fused_reverse, expected_reverse)):
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), result, reference)
+
+
+@pytest.mark.parametrize("kind", CELLS, ids=lambda k: k.__name__)
+def test_fused_blocks_forward_mode_and_hvp_match_scan(kind, monkeypatch):
+    """Forward mode and Hessian-vector products through the blocked tangent loop."""
+    monkeypatch.setattr(sequence, "STACKED_GRADIENT_BYTES", 0)
+    monkeypatch.setattr(sequence, "BLOCK_STEPS", 2)
+    params, x = random_params(kind(H)), random_input()
+    directions = (random_params(kind(H), key=5), random_input(key=9))
+
+    def derivatives(layer):
+        def scalar(p, x):
+            return jnp.sum(jnp.sin(layer.apply(p, {}, x)[0]))
+
+        jvp = jax.jvp(lambda p, x: layer.apply(p, {}, x)[0], (params, x), directions)[1]
+        hvp = jax.jvp(jax.grad(scalar, argnums=(0, 1)), (params, x), directions)[1]
+        return jvp, hvp
+
+    fused, plain = quick_jit(lambda: (derivatives(kind(H)), derivatives(kind(H, implementation="scan"))))()
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), fused, plain)
 
 
 @pytest.mark.parametrize("kind,return_sequences", [(RNN, False), (LSTM, True), (GRU, False)],

@@ -28,7 +28,9 @@ Shared conventions (batch B, features F, hidden size H, G gates):
   extra (T, B, H) array cost 7% of the step).
 
 The weight terms are not in ``tangent_step``: they do not depend on the previous step, so the
-fused path computes them before the loop as single matrix products over all steps.
+fused path computes them as single matrix products over all steps before the loop, or over
+each block of steps when the stacked gradients would be large
+(`jaxdl.layers.recurrent.sequence`).
 """
 
 from __future__ import annotations
@@ -42,8 +44,11 @@ def previous(seq, first, reverse: bool):
     """The value before each step: ``seq`` (T, ...) shifted one step along the scan direction.
 
     For a forward scan, entry t is ``seq[t-1]`` and entry 0 is ``first``; for a reverse scan
-    (steps run T-1, ..., 0) entry t is ``seq[t+1]`` and entry T-1 is ``first``.
+    (steps run T-1, ..., 0) entry t is ``seq[t+1]`` and entry T-1 is ``first``. An empty
+    ``seq`` gives an empty result.
     """
+    if seq.shape[0] == 0:
+        return seq
     if reverse:
         return jnp.concatenate([seq[1:], first[None]], axis=0)
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
