@@ -68,16 +68,23 @@ def profile(batch: int, steps: int, trace_dir: pathlib.Path) -> tuple[float, dic
     wall_ms = (time.perf_counter() - start) / steps * 1e3
     jax.profiler.stop_trace()
 
+    total, calls = thunk_times(trace_dir, steps)
+    return wall_ms, total, calls, hlo
+
+
+def thunk_times(trace_dir: pathlib.Path, calls: int) -> tuple[dict[str, float], dict[str, float]]:
+    """({operation: ms per call}, {operation: runs per call}) from the newest Perfetto trace in
+    ``trace_dir``, which traced ``calls`` calls (`profile_rnn.py` sums its traces the same way)."""
     trace = max(trace_dir.rglob("perfetto_trace.json.gz"), key=lambda path: path.stat().st_mtime)
     with gzip.open(trace) as file:
         data = json.load(file)
     events = data["traceEvents"] if isinstance(data, dict) else data
-    total, calls = collections.Counter(), collections.Counter()
+    total, runs = collections.Counter(), collections.Counter()
     for event in events:
         if event.get("ph") == "X" and is_operation(event["name"]):
-            total[event["name"]] += event.get("dur", 0) / 1e3 / steps
-            calls[event["name"]] += 1 / steps
-    return wall_ms, dict(total), dict(calls), hlo
+            total[event["name"]] += event.get("dur", 0) / 1e3 / calls
+            runs[event["name"]] += 1 / calls
+    return dict(total), dict(runs)
 
 
 def result_shape(hlo: str, name: str) -> str:

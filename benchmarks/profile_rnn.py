@@ -23,20 +23,13 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_lenet import set_threads  # the same thread settings as the benchmarks
-from profile_lenet import RUNTIME_EVENTS, result_shape
+from profile_lenet import result_shape, thunk_times
 
 SIZES = {"small": (16, 50, 16, 32), "default": (64, 100, 32, 128), "large": (128, 200, 64, 256)}
 
 
-def is_operation(name: str) -> bool:
-    return not name.startswith("$") and not any(name.startswith(prefix) for prefix in RUNTIME_EVENTS)
-
-
 def profile(cell: str, implementation: str, size, calls: int, trace_dir: pathlib.Path):
     """(wall ms per call, {thunk: ms per call}, {thunk: runs per call}, compiled HLO text)."""
-    import collections
-    import gzip
-    import json
 
     import jax
     import jax.numpy as jnp
@@ -64,16 +57,8 @@ def profile(cell: str, implementation: str, size, calls: int, trace_dir: pathlib
     wall_ms = (time.perf_counter() - start) / calls * 1e3
     jax.profiler.stop_trace()
 
-    trace = max(trace_dir.rglob("perfetto_trace.json.gz"), key=lambda path: path.stat().st_mtime)
-    with gzip.open(trace) as file:
-        data = json.load(file)
-    events = data["traceEvents"] if isinstance(data, dict) else data
-    total, runs = collections.Counter(), collections.Counter()
-    for event in events:
-        if event.get("ph") == "X" and is_operation(event["name"]):
-            total[event["name"]] += event.get("dur", 0) / 1e3 / calls
-            runs[event["name"]] += 1 / calls
-    return wall_ms, dict(total), dict(runs), hlo
+    total, runs = thunk_times(trace_dir, calls)
+    return wall_ms, total, runs, hlo
 
 
 def main(argv=None) -> None:
