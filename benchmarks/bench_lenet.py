@@ -55,6 +55,27 @@ import tempfile
 import time
 
 
+def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (from /proc/cpuinfo), e.g.
+    ``AMD EPYC (family 26, model 2)``: VMs often report only the vendor's brand, and the family
+    tells Zen 4 (25) from Zen 5 (26). Elsewhere `platform.processor()`."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    numbers = ", ".join(f"{name} {fields[key]}" for key, name in (("cpu family", "family"), ("model", "model"))
+                        if key in fields)
+    return f"{fields['model name']} ({numbers})" if numbers else fields["model name"]
+
+
 def set_threads(threads: int) -> None:
     os.environ["XLA_FLAGS"] = (
         f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
@@ -320,7 +341,7 @@ def run_table(args):
         if not torch.cuda.is_available():
             raise SystemExit(f"bench_lenet: {cuda_missing(torch)}")
     thread_counts = args.threads[:1] if gpu else args.threads  # no CPU thread settings on the GPU
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"# {cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d %H:%M')}" + (", --device gpu" if gpu else ""))
     dtypes = list(dict.fromkeys(args.compute_dtype))
     print("| batch | threads | jaxdl compute | jaxdl samples/s | jaxdl ms/step | vs float32 | torch samples/s "

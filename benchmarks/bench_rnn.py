@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from jaxdl.layers.recurrent import GRU, LSTM, RNN  # noqa: E402
+from bench_lenet import cpu_model  # noqa: E402  (the same CPU description)
 
 #: name -> (batch, time, features, hidden)
 SIZES = {
@@ -263,7 +263,7 @@ def describe(torch_version, args, torch_device=None) -> str:
         devices = f"jaxdl on {jax_device()}, torch on {torch_device or '-'}, "
     calls = f"{args.calls} calls per round, " if args.calls else ""
     return (f"jax {jax.__version__}, torch {torch_version or 'not installed'} "
-            f"({args.threads} threads), {devices}{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+            f"({args.threads} threads), {devices}{os.cpu_count()} CPUs, {cpu_model()}, "
             f"median of {args.rounds} interleaved rounds, {calls}{datetime.date.today()}")
 
 
