@@ -35,16 +35,22 @@ TFDS_WORDS = ("Download", "Dl ", "MiB", "dataset_info", "Generating", "Shuffling
 # Fixtures: tiny MNIST-format files, no network.
 
 
+def deterministic_gzip(path):
+    """A gzip writer whose bytes depend on the content only: gzip.open stamps the current time
+    into the header, so the same images written a second apart would hash to another key."""
+    return gzip.GzipFile(path, "wb", mtime=0)
+
+
 def write_idx_images(path, images):
     images = np.asarray(images, np.uint8)
-    with gzip.open(path, "wb") as file:
+    with deterministic_gzip(path) as file:
         file.write(struct.pack(">IIII", 2051, *images.shape))
         file.write(images.tobytes())
 
 
 def write_idx_labels(path, labels):
     labels = np.asarray(labels, np.uint8)
-    with gzip.open(path, "wb") as file:
+    with deterministic_gzip(path) as file:
         file.write(struct.pack(">II", 2049, labels.shape[0]))
         file.write(labels.tobytes())
 
