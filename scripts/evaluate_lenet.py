@@ -26,7 +26,7 @@ import jaxdl
 from jaxdl import checkpoint, models
 from jaxdl.datasets.mnist import Split, load_mnist
 from jaxdl.datasets.pipeline import EpochBatches
-from jaxdl.recipes.lenet import lenet_model
+from jaxdl.recipes.lenet import EVAL_BATCH_SIZE, lenet_model
 
 DEFAULT_CHECKPOINT = "runs/lenet/checkpoints/best"
 
@@ -49,7 +49,7 @@ def restore_model(directory):
     return model, params, state, manifest
 
 
-def predict_labels(model, params, state, split: Split, batch_size: int = 1000) -> np.ndarray:
+def predict_labels(model, params, state, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """The arg-max class of each image of ``split`` (int array of shape (n,))."""
     predict = jaxdl.make_predict(model)
     outputs = [np.asarray(predict(params, state, x))
@@ -96,7 +96,7 @@ def plot_misclassified(path, images, labels, predicted, max_images: int = 64) ->
     return len(wrong)
 
 
-def evaluate_checkpoint(directory, split: Split, *, grid_path=None, batch_size: int = 1000,
+def evaluate_checkpoint(directory, split: Split, *, grid_path=None, batch_size: int = EVAL_BATCH_SIZE,
                         max_images: int = 64) -> dict:
     """Accuracy, confusion matrix and misclassified count of a checkpoint on ``split``.
 
