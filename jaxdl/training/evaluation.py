@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Iterable
 
 import jax
@@ -16,9 +17,19 @@ from jaxdl.training.parallel import shard_batch
 
 
 @jax.jit
-def _accuracy_counts(outputs, labels):
-    correct = correct_predictions(outputs, labels)
-    return jnp.sum(correct, dtype=jnp.int32), correct.size
+def _correct_count(outputs, labels):
+    return jnp.sum(correct_predictions(outputs, labels), dtype=jnp.int32)
+
+
+def _positions(outputs, labels) -> int:
+    """How many predictions `correct_predictions` judges for these shapes (known without running it)."""
+    return _positions_for(jax.ShapeDtypeStruct(outputs.shape, outputs.dtype),
+                          jax.ShapeDtypeStruct(labels.shape, labels.dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _positions_for(outputs: jax.ShapeDtypeStruct, labels: jax.ShapeDtypeStruct) -> int:
+    return math.prod(jax.eval_shape(correct_predictions, outputs, labels).shape)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -62,7 +73,9 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
         ValueError: when ``batches`` is empty.
     """
     state = reset_memory(state) if reset else state
-    correct, positions, total_loss, count = 0, 0, 0.0, 0
+    # Per-batch counts and loss sums stay on the device until the end: fetching each one would
+    # wait for its batch before the next is dispatched. Summed on the host (in float64).
+    corrects, losses, positions, count = [], [], 0, 0
     for item in batches:
         batch = as_batch(item)
         if batch.reset:
@@ -72,12 +85,14 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
         labels = _global_labels(eval_step, batch.labels, outputs.shape)
         count += int(outputs.shape[0])
         if _is_array(labels):
-            right, size = _accuracy_counts(outputs, labels)
-            correct, positions = correct + int(right), positions + int(size)
+            corrects.append(_correct_count(outputs, labels))
+            positions += _positions(outputs, labels)
         if loss_fn is not None:
-            total_loss += float(_summed_example_losses(loss_fn, outputs, labels))
+            losses.append(_summed_example_losses(loss_fn, outputs, labels))
     if count == 0:
         raise ValueError("evaluate: batches was empty.")
+    corrects, losses = jax.device_get((corrects, losses))
+    correct, total_loss = sum(int(c) for c in corrects), sum(float(v) for v in losses)
     return {"accuracy": correct / positions if positions else None,
             "loss": total_loss / count if loss_fn is not None else None, "count": count}
 
