@@ -238,7 +238,7 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
             good = last_good if run.mid_epoch_state is None else run.mid_epoch_state
             return _finish(run, good, "diverged", _diverged_message(run, error))
         except KeyboardInterrupt:
-            _write_outputs(run, final=True)
+            _draw_plot(run, final=True)  # metrics.csv is already written for every finished epoch
             run.log(_interrupted_message(run, epoch, resume_command))
             raise
         last_good = _kept(run, train_state)
@@ -484,15 +484,26 @@ PLOT_INTERVAL_SECONDS = 30.0
 
 
 def _write_outputs(run: _Run, *, final: bool = False) -> None:
-    """``metrics.csv``, and ``metrics.png`` when it is due: at the end (``final``) or after
-    `PLOT_INTERVAL_SECONDS`, if it lacks some of the history."""
-    if run.output_dir is None or not run.history or not distributed.is_main_process():
+    """``metrics.csv``, and ``metrics.png`` when it is due (`_draw_plot`)."""
+    if not _writes_outputs(run):
         return
     write_metrics_csv(run.output_dir / "metrics.csv", run.history)
-    stale = run.plotted_rows != len(run.history)
-    if run.plot and stale and (final or time.monotonic() - run.plotted_at >= PLOT_INTERVAL_SECONDS):
+    _draw_plot(run, final)
+
+
+def _draw_plot(run: _Run, final: bool) -> None:
+    """Redraws ``metrics.png`` if it lacks some of the history and it is due: at the end
+    (``final``) or `PLOT_INTERVAL_SECONDS` after the last drawing."""
+    if not (_writes_outputs(run) and run.plot) or run.plotted_rows == len(run.history):
+        return
+    if final or time.monotonic() - run.plotted_at >= PLOT_INTERVAL_SECONDS:
         plot_history(run.output_dir / "metrics.png", run.history)
         run.plotted_rows, run.plotted_at = len(run.history), time.monotonic()
+
+
+def _writes_outputs(run: _Run) -> bool:
+    """Whether this process writes the run's metrics files (process 0 of a run with an output_dir)."""
+    return run.output_dir is not None and bool(run.history) and distributed.is_main_process()
 
 
 def _epoch_line(run: _Run, row: dict, improved: bool) -> str:
@@ -544,7 +555,7 @@ def _summary(run: _Run) -> str:
 
 
 def _finish(run: _Run, train_state: TrainState, status: str, message: str) -> FitResult:
-    _write_outputs(run, final=True)  # a diverged run's plot may lag the history
+    _draw_plot(run, final=True)  # a diverged run's plot may lag the history (metrics.csv does not)
     result = FitResult(train_state, run.history, status, message, run.best, run.output_dir)
     for callback in run.callbacks:
         callback.on_fit_end(result)
