@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import pathlib
+import shutil
 import socket
 import struct
 import sys
@@ -441,6 +442,23 @@ def test_a_damaged_decoded_cache_is_rebuilt_from_the_records(fake_mnist, tmp_pat
     np.testing.assert_array_equal(again.test.images, first.test.images)
     np.testing.assert_array_equal(again.test.labels, first.test.labels)
     assert mnist.read_decoded_split(path, 6) is not None  # written anew
+
+
+def test_preparing_again_drops_the_decoded_files_of_the_earlier_preparation(fake_mnist, tmp_path):
+    """Decoded arrays follow tfds's records: a stale file (well formed, hash intact, but another
+    order) is not used once the data is prepared anew."""
+    directory, _ = fake_mnist
+    cache = tmp_path / "cache"
+    first = mnist.load_mnist(directory, cache_dir=cache, validation_size=2, verify_checksums=False)
+    builder = mnist.prepare_mnist(directory, cache_dir=cache, verify_checksums=False)
+    path = mnist.decoded_split_path(builder, "test")
+    reordered = Split(first.test.images[::-1].copy(), first.test.labels[::-1].copy())
+    mnist.write_decoded_split(path, reordered)
+    assert mnist.read_decoded_split(path, len(reordered)) is not None  # a file the cache would use
+    shutil.rmtree(pathlib.Path(builder.data_dir))  # tfds's prepared files gone: prepared again
+    again = mnist.load_mnist(directory, cache_dir=cache, validation_size=2, verify_checksums=False)
+    np.testing.assert_array_equal(again.test.images, first.test.images)
+    np.testing.assert_array_equal(again.test.labels, first.test.labels)
 
 
 def test_an_unwritable_decoded_cache_is_skipped(fake_mnist, tmp_path, monkeypatch):

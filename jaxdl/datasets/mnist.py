@@ -407,6 +407,8 @@ def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
     else:
         log(f"preparing MNIST from {_shown(source_dir)} into {_shown(data_root)}, once"
             + (" (about 20 s)" if verify_checksums else ""))
+    for stale in data_root.glob("decoded-*.npz"):  # decoded from an earlier preparation (`read_split`)
+        stale.unlink(missing_ok=True)
     config = tfds.download.DownloadConfig(
         manual_dir=None if source_dir is None else os.fspath(source_dir),
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
@@ -455,7 +457,8 @@ def read_split(builder: MNIST, split: str) -> Split:
     over their bytes), and later reads load that file instead (about 0.1 s, hash checked). A
     decoded file that is missing, unreadable, of another size than tfds's split or whose hash
     does not match is ignored and written anew from the records; one that cannot be written (a
-    read-only cache) is skipped.
+    read-only cache) is skipped. Preparing the data again (`prepare_mnist`, e.g. after tfds's
+    files were deleted) removes the decoded files first, so they always follow tfds's records.
     """
     path = decoded_split_path(builder, split)
     cached = read_decoded_split(path, builder.info.splits[split].num_examples)
