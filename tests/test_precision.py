@@ -32,9 +32,6 @@ def dtypes(tree):
     return {jnp.result_type(leaf).name for leaf in jax.tree.leaves(tree) if _floating(leaf)}
 
 
-
-
-
 def lenet_config(tmp_path, **overrides):
     values = {"epochs": 1, "batch_size": 16, "learning_rate": 2e-3, "warmup_epochs": 0.5, "seed": 3,
               "validation_size": 16, "eval_batch_size": 16, "output_dir": str(tmp_path / "run"), "progress": False,

@@ -32,6 +32,7 @@ import optax
 import jaxdl
 from jaxdl import checkpoint, models, precision
 from jaxdl.training.callbacks import Callback
+from jaxdl.training.step import shared_eval_step
 
 
 #: The default evaluation batch (see `LeNetConfig.eval_batch_size`).
@@ -348,7 +349,6 @@ def evaluate_checkpoint(model, directory, template, split, batch_size: int, *,
     (on ``mesh``, data-parallel, when given: every process of a multi-process run calls it)."""
     from jaxdl.datasets.pipeline import EpochBatches, process_shard
     from jaxdl.training import parallel
-    from jaxdl.training.step import shared_eval_step
 
     train_state, manifest = checkpoint.load_checkpoint(directory, template)
     shard = process_shard() if mesh is not None and parallel.spans_processes(mesh) else None
