@@ -12,6 +12,11 @@ Orbax runs synchronously (`orbax.checkpoint.Checkpointer`, not the async one): w
 ``_ORBAX_LOG_FILTER``), so training prints nothing from it. Orbax takes seconds to import, so
 `orbax` imports it on first use and ``import jaxdl`` stays light.
 
+A failed write (e.g. a full disk: TensorStore's ``ValueError: RESOURCE_EXHAUSTED ...
+[os_error_code='28']``) is an `OSError` with the cause's errno (`write_arrays`); TensorStore's
+callbacks still pending then end in dozens of "RuntimeError: Event loop is closed" reports
+through `sys.unraisablehook` that say nothing more, and are dropped (`_drop_closed_loop_reports`).
+
 Multi-process runs: orbax's own multi-process save has every process call it, each writing
 the shards it owns (replica 0 of each; for fully replicated arrays that is one process), with
 barriers between the steps. jaxdl's checkpoints hold replicated arrays only (data
@@ -27,6 +32,8 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import re
+import sys
 
 import jax
 import numpy as np
@@ -56,9 +63,56 @@ def orbax():
         _ORBAX_LOG_FILTER = _OrbaxLogFilter(os.path.join(package_dir, ""))
         for name in ("absl", None):
             logging.getLogger(name).addFilter(_ORBAX_LOG_FILTER)
+        _drop_closed_loop_reports()
     import orbax.checkpoint as ocp
 
     return ocp
+
+
+def _is_closed_loop_report(unraisable) -> bool:
+    """Whether an unraisable exception is asyncio's "Event loop is closed" from ``call_soon_threadsafe``
+    (a TensorStore callback arriving after orbax's event loop stopped on a failed write)."""
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        return False
+    traceback = unraisable.exc_traceback
+    names = set()
+    while traceback is not None:
+        names.add(traceback.tb_frame.f_code.co_name)
+        traceback = traceback.tb_next
+    return "call_soon_threadsafe" in names
+
+
+def _drop_closed_loop_reports() -> None:
+    """Wraps `sys.unraisablehook` to drop `_is_closed_loop_report` reports (module docstring)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "jaxdl_drops_closed_loop", False):
+        return
+
+    def hook(unraisable):
+        if not _is_closed_loop_report(unraisable):
+            previous(unraisable)
+
+    hook.jaxdl_drops_closed_loop = True
+    sys.unraisablehook = hook
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def os_error_code(error: BaseException) -> int | None:
+    """The errno of an OS failure inside ``error`` (itself, its causes, or TensorStore's
+    ``[os_error_code='28']`` text), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno:
+            return error.errno
+        match = _OS_ERROR_CODE.search(str(error))
+        if match:
+            return int(match.group(1))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _checkpointer(ocp):
@@ -72,11 +126,20 @@ def _checkpointer(ocp):
 
 
 def write_arrays(directory: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-    """Writes ``arrays`` as an orbax PyTree checkpoint; returns when it is committed."""
+    """Writes ``arrays`` as an orbax PyTree checkpoint; returns when it is committed.
+
+    Raises:
+        OSError: when the files cannot be written (e.g. ENOSPC on a full disk), with the cause's errno.
+    """
     ocp = orbax()
     checkpointer = _checkpointer(ocp)
     try:
         checkpointer.save(os.path.abspath(directory), args=ocp.args.PyTreeSave(arrays))
+    except Exception as error:  # TensorStore reports OS failures as ValueError text
+        code = os_error_code(error)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), os.fspath(directory)) from error
     finally:
         checkpointer.close()
 

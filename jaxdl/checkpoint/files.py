@@ -13,7 +13,7 @@ import shutil
 import uuid
 from typing import Any, Callable, Iterator
 
-from jaxdl.checkpoint.errors import CheckpointError
+from jaxdl.checkpoint.errors import CheckpointError, storage_error
 from jaxdl.checkpoint.faults import fault_point
 
 
@@ -37,7 +37,18 @@ def write_atomic(path: pathlib.Path, write: Callable[[Any], Any]) -> None:
     The temporary file is created with mode 0666 minus the umask, fsynced before
     ``os.replace`` and removed if ``write`` fails, so ``path`` always holds either its old
     content or the complete new one.
+
+    Raises:
+        StorageError: (an OSError) naming the directory and the cause when the disk refuses
+            (full, read-only, no permission).
     """
+    try:
+        _write_atomic(path, write)
+    except OSError as error:
+        raise storage_error(path.parent, error, f"write {path.name}") from error
+
+
+def _write_atomic(path: pathlib.Path, write: Callable[[Any], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -15,6 +15,10 @@ re-checks the manifest's digest (`read_manifest_file`) before orbax reads anythi
 truncated, edited, missing or extra file, a symbolic link inside the checkpoint, or an edited
 manifest is a `CheckpointCorruptedError` naming the file (and the field), never silently
 wrong arrays. The fields themselves are checked by `jaxdl.checkpoint.validation`.
+
+Nesting is bounded: JSON nested deeper than `MAX_NESTING` arrays/objects (a hostile manifest
+of 100,000 brackets would exhaust Python's recursion) is a `CheckpointCorruptedError` when
+read, and a TypeError when passed as ``metadata`` or ``model_config`` to be written.
 """
 
 from __future__ import annotations
@@ -33,12 +37,36 @@ from jaxdl.checkpoint.layout import FORMAT, FORMAT_VERSION, MANIFEST_NAME
 from jaxdl.checkpoint.validation import check_manifest
 
 
+#: The deepest nesting of JSON arrays and objects a manifest may hold (its own fields need 4).
+MAX_NESTING = 100
+
+
+def nesting_depth(value, limit: int = MAX_NESTING) -> int:
+    """How deeply lists/tuples and dicts nest in ``value`` (0 for a scalar), counted without
+    recursion; stops counting at ``limit + 1``."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def check_json(name: str, value, *, allow_none: bool = True) -> None:
-    """Raises TypeError unless ``value`` is a JSON-serializable dict (or None)."""
+    """Raises TypeError unless ``value`` is a JSON-serializable dict (or None) nested at most
+    `MAX_NESTING` deep."""
     if value is None and allow_none:
         return
     if not isinstance(value, dict):
         raise TypeError(f"{name} must be a dict, not {type(value).__name__}.")
+    if nesting_depth(value) > MAX_NESTING - 2:  # it sits two levels deep in the manifest
+        raise TypeError(f"{name} nests lists and dicts more than {MAX_NESTING - 2} deep; checkpoints refuse "
+                        f"deeper JSON. Flatten it.")
     try:
         json.dumps(value)
     except (TypeError, ValueError) as error:
@@ -101,6 +129,14 @@ def read_manifest_file(root: pathlib.Path) -> dict:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointCorruptedError(f"{path} is not valid JSON: {error}.") from error
+    except RecursionError:
+        manifest = None  # deeper than Python's recursion limit: refused below without the traceback
+        depth = MAX_NESTING + 1
+    else:
+        depth = nesting_depth(manifest)
+    if depth > MAX_NESTING:
+        raise CheckpointCorruptedError(f"{path} nests JSON arrays/objects more than {MAX_NESTING} deep; a jaxdl "
+                                       f"manifest never does (the file is damaged or was not written by jaxdl).")
     check_manifest(path, manifest)
     actual = _canonical_digest(manifest)
     if actual != manifest["manifest_sha256"]:

@@ -53,8 +53,10 @@ system all processes see.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import pathlib
 import time
 from typing import Any, Callable, Sequence
@@ -63,6 +65,10 @@ import jax
 import numpy as np
 
 from jaxdl import checkpoint, distributed
+from jaxdl.checkpoint import run_directory
+from jaxdl.checkpoint.errors import RunDirectoryError
+from jaxdl.checkpoint.directory import checkpoint_bytes, check_free_space
+from jaxdl.checkpoint.entries import named_leaves
 from jaxdl.checkpoint.faults import fault_point
 from jaxdl.checkpoint.files import remove as remove_path
 from jaxdl.layers.recurrent.memory import reset_memory
@@ -77,11 +83,6 @@ from jaxdl.training.step import shared_steps
 MODES = ("max", "min")
 #: The mid-epoch checkpoint's name in ``<output_dir>/checkpoints`` (module docstring).
 MID_EPOCH = "mid_epoch"
-
-
-class RunDirectoryError(ValueError):
-    """The ``output_dir`` does not fit the request: it holds a run (without ``resume``) or no
-    checkpoint to resume."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -151,7 +152,8 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         callbacks: Sequence[Callback] = (), progress: bool = False, log_every: int = 50,
         log: Callable[[str], None] | None = print, plot: bool = True, metadata: dict | None = None,
         model_config: dict | None = None, resume_command: str | None = None,
-        checkpoint_every_steps: int | None = None, mesh: jax.sharding.Mesh | None = None) -> FitResult:
+        checkpoint_every_steps: int | None = None, mesh: jax.sharding.Mesh | None = None,
+        overwrite: bool = False) -> FitResult:
     """Trains ``model`` for ``epochs`` epochs (see the module docstring for each step).
 
     Args:
@@ -163,10 +165,18 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         epochs: the total number of epochs of the run (a resumed run continues up to it).
         validation_data: evaluated after every epoch (same kinds as ``train_data``), or None.
         output_dir: where ``checkpoints/last``, ``checkpoints/best``, ``metrics.csv`` and
-            ``metrics.png`` go; None keeps everything in memory. A directory that already holds
-            a run is refused unless ``resume=True``.
+            ``metrics.png`` go; None keeps everything in memory. It is checked before training:
+            a directory that already holds a run is refused unless ``resume=True`` (or
+            ``overwrite=True``), one holding anything else (files a jaxdl run does not write,
+            or a ``metrics.csv`` without a checkpoint) unless ``overwrite=True``; a file, an
+            unwritable directory or a full disk is refused. One run at a time: the writing
+            process holds ``<output_dir>/.jaxdl-run.lock`` (`jaxdl.checkpoint.run_directory`)
+            for the whole call, and a second `fit` into the directory is refused at once.
         resume: continue the run in ``output_dir`` from ``checkpoints/last`` or, when newer,
             ``checkpoints/mid_epoch``.
+        overwrite: start a new run in an ``output_dir`` that holds an old run (its checkpoints,
+            ``metrics.csv`` and ``metrics.png`` are removed first) or files a run does not
+            write (they are left as they are). Not with ``resume``.
         best_metric: the history column that picks ``checkpoints/best``; None for no best
             (also when there is no validation data and the column is a validation one).
         best_mode: "max" (accuracy) or "min" (loss).
@@ -195,8 +205,14 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         A `FitResult`.
 
     Raises:
-        RunDirectoryError: (a ValueError) for an ``output_dir`` that already holds a run
-            (without ``resume``), or ``resume`` without a checkpoint.
+        RunDirectoryError: (a ValueError) naming the directory, before training: an
+            ``output_dir`` that holds a run (without ``resume`` or ``overwrite``) or other
+            files (without ``overwrite``), ``resume`` without a committed checkpoint, an
+            ``output_dir`` (or its ``checkpoints``) that is a file or cannot be written, or
+            one another run is writing into (naming its pid).
+        jaxdl.checkpoint.StorageError: (an OSError) naming the directory and the cause when a
+            checkpoint or metrics file cannot be written (e.g. "no space left on device at ...").
+        TypeError: for an ``output_dir`` that is not a path.
         ValueError: for invalid arguments, a one-shot iterator asked for several epochs, or a
             ``best_metric`` that is not in the history.
         KeyboardInterrupt: re-raised after logging how to resume.
@@ -208,7 +224,21 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
             raise ValueError("fit: checkpoint_every_steps needs an output_dir to write the checkpoints to.")
     if validation_data is None and best_metric is not None and best_metric.startswith("validation_"):
         best_metric = None
-    output_dir = None if output_dir is None else pathlib.Path(output_dir)
+    output_dir = _output_path(output_dir, resume, overwrite)
+    with _run_lock(output_dir):
+        _check_output_dir(output_dir, train_state, resume, overwrite)
+        return _fit(model, loss_fn, optimizer, train_state, train_data, epochs=epochs,
+                    validation_data=validation_data, penalty=penalty, output_dir=output_dir, resume=resume,
+                    overwrite=overwrite, best_metric=best_metric, best_mode=best_mode, callbacks=callbacks,
+                    progress=progress, log_every=log_every, log=log, plot=plot, metadata=metadata,
+                    model_config=model_config, resume_command=resume_command,
+                    checkpoint_every_steps=checkpoint_every_steps, mesh=mesh)
+
+
+def _fit(model, loss_fn, optimizer, train_state, train_data, *, epochs, validation_data, penalty, output_dir,
+         resume, overwrite, best_metric, best_mode, callbacks, progress, log_every, log, plot, metadata,
+         model_config, resume_command, checkpoint_every_steps, mesh) -> FitResult:
+    """`fit` after its checks, with the run directory locked."""
     train_step, eval_step = shared_steps(model, loss_fn, optimizer, penalty, mesh)
     main = distributed.is_main_process()
     run = _Run(
@@ -220,7 +250,7 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         checkpoints=None, output_dir=output_dir, plot=plot, metadata=dict(metadata or {}),
         model_config=model_config, checkpoint_every_steps=checkpoint_every_steps, mesh=mesh)
     with distributed.main_process_first("fit: open the run directory"):  # process 0 cleans it first
-        train_state = _open(run, train_state, resume)
+        train_state = _open(run, train_state, resume, overwrite)
     check_epochs(run.source, epochs - len(run.history))
     if run.validation is not None:
         check_epochs(run.validation, epochs - len(run.history))
@@ -258,12 +288,78 @@ def _check_arguments(epochs=1, log_every=1, best_mode="max", **others) -> None:
         raise ValueError(f"fit: best_mode must be one of {MODES}, got {best_mode!r}.")
 
 
-def _open(run: _Run, train_state: TrainState, resume: bool) -> TrainState:
-    """Opens the checkpoint set; restores the last checkpoint and history when resuming."""
-    if run.output_dir is None:
+def _output_path(output_dir, resume: bool, overwrite: bool) -> pathlib.Path | None:
+    """``output_dir`` as a path (None stays None), checked with ``resume`` and ``overwrite``."""
+    if overwrite and resume:
+        raise ValueError("fit: overwrite=True starts a new run and resume=True continues one; pass one of them.")
+    if output_dir is None:
         if resume:
             raise ValueError("fit: resume=True needs the output_dir of the run to continue.")
+        return None
+    if not isinstance(output_dir, (str, os.PathLike)):
+        raise TypeError(f"fit: output_dir must be a path (str or os.PathLike) or None, got "
+                        f"{type(output_dir).__name__} {output_dir!r}.")
+    if os.fspath(output_dir) in ("", b""):
+        raise ValueError("fit: output_dir is an empty string; pass a directory (e.g. 'runs/lenet'; '.' for the "
+                         "current one) or None to keep everything in memory.")
+    output_dir = pathlib.Path(os.fsdecode(output_dir))
+    run_directory.check_not_file(output_dir)
+    return output_dir
+
+
+def _run_lock(output_dir: pathlib.Path | None):
+    """The run directory's lock (`jaxdl.checkpoint.run_directory.run_lock`), held by the writing
+    process (process 0); nothing without an output_dir or in the other processes."""
+    if output_dir is None or not distributed.is_main_process():
+        return contextlib.nullcontext()
+    return run_directory.run_lock(output_dir)
+
+
+def _check_output_dir(output_dir: pathlib.Path | None, train_state: TrainState, resume: bool,
+                      overwrite: bool) -> None:
+    """Checks, in every process and before anything collective, that ``output_dir`` fits the request
+    (see `fit`'s Raises); the writing process also checks that it can write there."""
+    if output_dir is None:
+        return
+    committed = resume_checkpoint_dir(output_dir) is not None or run_directory.has_epochs(output_dir)
+    if resume and not committed:
+        raise RunDirectoryError(f"fit: resume=True but {output_dir / 'checkpoints'} holds no checkpoint (no epoch "
+                                f"was committed); start without resume.")
+    if not (resume or overwrite):
+        _check_new_run_directory(output_dir, committed)
+    if distributed.is_main_process():
+        for directory in (output_dir, output_dir / run_directory.CHECKPOINTS):
+            if directory.is_dir():
+                run_directory.check_writable(directory)
+        if not (resume or overwrite):  # a resumed run holds its earlier checkpoints; an overwritten one frees its own
+            check_free_space(output_dir, checkpoint_bytes(named_leaves(train_state)))
+
+
+def _check_new_run_directory(output_dir: pathlib.Path, committed: bool) -> None:
+    """A new run goes into a directory without a run and without files a run does not write."""
+    if committed:
+        where = resume_checkpoint_dir(output_dir)
+        raise RunDirectoryError(f"fit: {output_dir} already holds a run ({where or 'checkpoints'}); resume it "
+                                f"(resume=True), start it anew (overwrite=True) or choose another output directory.")
+    metrics = [name for name in run_directory.METRICS_FILES if (output_dir / name).exists()]
+    others = sorted(run_directory.foreign_entries(output_dir) + metrics)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        note = "; metrics without a checkpoint are not a run" if metrics else ""
+        raise RunDirectoryError(
+            f"fit: {output_dir} holds files that are not a jaxdl run's ({shown}{note}); choose another output "
+            f"directory, or pass overwrite=True to write the run there (files a run does not write are left as "
+            f"they are; metrics.csv and metrics.png are replaced).")
+
+
+def _open(run: _Run, train_state: TrainState, resume: bool, overwrite: bool = False) -> TrainState:
+    """Opens the checkpoint set; restores the last checkpoint and history when resuming."""
+    if run.output_dir is None:
         return train_state
+    if overwrite and distributed.is_main_process():
+        removed = run_directory.remove_run(run.output_dir)
+        if removed:
+            run.log(f"Overwriting {run.output_dir}: removed {', '.join(removed)}.")
     run.checkpoints = checkpoint.CheckpointSet(run.output_dir / "checkpoints", metric=run.best_metric,
                                                mode=run.best_mode)
     if distributed.is_main_process():
