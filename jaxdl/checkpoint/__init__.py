@@ -73,12 +73,16 @@ One rename of ``head`` makes the new last, the new best and the epoch's metadata
 together; a process killed at any moment leaves the previous or the new state
 (`jaxdl.checkpoint.run_set`).
 
-Pickle API (`save` / `load`), the exercise's ``NeuralNetwork.save``/``load``: any picklable
-object in one file. UNSAFE for files you did not write yourself (`jaxdl.checkpoint.pickle_api`).
+Pickle API (`save` / `load`), the exercise's ``NeuralNetwork.save``/``load``: one object in
+one file. Loading unpickles with an allow-list (NumPy and JAX arrays, plain Python data, the
+exercise facade's classes and what they hold): a pickle that names anything else (``os.system``,
+``eval``, ...) is refused with `UnsafePickleError` before any of it runs
+(`jaxdl.checkpoint.pickle_api`).
 
 The modules, from the bottom up:
 
-* `errors`, `layout` (the format's names), `faults` (fault injection for the tests).
+* `errors` (also `StorageError`: a write the disk refused, naming the directory and the cause),
+  `layout` (the format's names), `faults` (fault injection for the tests).
 * `files`: atomic writes, fsync, hashing, listing, links, directory locks.
 * `arrays`: orbax-checkpoint I/O (imported on first use, silenced, synchronous; process-local).
 * `collective`: saves in a multi-process run (`jaxdl.distributed`): every process calls
@@ -91,7 +95,8 @@ The modules, from the bottom up:
 * `single`: `save_checkpoint` (the link swap), `read_manifest`, `verify_checkpoint`,
   `load_checkpoint`.
 * `run_set`: `CheckpointSet`.
-* `pickle_api`: `save`, `load`.
+* `run_directory`: a training run's output directory: its lock (one run at a time), its entries.
+* `pickle_api`: `save`, `load` (an allow-list unpickler).
 
 Example:
     >>> save_checkpoint("runs/lenet/final", train_state, model_config=config, metadata={"epoch": 3})
@@ -103,15 +108,18 @@ Example:
 
 from jaxdl.checkpoint.compatibility import MAX_LISTED
 from jaxdl.checkpoint.entries import path_string
-from jaxdl.checkpoint.errors import CheckpointCorruptedError, CheckpointError, CheckpointMismatchError
+from jaxdl.checkpoint.errors import (
+    CheckpointCorruptedError, CheckpointError, CheckpointMismatchError, RunDirectoryError, StorageError,
+)
 from jaxdl.checkpoint.files import write_bytes_atomic, write_text_atomic
 from jaxdl.checkpoint.layout import ARRAYS_DIR, FORMAT, FORMAT_VERSION, MANIFEST_NAME
-from jaxdl.checkpoint.pickle_api import load, save
+from jaxdl.checkpoint.pickle_api import UnsafePickleError, load, save
 from jaxdl.checkpoint.run_set import CheckpointSet
 from jaxdl.checkpoint.single import load_checkpoint, read_manifest, save_checkpoint, verify_checkpoint
 
 __all__ = [
     "ARRAYS_DIR", "FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "CheckpointCorruptedError", "CheckpointError",
-    "CheckpointMismatchError", "CheckpointSet", "load", "load_checkpoint", "path_string", "read_manifest", "save",
-    "save_checkpoint", "verify_checkpoint", "write_bytes_atomic", "write_text_atomic",
+    "CheckpointMismatchError", "CheckpointSet", "RunDirectoryError", "StorageError", "UnsafePickleError", "load",
+    "load_checkpoint", "path_string", "read_manifest", "save", "save_checkpoint", "verify_checkpoint",
+    "write_bytes_atomic", "write_text_atomic",
 ]

@@ -6,9 +6,10 @@ runs each iteration through the core training step, `jaxdl.training.make_train_s
 can (see there; `jaxdl.exercise._network_step` maps the layers onto it). Layers written by the
 user (with NumPy ``forward``/``backward``) can be mixed in; they receive NumPy arrays.
 
-`save`/`load` use pickle (`jaxdl.checkpoint.save`/`load`), as the exercise does.
-Unpickling runs code chosen by whoever wrote the file: load only files you wrote yourself.
-For safe, portable checkpoints use the functional API (`jaxdl.checkpoint.save_checkpoint`).
+`save`/`load` use pickle (`jaxdl.checkpoint.save`/`load`), as the exercise does; `load`
+unpickles with an allow-list (NumPy/JAX arrays, plain data, the facade's classes and what they
+hold), so a file that names anything else (``os.system``, ...) is refused before it runs. For
+portable checkpoints use the functional API (`jaxdl.checkpoint.save_checkpoint`).
 """
 
 from __future__ import annotations
@@ -240,11 +241,22 @@ def save(filename, net) -> None:
     checkpoint.save(filename, net)
 
 
-def load(filename, data_layer) -> NeuralNetwork:
+def load(filename, data_layer, *, allowed_classes=()) -> NeuralNetwork:
     """Unpickles a network saved by `save` and attaches ``data_layer``.
 
-    Unpickling can run arbitrary code: load only files you wrote yourself.
+    Args:
+        filename: the file `save` wrote.
+        data_layer: the data layer to attach (see `NeuralNetwork.data_layer`), or None.
+        allowed_classes: classes of your own the network holds (e.g. a layer you wrote); the
+            facade's classes, NumPy and JAX arrays are always allowed (`jaxdl.checkpoint.load`).
+
+    Raises:
+        jaxdl.checkpoint.UnsafePickleError: when the file names anything outside the allow-list
+            (refused before any of it runs) or is damaged.
+        TypeError: when the file does not hold a `NeuralNetwork`, or ``data_layer`` has no ``next()``.
     """
-    net = checkpoint.load(filename)
+    net = checkpoint.load(filename, allowed_classes=allowed_classes)
+    if not isinstance(net, NeuralNetwork):
+        raise TypeError(f"NeuralNetwork.load: {filename} holds a {type(net).__name__}, not a NeuralNetwork.")
     net.data_layer = data_layer
     return net
