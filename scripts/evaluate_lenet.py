@@ -4,7 +4,8 @@
     python scripts/evaluate_lenet.py [CHECKPOINT] [--split test|validation] [--grid PATH]
                                      [--data-dir DIR] [--cache-dir DIR] [--download]
 
-CHECKPOINT defaults to runs/lenet/checkpoints/best. The model is rebuilt from the config in
+CHECKPOINT defaults to runs/lenet/checkpoints/best; a run directory (runs/lenet) stands for
+its checkpoints/best. The model is rebuilt from the config in
 the checkpoint's manifest and only its params and state are restored (safe format, no
 pickle). Prints the accuracy and the confusion matrix (rows: true digit, columns:
 prediction), and writes a PNG grid of misclassified digits (default: misclassified.png
@@ -24,9 +25,11 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 
 import jaxdl
 from jaxdl import checkpoint, models
+from jaxdl.compilation_cache import enable_compilation_cache
 from jaxdl.datasets.mnist import Split, load_mnist
 from jaxdl.datasets.pipeline import EpochBatches
-from jaxdl.recipes.lenet import EVAL_BATCH_SIZE, lenet_model
+from jaxdl.recipes import cli
+from jaxdl.recipes.lenet import EVAL_BATCH_SIZE, ConfigError, check_mnist_files, checkpoint_to_evaluate, lenet_model
 
 DEFAULT_CHECKPOINT = "runs/lenet/checkpoints/best"
 
@@ -118,29 +121,39 @@ def confusion_size(manifest, split: Split) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, help="a checkpoint directory")
+    parser.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, type=cli.path,
+                        help=f"a checkpoint directory, or a run directory for its checkpoints/best "
+                             f"(default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--split", choices=("test", "validation"), default="test")
-    parser.add_argument("--grid", default=None, help="PNG of misclassified digits (default <run>/misclassified.png)")
-    parser.add_argument("--max-images", type=int, default=64, help="most misclassified digits in the grid")
-    parser.add_argument("--data-dir", default=None, help="directory with the MNIST .gz files (default: bundled)")
-    parser.add_argument("--cache-dir", default=None, help="tensorflow-datasets cache (default as train_lenet.py)")
+    parser.add_argument("--grid", default=None, type=cli.path,
+                        help="PNG of misclassified digits (default <run>/misclassified.png)")
+    parser.add_argument("--max-images", type=cli.non_negative_int, default=64,
+                        help="most misclassified digits in the grid")
+    parser.add_argument("--data-dir", default=None, type=cli.path,
+                        help="directory with the MNIST .gz files (default: bundled)")
+    parser.add_argument("--cache-dir", default=None, type=cli.path,
+                        help="tensorflow-datasets cache (default as train_lenet.py)")
     parser.add_argument("--download", action="store_true", help="let tensorflow-datasets download MNIST")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    directory = pathlib.Path(args.checkpoint)
     try:
+        directory = checkpoint_to_evaluate(args.checkpoint)
+        if directory != pathlib.Path(args.checkpoint):
+            print(f"{args.checkpoint} is a run directory: evaluating its best checkpoint, {directory}")
         manifest = checkpoint.read_manifest(directory)
         validation_size = manifest["metadata"].get("config", {}).get("validation_size", 5000)
+        if not args.download:
+            check_mnist_files(args.data_dir)
         data = load_mnist(args.data_dir, cache_dir=args.cache_dir, download=args.download,
                           validation_size=validation_size)
         split = getattr(data, args.split)
         grid = pathlib.Path(args.grid) if args.grid else directory.resolve().parent.parent / "misclassified.png"
         report = evaluate_checkpoint(directory, split, grid_path=grid, max_images=args.max_images)
-    except (FileNotFoundError, checkpoint.CheckpointError, ValueError, NonMatchingChecksumError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, checkpoint.CheckpointError, ValueError, NonMatchingChecksumError) as error:
+        cli.report_error("evaluate_lenet.py", error)
         return 2
     epoch = manifest["metadata"].get("epoch", "?")
     print(f"Checkpoint {directory} (epoch {epoch}, step {manifest.get('step')}) on the {len(split):,} {args.split} images")

@@ -2,7 +2,7 @@
 """Trains the exercise's LeNet on MNIST (the `make train` command).
 
     python scripts/train_lenet.py [--epochs N] [--batch-size B] [--learning-rate LR] [--seed S]
-                                  [--compute-dtype float32|bfloat16|float16]
+                                  [--compute-dtype float32|bfloat16]
                                   [--data-dir DIR] [--output-dir DIR] [--resume] [--download]
                                   [--devices N] [--num-processes P --process-id I --coordinator HOST:PORT]
 
@@ -40,9 +40,10 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 from jaxdl import checkpoint, distributed
 from jaxdl.compilation_cache import enable_compilation_cache
 from jaxdl.training.loop import RunDirectoryError
+from jaxdl.recipes import cli
 from jaxdl.recipes.lenet import (
-    COMPUTE_DTYPES, HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, divergence_advice, stored_hyperparameters, train_lenet,
-    validate_config,
+    COMMAND_LINE_COMPUTE_DTYPES, HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, command_line, divergence_advice,
+    stored_hyperparameters, train_lenet, validate_config,
 )
 
 
@@ -50,32 +51,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults = LeNetConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     option = parser.add_argument
-    option("--epochs", type=int, help=f"passes over the training images (default {defaults.epochs})")
-    option("--batch-size", type=int, help=f"images per step (default {defaults.batch_size})")
-    option("--learning-rate", type=float, help=f"Adam's (peak) learning rate (default {defaults.learning_rate})")
+    option("--epochs", type=cli.positive_int, help=f"passes over the training images (default {defaults.epochs})")
+    option("--batch-size", type=cli.positive_int, help=f"images per step (default {defaults.batch_size})")
+    option("--learning-rate", type=cli.positive_float, help=f"Adam's (peak) learning rate (default {defaults.learning_rate})")
     option("--schedule", choices=SCHEDULES, help=f"cosine: linear warm-up then cosine decay to 0; constant: the "
                                                  f"exercise's (default {defaults.schedule})")
-    option("--warmup-epochs", type=float, help=f"warm-up of the cosine schedule (default {defaults.warmup_epochs})")
-    option("--l2", type=float, help=f"decoupled L2 strength (default {defaults.l2})")
-    option("--shift", type=int, help=f"augmentation: random translation of training images by up to this many "
+    option("--warmup-epochs", type=cli.non_negative_float, help=f"warm-up of the cosine schedule (default {defaults.warmup_epochs})")
+    option("--l2", type=cli.non_negative_float, help=f"decoupled L2 strength (default {defaults.l2})")
+    option("--shift", type=cli.non_negative_int, help=f"augmentation: random translation of training images by up to this many "
                                      f"pixels, 0 for none (default {defaults.shift})")
-    option("--seed", type=int, help=f"initialization, shuffling and augmentation seed (default {defaults.seed})")
-    option("--validation-size", type=int,
+    option("--seed", type=cli.seed, help=f"initialization, shuffling and augmentation seed (default {defaults.seed})")
+    option("--validation-size", type=cli.positive_int,
            help=f"training images held out for validation (default {defaults.validation_size})")
-    option("--compute-dtype", choices=COMPUTE_DTYPES,
+    option("--compute-dtype", choices=COMMAND_LINE_COMPUTE_DTYPES,
            help=f"dtype of the forward and backward passes; params and Adam moments stay float32 "
-                f"(default {defaults.compute_dtype})")
-    option("--data-dir", default=None, help="directory with the four MNIST .gz files (default: data/mnist)")
-    option("--cache-dir", default=None, help="where tensorflow-datasets keeps the prepared data "
+                f"(default {defaults.compute_dtype}; float16 needs loss scaling, which the recipe lacks)")
+    option("--data-dir", default=None, type=cli.path, help="directory with the four MNIST .gz files (default: data/mnist)")
+    option("--cache-dir", default=None, type=cli.path, help="where tensorflow-datasets keeps the prepared data "
                                              "(default $JAXDL_CACHE_DIR/tensorflow_datasets, JAXDL_CACHE_DIR=~/.cache/jaxdl)")
     option("--download", action="store_true", help="let tensorflow-datasets download MNIST instead of --data-dir")
-    option("--output-dir", default=defaults.output_dir, help="checkpoints, metrics.csv, metrics.png "
+    option("--output-dir", default=defaults.output_dir, type=cli.path, help="checkpoints, metrics.csv, metrics.png "
                                                              f"(default {defaults.output_dir})")
     option("--resume", action="store_true",
            help="continue the run in --output-dir from checkpoints/last with its hyperparameters "
                 "(--learning-rate may change the peak learning rate, e.g. after a divergence; --compute-dtype "
                 "the compute dtype)")
-    option("--checkpoint-every-steps", type=int, default=None, metavar="N",
+    option("--checkpoint-every-steps", type=cli.positive_int, default=None, metavar="N",
            help="also checkpoint every N steps inside an epoch (checkpoints/mid_epoch: train state and data "
                 "position), so --resume continues mid-epoch, bit-identical to an unbroken run")
     option("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
@@ -98,17 +99,13 @@ def cluster_from_args(args: argparse.Namespace) -> distributed.ClusterConfig:
                                       process_id=args.process_id, coordinator=args.coordinator)
 
 
-def resume_command_for(args: argparse.Namespace, cluster: distributed.ClusterConfig) -> str:
-    """The command that continues this run (printed on Ctrl-C), with its device and process options."""
-    command = f"python scripts/train_lenet.py --resume --output-dir {args.output_dir}"
-    if args.checkpoint_every_steps is not None:
-        command += f" --checkpoint-every-steps {args.checkpoint_every_steps}"
-    if cluster.devices is not None:
-        command += f" --devices {cluster.devices}"
+def device_options(cluster: distributed.ClusterConfig) -> list[str]:
+    """The device and process options of the run, for the commands printed in advice."""
+    words = [] if cluster.devices is None else ["--devices", str(cluster.devices)]
     if cluster.multi_process:
-        command += (f" --num-processes {cluster.num_processes} --coordinator {cluster.coordinator} "
-                    f"--process-id <each process its own>")
-    return command
+        words += ["--num-processes", str(cluster.num_processes), "--coordinator", str(cluster.coordinator),
+                  "--process-id", "<each process its own>"]
+    return words
 
 
 def config_from_args(args: argparse.Namespace) -> LeNetConfig:
@@ -128,18 +125,19 @@ def main(argv=None) -> int:
         config = config_from_args(args)
         validate_config(config)  # before joining other processes: a bad option fails alone, at once
     except (ConfigError, distributed.DistributedError, FileNotFoundError, checkpoint.CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        cli.report_error("train_lenet.py", error)
         return 2
     try:
         mesh = distributed.start(cluster, log=lambda line: print(line, file=sys.stderr))
     except distributed.DistributedError as error:
-        print(f"error: {error}", file=sys.stderr)
+        cli.report_error("train_lenet.py", error)
         return distributed.EXIT_NOT_JOINED
     try:
-        result = train_lenet(config, resume_command=resume_command_for(args, cluster), mesh=mesh)
+        resume_command = command_line(config, resume=True, extra=device_options(cluster))
+        result = train_lenet(config, resume_command=resume_command, mesh=mesh)
     except (ConfigError, RunDirectoryError, FileNotFoundError, checkpoint.CheckpointError,
             NonMatchingChecksumError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        cli.report_error("train_lenet.py", error)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -147,7 +145,7 @@ def main(argv=None) -> int:
         return 0 if result.fit.status == "completed" else 1  # process 0 reports for the run
     print(result.fit.message)
     if result.fit.status != "completed":
-        print(divergence_advice(result.fit, config))
+        print(divergence_advice(result.fit, config, extra=device_options(cluster)))
         return 1
     print(f"Outputs: {result.fit.output_dir}/metrics.csv, metrics.png, checkpoints/last, checkpoints/best")
     if result.test is not None:

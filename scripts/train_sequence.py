@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from jaxdl.compilation_cache import enable_compilation_cache  # noqa: E402
+from jaxdl.recipes import cli  # noqa: E402
 from jaxdl.recipes.delayed_recall import (  # noqa: E402
     CELLS, RecallConfig, evaluate_recall, reset_ceiling, train_recall,
 )
@@ -28,6 +29,8 @@ HELP = {"hidden": "hidden size", "symbols": "alphabet size", "delay": "recall th
         "chunk": "time steps per chunk (per optimizer step)", "chunks": "chunks per sequence",
         "batch": "sequences per batch", "batches": "training batches of sequences",
         "test_batches": "evaluation batches of sequences", "learning_rate": "Adam's learning rate", "seed": "seed"}
+#: The option types (`jaxdl.recipes.cli`): every other field is a size, a positive int.
+TYPES = {"learning_rate": cli.positive_float, "seed": cli.seed}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cell", choices=sorted(CELLS), default=RecallConfig.cell)
     for field in dataclasses.fields(RecallConfig):
         if field.name != "cell":
-            parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
+            parser.add_argument(f"--{field.name.replace('_', '-')}", type=TYPES.get(field.name, cli.positive_int),
+                                default=field.default,
                                 help=f"{HELP[field.name]} (default {field.default})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -46,7 +50,7 @@ def main(argv=None) -> dict:
     try:
         config = RecallConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(RecallConfig)})
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        cli.report_error("train_sequence.py", error)
         sys.exit(2)
     print(f"Delayed recall: {config.symbols} symbols, delay {config.delay}, chunks of {config.chunk} steps, "
           f"{config.chunks} chunks per sequence, {config.cell.upper()}({config.hidden}).")

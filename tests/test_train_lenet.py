@@ -8,9 +8,11 @@ errors, and scripts/evaluate_lenet.py.
 
 import contextlib
 import csv
+import dataclasses
 import importlib.util
 import io
 import pathlib
+import shlex
 import sys
 
 import jax
@@ -157,9 +159,15 @@ def test_command_line_outputs_and_final_line(cli_run, capsys):
     ({"schedule": "step"}, "schedule must be one of"),
     ({"learning_rate": float("inf")}, "learning_rate must be a finite number"),
     ({"l2": float("nan")}, "l2 must be a finite number"),
-    ({"seed": -1}, "seed must be an int >= 0"),
+    ({"seed": -1}, r"seed must be an int in \[0, 4294967295\], got -1"),
+    ({"seed": 2**32}, r"seed must be an int in \[0, 4294967295\], got 4294967296"),
     ({"validation_size": 0}, "validation_size must be a positive int"),
-    ({"validation_size": 60000}, "validation_size must leave at least one batch"),
+    ({"validation_size": 60000}, "validation_size 60,000 leaves none of MNIST's 60,000 training images"),
+    ({"batch_size": 100000, "validation_size": 5000}, r"batch_size 100,000 is larger than the 55,000 training images \(MNIST's 60,000 minus "
+                                                      r"validation_size 5,000\)"),
+    ({"batch_size": 60, "validation_size": 59950}, "batch_size 60 is larger than the 50 training images"),
+    ({"output_dir": ""}, "output_dir must name a directory, got ''"),
+    ({"data_dir": ""}, "data_dir must name a directory, got ''"),
     ({"data_dir": "/nonexistent"}, "MNIST files missing from /nonexistent"),
 ])
 def test_invalid_options_are_clear(tmp_path, overrides, message):
@@ -240,7 +248,7 @@ def test_divergence_advice_is_a_command_that_works(tmp_path):
     cfg = config(tmp_path, learning_rate=4e-3)
     after_epochs = jaxdl.FitResult(None, [{"epoch": 1}], "diverged", "", None, tmp_path / "run")
     assert divergence_words(lenet.divergence_advice(after_epochs, cfg)) == [
-        "--resume", "--output-dir", str(tmp_path / "run"), "--learning-rate", "0.002"]
+        "--resume", "--output-dir", str(tmp_path / "run"), "--learning-rate", "0.002", "--no-progress"]
     first_epoch = jaxdl.FitResult(None, [], "diverged", "", None, tmp_path / "run")
     assert "no checkpoint was written" in lenet.divergence_advice(first_epoch, cfg)
     assert "--resume" not in lenet.divergence_advice(first_epoch, cfg)
@@ -248,5 +256,21 @@ def test_divergence_advice_is_a_command_that_works(tmp_path):
     assert args.resume and args.learning_rate == 0.002
 
 
+def test_advice_repeats_the_users_options(tmp_path):
+    """Printed commands (divergence, Ctrl-C) keep the user's directories and options, quoted."""
+    data_dir = tmp_path / "my data"
+    cfg = config(tmp_path, name="out dir", epochs=3, batch_size=32, compute_dtype="bfloat16", data_dir=str(data_dir),
+                 cache_dir=str(tmp_path / "cache"), checkpoint_every_steps=7)
+    first_epoch = jaxdl.FitResult(None, [], "diverged", "", None, tmp_path / "out dir")
+    again = train_script.config_from_args(train_script.parse_args(
+        divergence_words(lenet.divergence_advice(first_epoch, cfg, extra=["--devices", "2"]))))
+    assert again == dataclasses.replace(cfg, learning_rate=1e-3, plot=True)
+    resume = divergence_words(lenet.command_line(cfg, resume=True))
+    args = train_script.parse_args(resume)
+    assert args.resume and args.output_dir == str(tmp_path / "out dir") and args.data_dir == str(data_dir)
+    assert args.cache_dir == str(tmp_path / "cache") and args.checkpoint_every_steps == 7 and args.no_progress
+    assert args.epochs is None and args.compute_dtype is None  # a resume takes them from the checkpoint
+
+
 def divergence_words(advice):
-    return advice.split("python scripts/train_lenet.py ")[1].split()
+    return shlex.split(advice.split("python scripts/train_lenet.py ")[1])

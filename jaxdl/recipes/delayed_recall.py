@@ -20,11 +20,13 @@ the sequence. Evaluation (`evaluate_recall`) feeds new sequences chunk by chunk 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
 import jaxdl
+from jaxdl.recipes.cli import SEED_RANGE
 from jaxdl.training.data import Batch
 
 CELLS = {"rnn": jaxdl.RNN, "lstm": jaxdl.LSTM, "gru": jaxdl.GRU}
@@ -32,7 +34,13 @@ CELLS = {"rnn": jaxdl.RNN, "lstm": jaxdl.LSTM, "gru": jaxdl.GRU}
 
 @dataclasses.dataclass(frozen=True)
 class RecallConfig:
-    """The task, the model and the run (defaults: about a minute for both models on 2 cores)."""
+    """The task, the model and the run (defaults: about a minute for both models on 2 cores).
+
+    Raises:
+        ValueError: (when created) for an unknown cell, a size that is not a positive int, a
+            learning rate that is not a finite number > 0, a seed outside
+            `jaxdl.recipes.cli.SEED_RANGE`, or a delay outside [1, chunk).
+    """
 
     cell: str = "lstm"
     hidden: int = 32
@@ -53,6 +61,12 @@ class RecallConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"RecallConfig: {name} must be a positive int, got {value!r}.")
+        if not (isinstance(self.learning_rate, (int, float)) and not isinstance(self.learning_rate, bool)
+                and math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"RecallConfig: learning_rate must be a finite number > 0, got {self.learning_rate!r}.")
+        low, high = SEED_RANGE
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not low <= self.seed <= high:
+            raise ValueError(f"RecallConfig: seed must be an int in [{low}, {high}], got {self.seed!r}.")
         if not 0 < self.delay < self.chunk:
             raise ValueError(f"RecallConfig: delay must be in [1, chunk) for truncated BPTT to learn it, "
                              f"got {self.delay}.")

@@ -24,13 +24,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-from typing import Callable
+import shlex
+from typing import Callable, Sequence
 
 import jax
 import optax
 
 import jaxdl
 from jaxdl import checkpoint, models, precision
+from jaxdl.recipes.cli import SEED_RANGE
 from jaxdl.training.callbacks import Callback
 from jaxdl.training.step import shared_eval_step
 
@@ -86,6 +88,10 @@ SCHEDULES = ("cosine", "constant")
 #: float16 (NaN gradients, reported as a divergence). The checkpoints hold float32 params
 #: either way, so a run may resume in another compute dtype.
 COMPUTE_DTYPES = tuple(name for name in precision.COMPUTE_DTYPES if name != "float64")
+#: The compute dtypes the command line offers: float16 diverges without loss scaling (a LeNet run
+#: at the default learning rate gets NaN gradients within a few hundred steps), so only Python
+#: callers who take that on may ask for it.
+COMMAND_LINE_COMPUTE_DTYPES = ("float32", "bfloat16")
 #: Images in tfds's MNIST train split (training + validation).
 MNIST_TRAIN_IMAGES = 60_000
 
@@ -113,8 +119,17 @@ def hyperparameters(config: LeNetConfig) -> dict:
     return {name: getattr(config, name) for name in HYPERPARAMETERS}
 
 
-def validate_config(config: LeNetConfig) -> None:
-    """Raises ConfigError for values that cannot work (before any data is read)."""
+def validate_config(config: LeNetConfig, *, check_data: bool = True) -> None:
+    """Checks the options of a run before any training (and before the data is loaded).
+
+    Args:
+        config: the run's options.
+        check_data: also check the MNIST files the run would read (`check_mnist_files`;
+            not with ``download``); False when the caller brings its own data.
+
+    Raises:
+        ConfigError: naming the option, what it must be and what it is.
+    """
     positive = {"epochs": config.epochs, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size,
                 "log_every": config.log_every, "validation_size": config.validation_size}
     if config.checkpoint_every_steps is not None:
@@ -135,21 +150,64 @@ def validate_config(config: LeNetConfig) -> None:
         raise ConfigError(f"l2 must be a finite number >= 0, got {config.l2!r}.")
     if isinstance(config.shift, bool) or not isinstance(config.shift, int) or not 0 <= config.shift < 14:
         raise ConfigError(f"shift must be an int in [0, 14), got {config.shift!r}.")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
-        raise ConfigError(f"seed must be an int >= 0, got {config.seed!r}.")
-    if config.validation_size > MNIST_TRAIN_IMAGES - config.batch_size:
-        raise ConfigError(f"validation_size must leave at least one batch of the {MNIST_TRAIN_IMAGES:,} training "
-                          f"images, got {config.validation_size}.")
-    output = pathlib.Path(config.output_dir)
+    low, high = SEED_RANGE
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not low <= config.seed <= high:
+        raise ConfigError(f"seed must be an int in [{low}, {high}], got {config.seed!r}.")
+    check_split_sizes(config)
+    check_output_dir(config.output_dir)
+    if check_data and not config.download:
+        check_mnist_files(config.data_dir)
+
+
+def check_split_sizes(config: LeNetConfig) -> None:
+    """Raises ConfigError when the validation images leave no training images, or fewer than
+    one batch, naming the numbers."""
+    if config.validation_size >= MNIST_TRAIN_IMAGES:
+        raise ConfigError(f"validation_size {config.validation_size:,} leaves none of MNIST's {MNIST_TRAIN_IMAGES:,} "
+                          f"training images to train on; hold out fewer (default {LeNetConfig.validation_size:,}).")
+    training = MNIST_TRAIN_IMAGES - config.validation_size
+    if config.batch_size > training:
+        raise ConfigError(f"batch_size {config.batch_size:,} is larger than the {training:,} training images "
+                          f"(MNIST's {MNIST_TRAIN_IMAGES:,} minus validation_size {config.validation_size:,}); use a "
+                          f"batch size of at most {training:,}.")
+
+
+def check_output_dir(output_dir) -> None:
+    """Raises ConfigError for an empty ``output_dir`` (it would be the current directory) or one
+    that exists and is not a directory."""
+    if not str(output_dir).strip():
+        raise ConfigError(f"output_dir must name a directory, got {str(output_dir)!r} (an empty path would write "
+                          f"into the current directory; write . for that).")
+    output = pathlib.Path(output_dir)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output_dir {output} exists and is not a directory.")
-    if config.data_dir is not None and not config.download:
-        from jaxdl.datasets.mnist import require_mnist_files
 
-        try:
-            require_mnist_files(config.data_dir)
-        except FileNotFoundError as error:
-            raise ConfigError(str(error)) from error
+
+def check_mnist_files(data_dir=None) -> None:
+    """Checks that ``data_dir`` (default the bundled ``data/mnist``) holds the four canonical
+    MNIST files, by their sha256 (tensorflow-datasets' registered ones; about 15 ms).
+
+    Raises:
+        ConfigError: for an empty ``data_dir``, a missing file, or a file whose sha256 is not
+            the registered one (damaged, truncated, or another data set), naming the file, both
+            sha256s and what to do.
+    """
+    from jaxdl.datasets import mnist
+
+    if data_dir is not None and not str(data_dir).strip():
+        raise ConfigError(f"data_dir must name a directory, got {str(data_dir)!r}.")
+    directory = pathlib.Path(data_dir).expanduser() if data_dir is not None else mnist.BUNDLED_DATA_DIR
+    try:
+        mnist.require_mnist_files(directory)
+    except FileNotFoundError as error:
+        raise ConfigError(str(error)) from error
+    for name, expected in sorted(mnist.registered_sha256s().items()):
+        actual = mnist.file_sha256(directory / name)
+        if actual != expected:
+            raise ConfigError(
+                f"the MNIST file {directory / name} is damaged or not the canonical one: its SHA256 is {actual}, "
+                f"MNIST's is {expected}. Replace it with the original file (data/mnist/SHA256SUMS lists the four "
+                f"SHA256s), point --data-dir at a directory with the canonical files, or pass --download.")
 
 
 def check_resume_matches(config: LeNetConfig, stored: dict) -> None:
@@ -199,15 +257,73 @@ def learning_rate_changes(config: LeNetConfig, stored: dict, log) -> list[dict]:
     return changes
 
 
-def divergence_advice(result: jaxdl.FitResult, config: LeNetConfig) -> str:
-    """A command that continues after a divergence: resume with half the peak learning rate, or
-    start again with it when no epoch finished (no checkpoint was written)."""
-    lower = f"--learning-rate {config.learning_rate / 2:g}"
+def command_line(config: LeNetConfig, *, resume: bool, learning_rate: float | None = None,
+                 extra: Sequence[str] = ()) -> str:
+    """The ``scripts/train_lenet.py`` command that runs ``config`` again, quoted for a POSIX shell.
+
+    With ``resume``: ``--resume`` and the options a resume takes from the command line (output
+    and data directories, ``--checkpoint-every-steps``, ``--no-progress``; the hyperparameters
+    come from the checkpoint). Without: every hyperparameter that differs from `LeNetConfig`'s
+    default too, so the run starts again as the user started it.
+
+    Args:
+        config: the run's options.
+        resume: continue the run in ``config.output_dir`` rather than start it.
+        learning_rate: a peak learning rate to ask for instead of the run's.
+        extra: further command-line words, as they are (e.g. the device options).
+    """
+    defaults = LeNetConfig()
+    values = {"output_dir": config.output_dir}
+    if not resume:
+        values.update({name: getattr(config, name) for name in HYPERPARAMETERS
+                       if getattr(config, name) != getattr(defaults, name)})
+    if learning_rate is not None:
+        values["learning_rate"] = learning_rate
+    values.update(data_dir=config.data_dir, cache_dir=config.cache_dir,
+                  checkpoint_every_steps=config.checkpoint_every_steps)
+    words = ["--resume"] if resume else []
+    for name, value in values.items():
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", repr(value) if isinstance(value, float) else str(value)]
+    words += ["--download"] * config.download + ["--no-progress"] * (not config.progress)
+    return " ".join(["python scripts/train_lenet.py", *map(shlex.quote, words), *extra])
+
+
+def divergence_advice(result: jaxdl.FitResult, config: LeNetConfig, extra: Sequence[str] = ()) -> str:
+    """A command that continues after a divergence with the user's options (`command_line`):
+    resume with half the peak learning rate, or start again with it when no epoch finished (no
+    checkpoint was written). ``extra``: further words for the command (the device options)."""
+    lower = config.learning_rate / 2
     if result.history:
-        return (f"Continue from the last good checkpoint with a lower peak learning rate: "
-                f"python scripts/train_lenet.py --resume --output-dir {config.output_dir} {lower}")
-    return (f"No epoch finished, so no checkpoint was written; start again with a lower peak learning rate: "
-            f"python scripts/train_lenet.py --output-dir {config.output_dir} {lower}")
+        return ("Continue from the last good checkpoint with a lower peak learning rate: "
+                + command_line(config, resume=True, learning_rate=lower, extra=extra))
+    return ("No epoch finished, so no checkpoint was written; start again with a lower peak learning rate: "
+            + command_line(config, resume=False, learning_rate=lower, extra=extra))
+
+
+def checkpoint_to_evaluate(path) -> pathlib.Path:
+    """The checkpoint directory that ``path`` names for an evaluation: ``path`` itself when it
+    holds a checkpoint (or is damaged: loading it then says how), the ``best`` checkpoint of a
+    run directory (``runs/lenet`` -> ``runs/lenet/checkpoints/best``) or of its ``checkpoints``.
+
+    Raises:
+        ConfigError: when nothing exists at ``path``, or a run directory holds no best
+            checkpoint yet, saying what to pass instead.
+    """
+    path = pathlib.Path(path)
+    if not str(path).strip() or not path.exists():
+        raise ConfigError(f"no checkpoint at {str(path)!r}: pass a checkpoint directory such as "
+                          f"{LeNetConfig.output_dir}/checkpoints/best (train one with python scripts/train_lenet.py).")
+    manifest = checkpoint.MANIFEST_NAME
+    for candidate in (path, path / "best", path / "checkpoints" / "best"):
+        if (candidate / manifest).is_file():
+            return candidate
+    if (path / "checkpoints").is_dir() or (path / "last").exists():
+        run = path if (path / "checkpoints").is_dir() else path.parent
+        raise ConfigError(f"{path} is a run directory, but {run / 'checkpoints' / 'best'} holds no checkpoint (no "
+                          f"epoch finished?); finish the run with python scripts/train_lenet.py --resume "
+                          f"--output-dir {shlex.quote(str(run))}, or pass another checkpoint directory.")
+    return path
 
 
 def learning_rate_schedule(config: LeNetConfig, steps_per_epoch: int):
@@ -261,7 +377,7 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
 
     if not jaxdl.distributed.is_main_process():
         log = None  # process 0 speaks for the run
-    validate_config(config)
+    validate_config(config, check_data=data is None)
     output_dir = pathlib.Path(config.output_dir)
     stored = stored_metadata(output_dir) if config.resume else {}
     if config.resume:

@@ -15,9 +15,17 @@ from jaxdl.validation import floating_dtype
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
-def init_compiler_options() -> dict | None:
-    """`INIT_COMPILER_OPTIONS`, unless ``XLA_FLAGS`` sets an optimization level (the user's wins)."""
-    if "--xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
+def init_compiler_options(traced: bool = False) -> dict | None:
+    """`INIT_COMPILER_OPTIONS`, unless ``XLA_FLAGS`` sets an optimization level (the user's wins)
+    or the initialization is ``traced`` into a caller's program.
+
+    Args:
+        traced: True when `create_train_state` runs inside a trace (the caller's `jax.jit`,
+            `jax.eval_shape`, `jax.vmap`, ...). JAX accepts compiler options only on a
+            top-level `jax.jit`; inside a trace the initialization becomes part of the
+            caller's program, which the caller compiles with its own options.
+    """
+    if traced or "--xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
         return None
     return INIT_COMPILER_OPTIONS
 
@@ -50,7 +58,9 @@ def create_train_state(model, optimizer, key, input_shape, dtype=jnp.float32) ->
     initializers about 3x faster than the default level. The values are the default
     compilation's up to a rounding or two in some elements (LLVM contracts multiply-adds of
     the normal distribution's inverse error function differently; tests/test_training.py
-    compares them).
+    compares them). Called inside a trace (``jax.eval_shape(lambda: create_train_state(...))``
+    for a checkpoint template, or under the caller's `jax.jit`), the initialization is traced
+    into the caller's program without options of its own (`init_compiler_options`).
 
     Args:
         model: a layer (usually `jaxdl.Serial`).
@@ -59,12 +69,17 @@ def create_train_state(model, optimizer, key, input_shape, dtype=jnp.float32) ->
         input_shape: the input shape including the batch dimension.
         dtype: the parameters' dtype, a floating-point one.
 
-    Errors: TypeError for a non-floating ``dtype`` (integer parameters cannot be trained).
+    Returns:
+        The `TrainState` at step 0.
+
+    Raises:
+        TypeError: for a non-floating ``dtype`` (integer parameters cannot be trained).
     """
     dtype = floating_dtype("create_train_state", dtype)
     if isinstance(key, int) and not isinstance(key, bool):
         key = jax.random.key(key)
     init_key, train_key = jax.random.split(key)
-    init = jax.jit(model.init, static_argnums=(1, 2), compiler_options=init_compiler_options())
+    traced = isinstance(init_key, jax.core.Tracer)  # split is traced, so this holds in any caller's trace
+    init = jax.jit(model.init, static_argnums=(1, 2), compiler_options=init_compiler_options(traced))
     params, state = init(init_key, tuple(input_shape), dtype)
     return TrainState(params, state, optimizer.init(params), train_key, jnp.zeros((), jnp.int32))

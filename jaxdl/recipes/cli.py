@@ -1,0 +1,114 @@
+"""The option types the scripts' command lines share (``scripts/*.py``).
+
+Each is an `argparse` ``type=`` function: it turns an option's text into its value, or
+raises `argparse.ArgumentTypeError` with a message that says what was expected and what came,
+which argparse prints as ``<script>: error: argument --seed: ...`` with exit status 2, before
+anything is loaded or trained. The recipes check their configs again (`jaxdl.recipes.lenet`,
+`jaxdl.recipes.delayed_recall`), for callers from Python.
+
+Example:
+    >>> parser.add_argument("--learning-rate", type=positive_float)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+#: Seeds the command lines take: ``[0, 2**32 - 1]``, the range of a 32-bit unsigned seed
+#: (`jax.random.key` takes it, and numpy's generators take any of them).
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _real(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1.
+
+    Raises:
+        argparse.ArgumentTypeError: for other text, naming it.
+    """
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0.
+
+    Raises:
+        argparse.ArgumentTypeError: for other text, naming it.
+    """
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A seed: an integer in `SEED_RANGE`.
+
+    Raises:
+        argparse.ArgumentTypeError: for other text, naming it and the range.
+    """
+    low, high = SEED_RANGE
+    value = _integer(text)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected a seed in [{low}, {high}], got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a learning rate, for example: nan, inf and 0 are refused).
+
+    Raises:
+        argparse.ArgumentTypeError: for other text, naming it.
+    """
+    value = _real(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (a regularization strength, a warm-up length).
+
+    Raises:
+        argparse.ArgumentTypeError: for other text, naming it.
+    """
+    value = _real(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def path(text: str) -> str:
+    """A file or directory path: any text but an empty one (``""`` would mean the current
+    directory, or the default, without saying so).
+
+    Raises:
+        argparse.ArgumentTypeError: for an empty or blank path.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r} (an empty path is not the current "
+                                         f"directory: write . for that)")
+    return text
+
+
+def report_error(script: str, error: BaseException | str) -> None:
+    """Prints ``<script>: error: <error>`` to stderr, as argparse words its own errors."""
+    print(f"{script}: error: {error}", file=sys.stderr)
