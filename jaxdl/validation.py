@@ -98,17 +98,140 @@ def check_labels(labels, num_classes: int, where: str) -> None:
     class count and the offending values. Traced labels (under `jax.jit`, `jax.vmap`, ...) get a
     `jax.experimental.checkify` check instead, a no-op unless the caller is checkified
     (``checkify.checkify(jax.jit(loss))(p, labels)`` returns the error); it adds nothing to the
-    compiled program otherwise.
+    compiled program otherwise. One class (a one-column output) is a binary classifier: its
+    labels are 0 or 1 (`check_binary_labels`).
+
+    Raises:
+        ValueError: for concrete labels outside [0, num_classes).
     """
+    if num_classes == 1:
+        check_binary_labels(labels, where)
+        return
     expected = f"{where}: labels must be class indices in [0, {num_classes}) for {num_classes} classes"
     if isinstance(labels, jax.core.Tracer):
         bad = (labels < 0) | (labels >= num_classes)
-        first_bad = jnp.ravel(labels)[jnp.argmax(jnp.ravel(bad))] if labels.size else jnp.zeros((), labels.dtype)
+        first_bad = _first_where(labels, bad)
         checkify.check(~jnp.any(bad), expected + ", got label {label}.", label=first_bad, debug=True)
         return
-    values = np.asarray(labels)
+    values = host_values(labels)
     bad = values[(values < 0) | (values >= num_classes)]
     if bad.size:
-        shown = np.unique(bad)
-        listed = ", ".join(map(str, shown[:10].tolist())) + (", ..." if shown.size > 10 else "")
-        raise ValueError(f"{expected}, got {bad.size} label(s) outside it: {listed}.")
+        raise ValueError(f"{expected}, got {bad.size} label(s) outside it: {_listed(bad)}.")
+
+def check_binary_labels(labels, where: str) -> None:
+    """Checks that the labels of a one-column (binary) output are 0 or 1.
+
+    Integer, boolean and floating labels are accepted (0.0 and 1.0 are the classes). Concrete
+    labels are checked on the host; traced labels get a `jax.experimental.checkify` check (a
+    no-op unless the caller is checkified), as in `check_labels`.
+
+    Raises:
+        ValueError: naming ``where`` and the offending values, for concrete labels other than
+            0 and 1 (NaN included).
+    """
+    expected = f"{where}: labels of a one-column (binary) output must be 0 or 1"
+    if isinstance(labels, jax.core.Tracer):
+        bad = (labels != 0) & (labels != 1)
+        first_bad = _first_where(labels, bad)
+        checkify.check(~jnp.any(bad), expected + ", got label {label}.", label=first_bad, debug=True)
+        return
+    values = host_values(labels)
+    bad = values[(values != 0) & (values != 1)]
+    if bad.size:
+        raise ValueError(f"{expected}, got {bad.size} label(s) that are not: {_listed(bad)}.")
+
+
+def check_probabilities(values, where: str) -> None:
+    """Checks that probabilities (a SoftMax or Sigmoid output) lie in [0, 1].
+
+    Concrete values are checked on the host; traced ones get a `checkify` check (a no-op
+    unless checkified; the losses also make such a row's loss NaN, see `jaxdl.losses`).
+
+    Raises:
+        ValueError: naming ``where`` and the extreme values, for concrete values outside
+            [0, 1] (beyond a few machine epsilons of their dtype) or NaN.
+    """
+    expected = (f"{where}: expected probabilities in [0, 1] (e.g. a SoftMax or Sigmoid output; for logits use "
+                f"softmax_cross_entropy)")
+    if isinstance(values, jax.core.Tracer):
+        checkify.check(jnp.all(probabilities_valid(values)), expected + ", got values from {low} to {high}.",
+                       low=jnp.min(values, initial=0), high=jnp.max(values, initial=1), debug=True)
+        return
+    array = host_values(values)
+    if array.size and not np.all(np.asarray(probabilities_valid(array))):
+        finite = array[np.isfinite(array)]
+        span = f"from {finite.min():g} to {finite.max():g}" if finite.size else "no finite value"
+        nan = " and NaN" if np.isnan(array).any() else ""
+        raise ValueError(f"{expected}, got values {span}{nan}.")
+
+
+def probabilities_valid(values):
+    """Elementwise: does ``values`` lie in [0, 1], up to 4 machine epsilons of its dtype? (NaN: False)."""
+    dtype = values.dtype if jnp.issubdtype(values.dtype, jnp.floating) else jnp.float32
+    tolerance = 4 * float(jnp.finfo(dtype).eps)
+    return (values >= -tolerance) & (values <= 1 + tolerance)
+
+
+def as_labels(labels):
+    """Python lists and tuples of numbers (nested too) as a NumPy array; anything else as it is.
+
+    Labels given as ``[0, 1, 2]`` then work wherever an array does (a jitted step would
+    otherwise see a pytree of scalars). A tuple or list holding arrays (a pytree of labels,
+    e.g. ``(targets, weights)``) is returned unchanged.
+    """
+    if isinstance(labels, (list, tuple)) and labels and all(
+            isinstance(leaf, numbers.Number) for leaf in jax.tree.leaves(labels)):
+        return np.asarray(labels)
+    return labels
+
+
+def host_values(labels) -> np.ndarray:
+    """The values of concrete labels as a NumPy array, fetched from the device if needed.
+
+    A jax.Array that spans several processes (a global batch on a multi-process mesh) gives
+    this process's shards (replicated shards repeat, which does not matter for range checks).
+    """
+    if isinstance(labels, jax.Array) and not labels.is_fully_addressable:
+        shards = [np.ravel(np.asarray(shard.data)) for shard in labels.addressable_shards]
+        return np.concatenate(shards) if shards else np.zeros(0, labels.dtype)
+    return np.asarray(labels)
+
+
+def check_labels_for_outputs(labels, outputs_shape: tuple, where: str) -> None:
+    """Host check of concrete class labels against a model's outputs, before a step runs.
+
+    ``outputs_shape`` is the model's output shape; only its axes after the batch are compared,
+    so ``labels`` may be a process's rows of a global batch. Checked: integer labels without the
+    class axis (values in [0, classes), `check_labels`) and the labels of a one-column (binary)
+    output, with or without its column, of any numeric dtype (values 0 or 1,
+    `check_binary_labels`). Anything else (multi-class one-hot labels, pytrees, tracers,
+    layouts the loss will refuse) is left to the loss.
+
+    Raises:
+        ValueError: as `check_labels` and `check_binary_labels`.
+    """
+    labels = as_labels(labels)
+    if isinstance(labels, jax.core.Tracer) or not isinstance(labels, (np.ndarray, jax.Array)) or labels.ndim < 1:
+        return
+    rows, outputs_rows = tuple(labels.shape[1:]), tuple(outputs_shape[1:])
+    if not outputs_rows or not (np.issubdtype(labels.dtype, np.number) or labels.dtype == np.bool_):
+        return
+    classes = outputs_rows[-1]
+    if classes == 1 and rows in (outputs_rows, outputs_rows[:-1]):
+        check_binary_labels(labels, where)
+    elif rows == outputs_rows[:-1] and np.issubdtype(labels.dtype, np.integer):
+        check_labels(labels, classes, where)
+
+
+def _first_where(values, mask):
+    """The first element of traced ``values`` where ``mask`` holds (0 if none), without indexing
+    (a gather or an arg-max would fail at trace time for an axis of size 0 under `jax.vmap`)."""
+    flat, flat_mask = jnp.ravel(values), jnp.ravel(mask)
+    positions = jnp.arange(flat.size)
+    first = jnp.min(jnp.where(flat_mask, positions, flat.size), initial=flat.size)
+    return jnp.sum(jnp.where(positions == first, flat, jnp.zeros_like(flat)))
+
+
+def _listed(values: np.ndarray) -> str:
+    shown = np.unique(values)
+    return ", ".join(map(str, shown[:10].tolist())) + (", ..." if shown.size > 10 else "")

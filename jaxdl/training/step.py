@@ -11,6 +11,20 @@ Research code uses the functions directly::
 
 `jaxdl.fit` (the loop), `jaxdl.NeuralNetwork` and the exercise facade all run this step.
 
+Label check. The jitted step is a thin Python wrapper (`CheckedStep`) around the compiled
+function: before each call it checks concrete labels (NumPy arrays, jax Arrays, Python
+lists) against the model's output shape on the host, so label -1 or 10 for 10 classes is a
+ValueError before anything runs, not a wrapped-around class with a finite loss
+(`jaxdl.validation.check_labels_for_outputs`). The output shape is learnt once per input
+shape from the step's own trace (`jax.eval_shape` of the jitted function shares its trace,
+so nothing is traced twice). Cost: a min/max over the batch's labels on the host (a few
+microseconds for 128 labels); labels that are jax Arrays are fetched to the host first, which
+waits for them to be ready (not for the previous step, which they do not depend on); labels
+of a multi-process global array are checked shard by shard, this process's shards.
+``check_labels=False`` skips it (e.g. for labels produced on the device by an earlier
+computation, where the fetch would wait for it). Traced labels (the step called inside the
+caller's own `jax.jit`) are left to the loss's checkify check.
+
 Data parallelism: ``mesh=`` (a `jax.sharding.Mesh` with a ``"data"`` axis, e.g.
 `jaxdl.data_mesh()`) jits the same step with the batch sharded over the devices and
 everything else replicated (`jaxdl.training.parallel`); without a mesh the step is
@@ -24,16 +38,18 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxdl.losses import per_example_losses
 from jaxdl.optimizers import regularization_loss
 from jaxdl.training.parallel import parallel_eval_step, parallel_train_step
 from jaxdl.training.state import TrainState
+from jaxdl.validation import as_labels, check_labels_for_outputs
 
 
 def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: bool = True,
-                    mesh: jax.sharding.Mesh | None = None) -> Callable:
+                    mesh: jax.sharding.Mesh | None = None, check_labels: bool = True) -> Callable:
     """Builds ``step(train_state, x, labels) -> (train_state, metrics)``.
 
     The step differentiates ``loss_fn(model output, labels)`` (plus ``penalty.norm(params)``
@@ -56,13 +72,23 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
             it: `jaxdl.training.parallel.process_rows`), sharded over the devices; the train
             state is replicated, and donated (pass the returned state to the next call). The
             result equals the one-device step on the same global batch. Needs ``jit=True``.
+        check_labels: check concrete labels on the host before each call of the jitted step
+            (see the module docstring); without jit the loss checks them itself.
 
-    Errors: ValueError at trace time when ``train_state.opt_state`` does not have the tree
-    structure and leaf shapes of ``optimizer.init(train_state.params)`` (an optimizer state of
-    another model or optimizer); with a mesh, ValueError for a batch the devices cannot split
-    evenly (naming its size and the device count); the model's and the loss's own errors otherwise.
+    Returns:
+        The step; jitted, a `CheckedStep` with the jitted function's attributes (``lower``,
+        ``trace``; ``mesh`` and ``jitted`` with a mesh).
+
+    Raises:
+        ValueError: before the call, for integer labels outside [0, classes) or labels of a
+            one-column (binary) output other than 0 and 1; at trace time when
+            ``train_state.opt_state`` does not have the tree structure and leaf shapes of
+            ``optimizer.init(train_state.params)`` (an optimizer state of another model or
+            optimizer); with a mesh, for a batch the devices cannot split evenly (naming its size
+            and the device count); the model's and the loss's own errors otherwise.
     """
     _check_mesh_and_jit("make_train_step", mesh, jit)
+    output_shapes = {}
 
     def step(train_state: TrainState, x, labels):
         check_opt_state(optimizer, train_state.params, train_state.opt_state)
@@ -70,6 +96,7 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
 
         def objective(params):
             outputs, new_state = model.apply(params, train_state.state, x, key=step_key, train=True)
+            output_shapes[_row_signature(x)] = tuple(outputs.shape)
             data_loss = loss_fn(outputs, labels)
             total = data_loss if penalty is None else data_loss + penalty.norm(params)
             return total, (new_state, data_loss, outputs)
@@ -87,9 +114,64 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
         }
         return TrainState(params, new_state, opt_state, key, train_state.step + 1), metrics
 
-    if mesh is not None:
-        return parallel_train_step(step, mesh)
-    return jax.jit(step) if jit else step
+    if not jit:
+        return step
+    compiled = parallel_train_step(step, mesh) if mesh is not None else jax.jit(step)
+    return CheckedStep(compiled, output_shapes, "make_train_step", enabled=check_labels)
+
+
+class CheckedStep:
+    """A jitted ``step(train_state, x, labels)`` that checks concrete labels before each call.
+
+    Calls ``function`` (the jitted step) after `jaxdl.validation.check_labels_for_outputs` of
+    the labels against the model's output shape for inputs like ``x``. The shapes are recorded
+    in ``output_shapes`` (keyed by `_row_signature`) while the step is traced; for a new input
+    shape the wrapper traces it first with `jax.eval_shape`, which `jax.jit` caches for the call
+    itself. Lists of numbers given as labels are passed on as NumPy arrays. Other attributes
+    (``lower``, ``trace``, ``mesh``, ``jitted``) are the wrapped function's.
+
+    Args:
+        function: the jitted step.
+        output_shapes: the dict the traced step records its output shapes in.
+        where: the name in error messages.
+        enabled: False to pass the labels on unchecked (lists are still converted).
+    """
+
+    def __init__(self, function: Callable, output_shapes: dict, where: str, *, enabled: bool = True):
+        self.__wrapped__ = function
+        self._output_shapes = output_shapes
+        self._where = where
+        self.check_labels = bool(enabled)
+        functools.update_wrapper(self, function, updated=())
+
+    def __call__(self, train_state, x, labels):
+        labels = as_labels(labels)
+        if self.check_labels and isinstance(labels, (np.ndarray, jax.Array)) \
+                and not isinstance(labels, jax.core.Tracer) and not isinstance(x, jax.core.Tracer):
+            check_labels_for_outputs(labels, self.output_shape(train_state, x, labels), self._where)
+        return self.__wrapped__(train_state, x, labels)
+
+    def output_shape(self, train_state, x, labels) -> tuple:
+        """The model's output shape in the step for inputs like ``x`` (traced once per input shape)."""
+        signature = _row_signature(x)
+        if signature not in self._output_shapes:
+            jax.eval_shape(self.__wrapped__, train_state, x, labels)
+        return self._output_shapes[signature]
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__wrapped__, name)
+
+    def __repr__(self):
+        return f"CheckedStep({self.__wrapped__!r}, check_labels={self.check_labels})"
+
+
+def _row_signature(x) -> tuple:
+    """The shapes after the batch axis and the dtypes of the leaves of ``x`` (what the output shape
+    per row depends on; the batch size is left out, so a process's rows and the global batch of a
+    mesh step share it)."""
+    return tuple((tuple(np.shape(leaf)[1:]), str(jnp.result_type(leaf))) for leaf in jax.tree.leaves(x))
 
 
 def _check_mesh_and_jit(where: str, mesh, jit: bool) -> None:
