@@ -14,7 +14,7 @@ import copy
 import jax
 import numpy as np
 
-from jaxdl.exercise import _engine
+from jaxdl.exercise import _checks, _engine
 from jaxdl.exercise._engine import as_array, select_regularized, to_device
 from jaxdl.exercise.initializers import UniformRandom
 from jaxdl.exercise.optimizers import Optimizer
@@ -148,6 +148,8 @@ class FunctionalLayer(BaseLayer):
 
     @optimizer.setter
     def optimizer(self, optimizer):
+        _checks.require_methods(f"{type(self).__name__}.optimizer", optimizer, _checks.OPTIMIZER,
+                                _checks.OPTIMIZER_WORDS, allow_none=True)
         self._optimizer = optimizer
 
     def _update_with_foreign_optimizer(self, optimizer, grads):

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from jaxdl import layers as core
-from jaxdl.exercise import _engine
+from jaxdl.exercise import _checks, _engine
 from jaxdl.exercise._engine import DTYPE, to_device
 from jaxdl.exercise.base import BaseLayer, FunctionalLayer, _reshaped
 from jaxdl.exercise.initializers import Constant, He, UniformRandom, Xavier
@@ -57,6 +57,12 @@ class FullyConnected(FunctionalLayer):
         self.input_size, self.output_size = int(input_size), int(output_size)
 
     def initialize(self, weights_initializer, bias_initializer) -> None:
+        """Draws the weights and the bias (class docstring).
+
+        Raises:
+            TypeError: when an initializer has no ``initialize`` (e.g. a string or a class).
+        """
+        _checks.check_initializers("FullyConnected.initialize", weights_initializer, bias_initializer)
         fans = (self.input_size, self.output_size)
         weights = weights_initializer.initialize((self.input_size, self.output_size), *fans)
         bias = bias_initializer.initialize((1, self.output_size), *fans)
@@ -163,6 +169,12 @@ class Conv(FunctionalLayer):
         return (self.num_kernels, *self.convolution_shape)
 
     def initialize(self, weights_initializer, bias_initializer) -> None:
+        """Draws the kernels and the bias with fan_in = channels * receptive field, fan_out = kernels * it.
+
+        Raises:
+            TypeError: when an initializer has no ``initialize`` (e.g. a string or a class).
+        """
+        _checks.check_initializers("Conv.initialize", weights_initializer, bias_initializer)
         receptive = math.prod(self.convolution_shape[1:])
         fan_in, fan_out = self.convolution_shape[0] * receptive, self.num_kernels * receptive
         weights = weights_initializer.initialize(self._weights_shape, fan_in, fan_out)
@@ -242,8 +254,13 @@ class BatchNormalization(FunctionalLayer):
         self._image_shape = None
 
     def initialize(self, weights_initializer=None, bias_initializer=None) -> None:
-        """Resets gamma to ones and beta to zeros (the given initializers are ignored)."""
-        del weights_initializer, bias_initializer
+        """Resets gamma to ones and beta to zeros (the given initializers are ignored).
+
+        Raises:
+            TypeError: when an initializer is given that has no ``initialize``.
+        """
+        _checks.check_initializers("BatchNormalization.initialize", weights_initializer, bias_initializer,
+                                   allow_none=True)
         self._params = self._core.init(jax.random.key(0), (1, self.channels), DTYPE)[0]
 
     def _call(self, x):

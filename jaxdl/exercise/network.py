@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxdl import checkpoint
 from jaxdl.core import apply_shape
-from jaxdl.exercise import _network_step
+from jaxdl.exercise import _checks, _network_step
 from jaxdl.exercise._engine import DTYPE, as_array
 from jaxdl.exercise.base import FunctionalLayer
 from jaxdl.exercise.initializers import UniformRandom
@@ -57,9 +57,17 @@ class NeuralNetwork:
         layers: the layers, first applied first.
         data_layer: an object with ``next() -> (input, label)`` and ``get_test_set()``.
         loss_layer: e.g. `CrossEntropyLoss`; ``forward(prediction, label)`` and ``backward(label)``.
+
+    Raises:
+        TypeError: for an optimizer without ``calculate_update`` or an initializer without
+            ``initialize`` (e.g. a string, or a class instead of an instance); likewise when
+            ``data_layer`` or ``loss_layer`` is set to an object without their methods.
     """
 
     def __init__(self, optimizer, weights_initializer=None, bias_initializer=None):
+        _checks.require_methods("NeuralNetwork (optimizer)", optimizer, _checks.OPTIMIZER, _checks.OPTIMIZER_WORDS,
+                                allow_none=True)
+        _checks.check_initializers("NeuralNetwork", weights_initializer, bias_initializer, allow_none=True)
         self.optimizer = optimizer
         self.weights_initializer = weights_initializer
         self.bias_initializer = bias_initializer
@@ -68,6 +76,28 @@ class NeuralNetwork:
         self.data_layer = None
         self.loss_layer = None
         self._label_tensor = None
+
+    @property
+    def data_layer(self):
+        """The data layer: ``next() -> (input, label)`` (and ``get_test_set()``), or None."""
+        return self.__dict__.get("_data_layer")
+
+    @data_layer.setter
+    def data_layer(self, data_layer):
+        _checks.require_methods("NeuralNetwork.data_layer", data_layer, _checks.DATA, _checks.DATA_WORDS,
+                                allow_none=True)
+        self.__dict__["_data_layer"] = data_layer
+
+    @property
+    def loss_layer(self):
+        """The loss layer: ``forward(prediction, label)`` and ``backward(label)``, or None."""
+        return self.__dict__.get("_loss_layer")
+
+    @loss_layer.setter
+    def loss_layer(self, loss_layer):
+        _checks.require_methods("NeuralNetwork.loss_layer", loss_layer, _checks.LOSS, _checks.LOSS_WORDS,
+                                allow_none=True)
+        self.__dict__["_loss_layer"] = loss_layer
 
     @property
     def phase(self) -> str:
@@ -96,7 +126,12 @@ class NeuralNetwork:
         ``layer.initialize(weights_initializer, bias_initializer)`` is called when the network
         has an initializer; a missing one of the two is `UniformRandom` (what the constructors
         draw). Without either, the layer keeps its constructor's initialization.
+
+        Raises:
+            TypeError: when ``layer`` is not a layer object (with ``forward`` and ``backward``),
+                e.g. the string ``"relu"`` or the class ``ReLU`` instead of ``ReLU()``.
         """
+        _checks.require_methods("NeuralNetwork.append_layer", layer, _checks.LAYER, _checks.LAYER_WORDS)
         if getattr(layer, "trainable", False):
             layer.optimizer = copy.deepcopy(self.optimizer)
             if self.weights_initializer is not None or self.bias_initializer is not None:
@@ -227,13 +262,18 @@ class NeuralNetwork:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["data_layer"] = None  # holds generators and datasets; load() re-attaches one
         state.pop("_shapes", None)
+        state.pop("_data_layer", None)  # holds generators and datasets; load() re-attaches one
+        state["data_layer"] = None  # the state keeps the public names (as before they were properties)
+        state["loss_layer"] = state.pop("_loss_layer", None)
         return state
 
     def __setstate__(self, state):
+        state = dict(state)
+        state.pop("data_layer", None)
         self.__dict__.update(state)
-        self.data_layer = None
+        self.__dict__["_loss_layer"] = self.__dict__.pop("loss_layer", None)
+        self.__dict__["_data_layer"] = None
 
 
 def save(filename, net) -> None:

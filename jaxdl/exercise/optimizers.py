@@ -27,6 +27,7 @@ import optax
 
 from jaxdl import optimizers as core
 from jaxdl.exercise._engine import as_array
+from jaxdl.exercise.constraints import _Regularizer
 
 __all__ = ["Optimizer", "Sgd", "SgdWithMomentum", "Adam"]
 
@@ -61,7 +62,15 @@ class Optimizer:
         self._state_signature = None
 
     def add_regularizer(self, regularizer) -> None:
-        """Shrinks the weights by learning_rate * regularizer.calculate_gradient(w) each update."""
+        """Shrinks the weights by learning_rate * regularizer.calculate_gradient(w) each update.
+
+        Raises:
+            TypeError: when ``regularizer`` is not an `L1_Regularizer` or `L2_Regularizer`.
+        """
+        if not isinstance(regularizer, _Regularizer):
+            raise TypeError(f"{type(self).__name__}.add_regularizer: expected a regularizer such as "
+                            f"L2_Regularizer(4e-4) or L1_Regularizer(4e-4), got {type(regularizer).__name__} "
+                            f"{regularizer!r:.60}.")
         self.regularizer = regularizer
         self._opt_state = self._state_signature = None
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxdl.exercise import _checks
 from jaxdl.exercise._engine import DTYPE, to_device
 from jaxdl.exercise.base import FunctionalLayer, _reshaped
 from jaxdl.layers.recurrent import elman_rnn, lstm_network
@@ -64,7 +65,12 @@ class _Recurrent(FunctionalLayer):
         self._state = {hidden: self._core.layers[0].initial_state(1, DTYPE)} if value else {}
 
     def initialize(self, weights_initializer, bias_initializer) -> None:
-        """Draws the hidden map over [x, h, 1] and the output map (see the module docstring)."""
+        """Draws the hidden map over [x, h, 1] and the output map (see the module docstring).
+
+        Raises:
+            TypeError: when an initializer has no ``initialize`` (e.g. a string or a class).
+        """
+        _checks.check_initializers(f"{type(self).__name__}.initialize", weights_initializer, bias_initializer)
         rows, width = self.input_size + self.hidden_size, self._gates * self.hidden_size
         hidden_weights = weights_initializer.initialize((rows, width), rows, width)
         hidden_bias = bias_initializer.initialize((1, width), rows, width)
