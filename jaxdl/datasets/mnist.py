@@ -38,6 +38,14 @@ another key and are prepared anew (and checked against tfds's checksums); a miss
 cache written by earlier jaxdl versions (``<cache_dir>/mnist/3.0.1/``, not keyed) is not
 used (delete it to reclaim its 26 MB).
 
+Several processes may prepare at once (two first runs started together, the processes of a
+multi-process run): preparing holds an exclusive lock (``flock``) on
+``<cache_dir>/.mnist-<key>.lock``; a second process waits for it (saying so once, through
+``log``, with the holder's pid; at most `PREPARE_WAIT_SECONDS`), then finds the data prepared
+and uses it. The operating system releases the lock of a process that dies, so a killed
+preparation never blocks the next one (which prepares anew; tfds only renames complete data
+into place).
+
 Preparing (about 20 s) happens once per key and prints one line of jaxdl's own (to stderr,
 or through the ``log`` callable of `prepare_mnist` / `load_mnist`), for example::
 
@@ -67,8 +75,10 @@ import logging
 import math
 import os
 import pathlib
+import socket
 import struct
 import sys
+import time
 import urllib.parse
 import zipfile
 from typing import Callable, NamedTuple
@@ -378,9 +388,14 @@ def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
         verify_checksums: see `MNIST`; only test fixtures turn it off.
         log: called with the one line said before preparing; default prints it to stderr.
 
+    Another process preparing the same files at the same time is waited for (module
+    docstring: `preparation_lock`), and its result used.
+
     Raises:
         FileNotFoundError: when ``data_dir`` lacks one of the four files (nothing is
             downloaded), whether or not prepared data exists.
+        TimeoutError: when another process preparing the same files holds the lock for more
+            than `PREPARE_WAIT_SECONDS`.
         tensorflow_datasets.core.download.download_manager.NonMatchingChecksumError: when a
             file is not the canonical one (nothing is prepared).
     """
@@ -393,14 +408,86 @@ def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
         sha256s = source_sha256s(source_dir)
     key = source_key(sha256s)
     data_root = prepared_dir(cache_dir, key)
-    with quiet_tfds():
-        builder = MNIST(
-            source_dir=source_dir, verify_checksums=verify_checksums,
-            data_dir=os.fspath(data_root), file_format="array_record",
-        )
-        prepared = builder.is_prepared()
+    builder, prepared = _builder(source_dir, verify_checksums, data_root)
     if prepared:
         return builder
+    with preparation_lock(cache_dir / f".mnist-{key}.lock", log):
+        builder, prepared = _builder(source_dir, verify_checksums, data_root)  # another process may have prepared it
+        if not prepared:
+            _prepare(builder, source_dir, cache_dir, data_root, key, sha256s, verify_checksums, log)
+    return builder
+
+
+def _builder(source_dir, verify_checksums: bool, data_root: pathlib.Path) -> tuple[MNIST, bool]:
+    """The builder for ``data_root`` and whether its data is prepared (tfds silenced)."""
+    with quiet_tfds():
+        builder = MNIST(source_dir=source_dir, verify_checksums=verify_checksums, data_dir=os.fspath(data_root),
+                        file_format="array_record")
+        return builder, builder.is_prepared()
+
+
+#: How long `prepare_mnist` waits for another process preparing the same files (`preparation_lock`).
+PREPARE_WAIT_SECONDS = 900.0
+
+
+@contextlib.contextmanager
+def preparation_lock(path: pathlib.Path, log: Callable[[str], None], timeout: float | None = None):
+    """Holds an exclusive ``flock`` on ``path`` (created with its directory) for the block.
+
+    While another process holds it, says once through ``log`` that it waits (naming that
+    process) and polls, for at most ``timeout`` seconds (default `PREPARE_WAIT_SECONDS`).
+
+    Raises:
+        TimeoutError: when the other process still holds the lock after ``timeout`` seconds.
+    """
+    import fcntl
+
+    timeout = PREPARE_WAIT_SECONDS if timeout is None else timeout
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        _acquire(fd, path, log, timeout, fcntl)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, path: pathlib.Path, log: Callable[[str], None], timeout: float, fcntl) -> None:
+    deadline, said = time.monotonic() + timeout, False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError:  # a file system without flock: no lock
+            return
+        holder = _lock_holder(fd)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"prepare_mnist: another process ({holder}) has held {_shown(path)} for more than "
+                               f"{timeout:.0f} s while preparing MNIST; wait for it to finish or stop it, then "
+                               f"run again.")
+        if not said:
+            log(f"waiting for another process ({holder}) preparing MNIST (lock {_shown(path)}; at most "
+                f"{timeout:.0f} s)")
+            said = True
+        time.sleep(0.2)
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        words = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+    except OSError:
+        words = []
+    return f"pid {words[0]} on host {words[1]}" if len(words) >= 2 and words[0].isdigit() else "pid not recorded"
+
+
+def _prepare(builder: MNIST, source_dir, cache_dir: pathlib.Path, data_root: pathlib.Path, key: str,
+             sha256s: dict, verify_checksums: bool, log: Callable[[str], None]) -> None:
+    """Prepares ``builder``'s data (with the lock held) and writes `SOURCE_MANIFEST`."""
     if source_dir is None:
         log(f"downloading MNIST with tensorflow-datasets into {_shown(cache_dir / 'downloads')} "
             f"and preparing it into {_shown(data_root)}, once")
@@ -422,8 +509,9 @@ def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
         "verified_against_tfds_checksums": verify_checksums,
         "tfds_version": tfds.__version__,
     }
-    (data_root / SOURCE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return builder
+    temporary = data_root / f".{SOURCE_MANIFEST}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(temporary, data_root / SOURCE_MANIFEST)
 
 
 # ----------------------------------------------------------------------------------------
