@@ -49,6 +49,16 @@ def iris_net(optimizer, batch_size, *, batch_norm=False, dropout=False, random_b
     return net
 
 
+class Doubling:
+    """A layer written by the user (pickled by reference to this module)."""
+
+    def forward(self, input_tensor):
+        return 2 * input_tensor
+
+    def backward(self, error_tensor):
+        return 2 * error_tensor
+
+
 class FixedBatch:
     """A data layer whose ``next()`` always returns the same batch."""
 
@@ -304,6 +314,32 @@ class TestNetworkFacade:
         loaded.train(5)  # optimizer state and layers survive the round trip
         assert len(loaded.loss) == 25
 
+    def test_load_refuses_a_hostile_pickle_and_takes_allowed_classes(self, tmp_path):
+        import os
+        import pickle
+
+        from jaxdl.checkpoint import UnsafePickleError
+
+        marker = tmp_path / "marker"
+
+        class Hostile:
+            def __reduce__(self):
+                return os.system, (f"touch {marker}",)
+
+        net = iris_net(Optimizers.Sgd(1e-3), 50)
+        net.layers.append(Hostile())
+        path = tmp_path / "net"
+        path.write_bytes(pickle.dumps(net))
+        with pytest.raises(UnsafePickleError, match="system, which is not on the allow-list"):
+            NeuralNetwork.load(path, Helpers.IrisData(50))
+        assert not marker.exists()
+        net.layers[-1] = Doubling()  # a layer of the user's own: loads once allowed
+        NeuralNetwork.save(path, net)
+        with pytest.raises(UnsafePickleError, match="Doubling, which is not on the allow-list.*allowed_classes="):
+            NeuralNetwork.load(path, None)
+        loaded = NeuralNetwork.load(path, None, allowed_classes=[Doubling])
+        assert type(loaded.layers[-1]) is Doubling and loaded.data_layer is None
+
     def test_getstate_drops_the_data_layer(self):
         net = iris_net(Optimizers.Sgd(1e-3), 50)
         assert net.__getstate__()["data_layer"] is None
@@ -423,3 +459,40 @@ class TestCoreStepTraining:
         net.train(2)
         with pytest.raises(RuntimeError, match="call forward first"):
             net.layers[0].backward(np.ones((50, 3)))
+
+
+# The facade's public methods given the wrong kind of object: (id, call, message regex).
+MISUSE = [
+    ("append_layer of a string", lambda: NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1)).append_layer("relu"),
+     r"NeuralNetwork\.append_layer: expected a layer object such as ReLU\(\) .* got str 'relu', which has no "
+     r"forward\(\) or backward\(\)"),
+    ("append_layer of a class", lambda: NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1)).append_layer(ReLU.ReLU),
+     r"NeuralNetwork\.append_layer: .* got the class ReLU itself; create one"),
+    ("optimizer a string", lambda: NeuralNetwork.NeuralNetwork("sgd"),
+     r"NeuralNetwork \(optimizer\): expected an optimizer such as Sgd\(1e-3\).* got str 'sgd'"),
+    ("initializer a string", lambda: NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1), "he"),
+     r"NeuralNetwork \(weights_initializer\): expected an initializer .* got str 'he'"),
+    ("initializer a class", lambda: NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1), Initializers.He(),
+                                                                Initializers.Constant),
+     r"NeuralNetwork \(bias_initializer\): .* got the class Constant itself"),
+    ("loss_layer a string", lambda: setattr(NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1)), "loss_layer", "ce"),
+     r"NeuralNetwork\.loss_layer: expected a loss layer such as CrossEntropyLoss\(\) .* got str 'ce'"),
+    ("data_layer a list", lambda: setattr(NeuralNetwork.NeuralNetwork(Optimizers.Sgd(1)), "data_layer", [1, 2]),
+     r"NeuralNetwork\.data_layer: expected a data layer whose next\(\) returns \(input, label\) .* got list"),
+    ("layer optimizer a number", lambda: setattr(FullyConnected.FullyConnected(2, 3), "optimizer", 0.1),
+     r"FullyConnected\.optimizer: expected an optimizer .* got float 0\.1"),
+    ("initialize with strings", lambda: FullyConnected.FullyConnected(2, 3).initialize("he", "zeros"),
+     r"FullyConnected\.initialize \(weights_initializer\): expected an initializer .* got str 'he'"),
+    ("conv initialize with an optimizer", lambda: Conv.Conv((1, 1), (1, 3, 3), 2).initialize(
+        Optimizers.Sgd(1), Initializers.Constant()), r"Conv\.initialize \(weights_initializer\): .* got Sgd"),
+    ("rnn initialize with None", lambda: RNN.RNN(2, 3, 2).initialize(None, Initializers.Constant()),
+     r"RNN\.initialize \(weights_initializer\): expected an initializer .* got NoneType"),
+    ("add_regularizer of a number", lambda: Optimizers.Sgd(1).add_regularizer(4e-4),
+     r"Sgd\.add_regularizer: expected a regularizer such as L2_Regularizer\(4e-4\) .* got float"),
+]
+
+
+@pytest.mark.parametrize("call, pattern", [case[1:] for case in MISUSE], ids=[case[0] for case in MISUSE])
+def test_facade_misuse_is_a_type_error_naming_the_method(call, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        call()
