@@ -31,6 +31,12 @@ progress, the batches consumed, the data iterator's state (grain's ``get_state()
 commit then removes it; one left older than ``checkpoints/last`` (a kill in between) is
 ignored and removed.
 
+The output directory (see `fit`'s ``output_dir``) is checked before anything is trained or
+any collective starts: in every process for what it holds (a run, other files, a committed
+checkpoint to resume), and in the writing process for whether it can write there and has room
+for a checkpoint; that process holds the run's lock (`jaxdl.checkpoint.run_directory`) until
+`fit` returns, so a second run into the directory is refused at once.
+
 Resume: ``resume=True`` continues from the newer of ``checkpoints/last`` (with the next
 epoch) and ``checkpoints/mid_epoch`` (inside its epoch, from the stored data position, with
 the stored loss sums). With an epoch-indexed data source (shuffling and augmentation a
