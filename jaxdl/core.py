@@ -26,11 +26,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from jaxdl.validation import check_dtype_available
 
 Params = dict[str, Any]
 State = dict[str, Any]
@@ -46,6 +49,13 @@ class Layer:
 
     #: True when `apply` needs a `jax.random` key in training mode.
     needs_key_in_training: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "apply" in cls.__dict__:
+            cls.apply = _explaining_missing_entries(cls.__dict__["apply"])
+        if "init" in cls.__dict__:
+            cls.init = _checking_dtype(cls.__dict__["init"])
 
     def init(self, key: jax.Array, input_shape: Shape, dtype=jnp.float32) -> tuple[Params, State]:
         """Creates the parameters and state for an input of ``input_shape`` (batch included).
@@ -84,6 +94,83 @@ class Layer:
 def _snake_case(name: str) -> str:
     name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def _checking_dtype(init):
+    """``init`` refusing a float64 ``dtype`` while JAX's 64-bit mode is off (it would silently
+    create float32 arrays): `jaxdl.validation.check_dtype_available`."""
+
+    @functools.wraps(init)
+    def checked_init(self, key, input_shape, *args, **kwargs):
+        dtype = args[0] if args else kwargs.get("dtype")
+        if dtype is not None:
+            check_dtype_available(f"{type(self).__name__}.init", "dtype", dtype)
+        return init(self, key, input_shape, *args, **kwargs)
+
+    return checked_init
+
+
+Layer.init = _checking_dtype(Layer.init)
+
+
+def _explaining_missing_entries(apply):
+    """``apply`` with a KeyError for a missing params or state entry turned into a ValueError
+    that names the layer, the missing key and the params and state the layer expected
+    (`missing_entries_error`)."""
+
+    @functools.wraps(apply)
+    def checked_apply(self, params, state, x, *args, **kwargs):
+        try:
+            return apply(self, params, state, x, *args, **kwargs)
+        except KeyError as error:
+            raise missing_entries_error(self, params, state, x, error) from error
+
+    checked_apply.explains_missing_entries = True
+    return checked_apply
+
+
+def missing_entries_error(layer: Layer, params, state, x, error: KeyError) -> Exception:
+    """The error for a KeyError raised by ``layer.apply``: a ValueError naming the layer, the
+    missing key and the params and state ``layer.init`` creates for an input like ``x``, when
+    the given trees lack entries of those; else the KeyError itself."""
+    try:
+        dtype = jnp.result_type(x) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else jnp.float32
+        expected = jax.eval_shape(lambda k: layer.init(k, tuple(jnp.shape(x)), dtype), jax.random.key(0))
+    except Exception:  # noqa: BLE001  (no expectation to tell: the input itself does not fit)
+        return error
+    missing = [f"{what} entries {', '.join(paths)}" for what, want, got in
+               zip(("params", "state"), expected, (params, state)) if (paths := _missing_paths(want, got))]
+    if not missing:
+        return error
+    explained = ValueError(
+        f"{layer!r}: missing {' and '.join(missing)} (KeyError {error.args[0]!r}); expected params "
+        f"{_layout(expected[0])} "
+        f"and state {_layout(expected[1])} as {type(layer).__name__}.init(key, {tuple(jnp.shape(x))}) creates "
+        f"them, got params {_layout(params)} and state {_layout(state)}. Pass this model's own params and state "
+        f"(from its init, or a checkpoint of this model).")
+    explained.missing_entries = True
+    return explained
+
+
+def _missing_paths(expected, given, prefix: str = "") -> list[str]:
+    """The key paths of the nested dict ``expected`` that ``given`` lacks."""
+    if not isinstance(expected, dict) or not expected:
+        return []
+    if not isinstance(given, dict):
+        return [repr(prefix or "{}")]
+    missing = []
+    for name, value in expected.items():
+        path = f"{prefix}/{name}" if prefix else str(name)
+        missing += [repr(path)] if name not in given else _missing_paths(value, given[name], path)
+    return missing
+
+
+def _layout(tree) -> str:
+    """A nested dict's keys (and its leaves' shapes), e.g. ``{'mean': (4,), 'var': (4,)}``."""
+    if isinstance(tree, dict):
+        return "{" + ", ".join(f"{name!r}: {_layout(value)}" for name, value in tree.items()) + "}"
+    shape = getattr(tree, "shape", None)
+    return str(tuple(shape)) if shape is not None else type(tree).__name__
 
 
 def require_key(layer: Layer, key) -> jax.Array:
@@ -170,9 +257,19 @@ class Serial(Layer):
         else:
             keys = [None] * len(self.layers)
         for name, layer, layer_key in zip(self.names, self.layers, keys):
-            x, layer_state = layer.apply(
-                params.get(name, {}), state.get(name, {}), x, key=layer_key, train=train
-            )
+            try:
+                x, layer_state = layer.apply(
+                    params.get(name, {}), state.get(name, {}), x, key=layer_key, train=train
+                )
+            except ValueError as error:
+                if not getattr(error, "missing_entries", False):
+                    raise
+                explained = ValueError(
+                    f"Serial: the layer at {name!r} was given params or state without entries it needs: {error} "
+                    f"The Serial's params have the keys {sorted(params)} and its state {sorted(state)}; this "
+                    f"model's layers are {list(self.names)}.")
+                explained.missing_entries = True
+                raise explained from error
             if layer_state:
                 new_state[name] = layer_state
         return x, new_state

@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdl.precision import upcast
 from jaxdl.validation import (
@@ -67,9 +68,10 @@ def _targets(name: str, predictions: jax.Array, labels) -> _Targets:
             f"column: (batch, 1)), got shape {tuple(predictions.shape)}; reshape 1-D probabilities with "
             f"p[:, None].")
     labels = as_labels(labels)
+    dtype = labels.dtype if hasattr(labels, "dtype") else np.asarray(labels).dtype
+    if not (jnp.issubdtype(dtype, jnp.number) or dtype == jnp.bool_):
+        raise TypeError(f"{name}: labels must be numbers, got dtype {dtype}.")
     labels = labels if isinstance(labels, jax.core.Tracer) else jnp.asarray(labels)
-    if not (jnp.issubdtype(labels.dtype, jnp.number) or labels.dtype == jnp.bool_):
-        raise TypeError(f"{name}: labels must be numbers, got dtype {labels.dtype}.")
     shape, classes = tuple(predictions.shape), predictions.shape[-1]
     if classes == 1 and tuple(labels.shape) in (shape, shape[:-1]):
         check_binary_labels(labels, name)

@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.core import Layer
+from jaxdl.validation import check_dtype_available
 
 #: The compute dtypes by name. float64 needs ``jax_enable_x64``.
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "float64")
@@ -151,9 +152,13 @@ class MixedPrecision(Layer):
         output_dtype: the dtype of the output (default ``"float32"``, so losses and metrics
             see float32), or None to return the compute dtype.
 
-    Errors: TypeError for a ``layer`` that is not a jaxdl layer; ValueError for a dtype that is
-    not one of `COMPUTE_DTYPES` (an integer dtype, an unknown name), naming the wrapper, the
-    accepted dtypes and the value given.
+    Raises:
+        TypeError: for a ``layer`` that is not a jaxdl layer.
+        ValueError: for a dtype that is not one of `COMPUTE_DTYPES` (an integer dtype, an
+            unknown name), naming the wrapper, the accepted dtypes and the value given; at
+            ``init`` and ``apply``, for a float64 compute or output dtype while JAX's 64-bit
+            mode is off (float64 arrays would silently be float32): enable ``jax_enable_x64``
+            first.
 
     Example:
         >>> model = MixedPrecision(jaxdl.FullyConnected(3), compute_dtype=jnp.bfloat16)
@@ -184,12 +189,20 @@ class MixedPrecision(Layer):
         return self.layer.needs_key_in_training
 
     def init(self, key, input_shape, dtype=jnp.float32):
+        self._check_x64()
         return self.layer.init(key, input_shape, dtype)
 
     def apply(self, params, state, x, *, key=None, train=False):
+        self._check_x64()
         compute = jnp.dtype(self.compute_dtype)
         y, new_state = self.layer.apply(cast_floating(params, compute), state, cast_floating(x, compute),
                                         key=key, train=train)
         if self.output_dtype is not None:
             y = cast_floating(y, jnp.dtype(self.output_dtype))
         return y, restore_dtypes(new_state, state)
+
+    def _check_x64(self) -> None:
+        """Raises a ValueError if a float64 dtype is asked for while JAX computes float64 as float32."""
+        for what in ("compute_dtype", "output_dtype"):
+            check_dtype_available("MixedPrecision", what, getattr(self, what))
+

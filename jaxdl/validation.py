@@ -75,7 +75,30 @@ def floating_dtype(owner: str, dtype) -> jnp.dtype:
         resolved = None
     if resolved is None or not jnp.issubdtype(resolved, jnp.floating):
         raise TypeError(f"{owner}: dtype must be a floating-point dtype (e.g. jnp.float32), got {dtype!r}.")
+    check_dtype_available(owner, "dtype", resolved)
     return resolved
+
+
+def check_dtype_available(owner: str, what: str, dtype) -> None:
+    """Raises a ValueError when ``dtype`` is float64 and JAX's 64-bit mode is off.
+
+    Without ``jax_enable_x64`` JAX makes every float64 array float32, silently: a float64
+    computation asked for would run in float32.
+
+    Raises:
+        ValueError: naming ``owner`` and ``what``, saying how to enable the 64-bit mode.
+    """
+    if dtype is None or jnp.dtype(dtype) != jnp.float64 or x64_enabled():
+        return
+    raise ValueError(
+        f"{owner}: {what} 'float64' needs JAX's 64-bit mode, which is off (float64 arrays would silently be "
+        f"float32): enable it first with jax.config.update('jax_enable_x64', True) (or the environment variable "
+        f"JAX_ENABLE_X64=1), or ask for 'float32'.")
+
+
+def x64_enabled() -> bool:
+    """Whether JAX keeps float64 arrays float64 (``jax_enable_x64``, in this thread)."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
 
 
 def nonempty_training_batch(layer, x, train: bool, *, axes: int = 1, what: str = "batch") -> None:

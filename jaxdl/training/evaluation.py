@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.layers.recurrent.memory import reset_memory
+from jaxdl.layers.recurrent.memory import memory_for_batch, reset_memory
 from jaxdl.losses import binary_threshold, correct_predictions, per_example_losses
 from jaxdl.training.data import as_batch
-from jaxdl.training.parallel import shard_batch
+from jaxdl.training.parallel import global_rows, shard_batch
 from jaxdl.validation import as_labels, check_labels_for_outputs
 
 
@@ -59,7 +59,10 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
     (`jaxdl.losses.binary_threshold`: 0.0 for `jaxdl.softmax_cross_entropy`'s logits, 0.5 for
     probabilities). Integer labels, and the 0/1 labels of a one-column output, are checked on
     the host against the outputs before they are used. A batch of no rows adds nothing and
-    leaves the state as it is.
+    leaves the state as it is. A batch of another size than the memorized recurrent states (the
+    partial last batch of a validation set) continues them row by row
+    (`jaxdl.layers.recurrent.memory.memory_for_batch`): its rows are evaluated exactly as in a
+    batch of the memorized size.
 
     Args:
         eval_step: ``eval_step(params, state, x) -> (outputs, new_state)`` from
@@ -93,8 +96,10 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
         seen += 1
         if batch.reset:
             state = reset_memory(state)
-        if _rows(batch.x) == 0:
+        rows = _rows(batch.x)
+        if rows == 0:
             continue
+        state = memory_for_batch(state, global_rows(getattr(eval_step, "mesh", None), rows))
         result = eval_step(params, state, batch.x)
         outputs, state = result if isinstance(result, tuple) else (result, state)
         labels = _global_labels(eval_step, as_labels(batch.labels), outputs.shape)

@@ -58,3 +58,37 @@ def reset_memory(state, mask=None):
         return jnp.where(keep, leaf, jnp.zeros_like(leaf))
 
     return jax.tree_util.tree_map_with_path(reset, state)
+
+
+def memory_for_batch(state, batch: int):
+    """Returns ``state`` with every memorized recurrent state fitted to ``batch`` rows.
+
+    For evaluation over batches of unequal size (e.g. a validation set whose last batch is
+    smaller than the training batch): row i continues row i. A memorized state of more rows is
+    cut to its first ``batch`` rows, one of fewer rows is followed by zero rows (new sequences);
+    every other leaf is returned unchanged. Each row of a smaller batch thus gets exactly the
+    output it would get in a batch of the memorized size (rows do not interact in evaluation).
+    Training keeps refusing a batch of another size (the layers' check).
+
+    Args:
+        state: a state tree (e.g. a `Serial`'s).
+        batch: the number of rows of the next input.
+
+    Returns:
+        The new state tree (the same object when nothing needs fitting).
+    """
+    def fits(path, leaf):
+        names = path_names(path)
+        return not names or names[-1] not in MEMORY_NAMES or jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] == batch
+
+    def fit(path, leaf):
+        if fits(path, leaf):
+            return leaf
+        rows = jnp.shape(leaf)[0]
+        if rows > batch:
+            return leaf[:batch]
+        return jnp.concatenate([leaf, jnp.zeros((batch - rows, *jnp.shape(leaf)[1:]), jnp.result_type(leaf))])
+
+    if all(fits(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(state)):
+        return state
+    return jax.tree_util.tree_map_with_path(fit, state)
