@@ -140,13 +140,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        if not args.download:
+            check_mnist_files(args.data_dir)
         directory = checkpoint_to_evaluate(args.checkpoint)
         if directory != pathlib.Path(args.checkpoint):
             print(f"{args.checkpoint} is a run directory: evaluating its best checkpoint, {directory}")
         manifest = checkpoint.read_manifest(directory)
         validation_size = manifest["metadata"].get("config", {}).get("validation_size", 5000)
-        if not args.download:
-            check_mnist_files(args.data_dir)
         data = load_mnist(args.data_dir, cache_dir=args.cache_dir, download=args.download,
                           validation_size=validation_size)
         split = getattr(data, args.split)

@@ -6,6 +6,20 @@
   the tests run thousands of tiny programs once each, where compilation dominates, and this
   halves the suite's time. Results are the same up to float rounding; speed is measured by
   the scripts in benchmarks/, never here.
+
+Why the flag cannot change what a test checks: it only changes how XLA's CPU backend (LLVM)
+turns each program into machine code, never which program runs. jaxdl reads ``XLA_FLAGS`` in
+two places. `jaxdl.training.state.init_compiler_options` keeps an optimization level set
+there, so under this flag `create_train_state` compiles its initialization without compiler
+options of its own; with JAX's defaults it passes them, which JAX allows only on a top-level
+``jax.jit`` (the suite once hid exactly that failure, issue 20). `jaxdl.training.cpu_mesh`
+adds collective timeouts unless ``XLA_FLAGS`` sets them (this flag sets none). So every path
+that depends on the flags also runs without them: the tests that start a plain interpreter
+(tests/plain_python.py) run the scripts, the documented commands, the README's and the
+documentation's examples and `create_train_state` under ``jax.jit``/``jax.eval_shape`` with
+JAX's defaults (tests/test_scripts.py, test_docs.py, test_readme.py), and
+tests/test_training.py clears ``XLA_FLAGS`` to test the initialization's options.
+x64 is the same: those children run without it, as users do.
 """
 
 import os

@@ -2,9 +2,11 @@
 
 Conventions for every page under docs/ (also stated in docs/contributing.md):
 
-* Every fenced block opened with ```` ```python ```` is executed: the blocks of one page run
-  in order, in one fresh namespace per page, with a new empty temporary directory as the
-  working directory. A block that raises fails `test_python_blocks_run`.
+* Every fenced block opened with ```` ```python ```` is executed as a user runs it: the
+  blocks of one page run in order, in one namespace, in a process of their own started from a
+  plain interpreter with JAX's defaults (none of the suite's XLA flags, no x64:
+  `plain_python.run_markdown_pages`), with a new empty temporary directory as the working
+  directory. A block that raises fails `test_python_blocks_run`, with the traceback.
 * Blocks that must not run are fenced as ```` ```text ````, ```` ```console ```` or
   ```` ```bash ```` (commands, output, sketches with undefined names).
 * Examples stay fast: tiny shapes, a few steps, no downloads (no MNIST).
@@ -38,6 +40,7 @@ import types
 
 import jax.numpy as jnp
 import pytest
+from plain_python import run_markdown_pages
 
 import jaxdl
 
@@ -76,6 +79,8 @@ def run_page(page: pathlib.Path) -> dict:
 
 PAGES = sorted(DOCS.rglob("*.md"))
 PAGES_WITH_CODE = [page for page in PAGES if python_blocks(page)]
+#: The pages split in two processes of about equal work (two workers run them side by side).
+PAGE_GROUPS = [PAGES_WITH_CODE[0::2], PAGES_WITH_CODE[1::2]]
 
 
 def test_the_guides_have_examples():
@@ -83,11 +88,19 @@ def test_the_guides_have_examples():
     for page in ("index.md", "students.md", "guides/layers.md", "guides/training.md", "guides/recurrent.md",
                  "guides/regularization.md", "guides/checkpoints.md"):
         assert page in names
+    assert sorted(page for group in PAGE_GROUPS for page in group) == PAGES_WITH_CODE
+
+
+def test_python_fences_are_spelled_python():
+    """A ```py, ```python3 or ```pycon block would be neither run nor marked as not to run."""
+    for page in [ROOT / "README.md", *PAGES]:
+        assert not re.search(r"^[ \t]*```(?:py|python3|pycon|ipython)\b", page.read_text(), re.M), page
 
 
 @pytest.fixture(scope="module")
 def executed_pages(tmp_path_factory):
-    """``run(page) -> namespace``: runs each page once per session, in its own temporary directory."""
+    """``run(page) -> namespace``: runs a page in this process, once per session, in its own
+    temporary directory (for the custom layer that docs/guides/layers.md defines)."""
     done = {}
 
     def run(page: pathlib.Path) -> dict:
@@ -103,9 +116,11 @@ def executed_pages(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=[str(p.relative_to(DOCS)) for p in PAGES_WITH_CODE])
-def test_python_blocks_run(page, executed_pages):
-    executed_pages(page)
+@pytest.mark.parametrize("pages", PAGE_GROUPS, ids=["group0", "group1"])
+def test_python_blocks_run(pages, tmp_path):
+    results = run_markdown_pages({str(page.relative_to(ROOT)): python_blocks(page) for page in pages}, tmp_path)
+    failed = {page: output for page, (passed, output) in results.items() if not passed}
+    assert not failed, "\n\n".join(f"{page}: {output}" for page, output in failed.items())
 
 
 # ------------------------------------------------------------------ the worked custom layer

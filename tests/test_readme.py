@@ -1,9 +1,11 @@
-"""The README's code example runs as written, and its links into docs/ resolve."""
+"""The README's code example runs as written, in a plain interpreter with JAX's defaults (not
+the suite's XLA flags or x64: `plain_python.run_markdown_pages`), and its links into docs/
+resolve."""
 
 import pathlib
 import re
 
-import numpy as np
+from plain_python import run_markdown_pages
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -12,15 +14,16 @@ def python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_first_functional_example_runs_and_prints_what_it_says(capsys):
+def test_first_functional_example_runs_and_prints_what_it_says(tmp_path):
+    text = README.read_text()
     block = python_blocks()[0]
-    namespace = {}
-    exec(compile(block, "README.md", "exec"), namespace)
-    printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == "{'bias': (6,), 'weights': (6, 1, 5, 5)}"
-    assert printed[1] == "(128, 10)"
-    assert namespace["y"].shape == (128, 10)
-    np.testing.assert_allclose(np.asarray(namespace["y"]).sum(axis=1), 1.0, rtol=1e-5)
+    first_line = text[:text.index(block)].count("\n") + 1
+    check = ("\nimport numpy as np\nassert y.shape == (128, 10), y.shape\n"
+             "np.testing.assert_allclose(np.asarray(y).sum(axis=1), 1.0, rtol=1e-5)\nprint(y.dtype)\n")
+    passed, output = run_markdown_pages({"README.md": [(first_line, block + check)]}, tmp_path)["README.md"]
+    assert passed, output
+    printed = output.splitlines()[1:]
+    assert printed == ["{'bias': (6,), 'weights': (6, 1, 5, 5)}", "(128, 10)", "float32"], output
 
 
 def test_readme_has_one_example_and_its_links_resolve():
