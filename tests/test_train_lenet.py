@@ -210,6 +210,29 @@ def test_evaluate_script_reports_accuracy_confusion_and_writes_grid(cli_run, dat
             assert image.format == "PNG"
 
 
+def test_evaluate_script_takes_a_run_directory_for_its_best_checkpoint(cli_run, data, tmp_path, monkeypatch, capsys):
+    out, _, _ = cli_run
+    monkeypatch.setattr(evaluate_lenet, "load_mnist", lambda *args, **kwargs: data)
+    grid = ["--grid", str(tmp_path / "grid.png")]
+    assert evaluate_lenet.main([str(out), *grid]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"{out} is a run directory: evaluating its best checkpoint, {out / 'checkpoints' / 'best'}"
+    assert printed[1].startswith(f"Checkpoint {out / 'checkpoints' / 'best'} (epoch 1, ")
+    assert evaluate_lenet.main([str(out / "checkpoints"), *grid]) == 0
+    assert lenet.checkpoint_to_evaluate(out / "checkpoints" / "last") == out / "checkpoints" / "last"
+
+
+def test_evaluating_a_run_without_a_best_checkpoint_says_what_to_do(tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(lenet.ConfigError, match=r"run is a run directory, but .*run/checkpoints/best holds no "
+                                                r"checkpoint .*--resume --output-dir .*run"):
+        lenet.checkpoint_to_evaluate(tmp_path / "run")
+    with pytest.raises(lenet.ConfigError, match="no checkpoint at .*: pass a checkpoint directory such as "
+                                                "runs/lenet/checkpoints/best"):
+        lenet.checkpoint_to_evaluate(tmp_path / "nothing")
+    assert lenet.checkpoint_to_evaluate(tmp_path) == tmp_path  # not a run: loading it will say what is missing
+
+
 def test_a_hyperparameter_search_never_evaluates_test(tmp_path, data, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the test split was evaluated")
