@@ -10,8 +10,10 @@ The lock: ``<output_dir>/.jaxdl-run.lock``, an exclusive ``flock`` held for the 
 the process that writes (process 0 of a multi-process run), holding ``<pid> <host>``. A second
 run into the same directory is refused at once (`RunDirectoryError` naming the directory and
 the holder's pid). The operating system releases a ``flock`` when its process ends, however it
-ends (a crash, SIGKILL), so a dead run never leaves the directory locked; the file itself
-stays (removing it while another process may be opening it would let two runs hold a lock).
+ends (a crash, SIGKILL), so a dead run never leaves the directory locked (only the file, which
+the next run takes over). A run that ends removes the file while it still holds the lock; a
+process that locked a file which is no longer the one at that path (removed meanwhile) lets it
+go and opens the path again, so two runs never hold the lock at once.
 """
 
 from __future__ import annotations
@@ -100,24 +102,48 @@ def run_lock(output_dir: pathlib.Path, caller: str = "fit") -> Iterator[None]:
     except ImportError:  # pragma: no cover (Windows: no flock)
         yield
         return
+    path = output_dir / LOCK_NAME
+    fd = _locked_file(path, output_dir, caller, fcntl)
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(output_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as error:
-        raise directory_error(caller, output_dir, error) from error
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirectoryError(
-                f"{caller}: {output_dir} is in use by another training run ({_holder(fd)}); wait until it ends, "
-                f"stop it, or choose another output directory.") from None
-        except OSError:  # a file system without flock: no lock
-            pass
         _write_holder(fd)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            if _is_current(fd, path):
+                path.unlink()  # while still locked: see the module docstring
         os.close(fd)  # releases the lock
+
+
+def _locked_file(path: pathlib.Path, output_dir: pathlib.Path, caller: str, fcntl) -> int:
+    """An open descriptor of the lock file at ``path``, locked by this process."""
+    for _ in range(100):
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise directory_error(caller, output_dir, error) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunDirectoryError(f"{caller}: {output_dir} is in use by another training run ({holder}); wait "
+                                    f"until it ends, stop it, or choose another output directory.") from None
+        except OSError:  # a file system without flock: no lock
+            return fd
+        if _is_current(fd, path):
+            return fd
+        os.close(fd)  # the previous holder removed that file after we opened it: open the path again
+    raise RunDirectoryError(f"{caller}: could not lock {path}: it was replaced 100 times while being locked.")
+
+
+def _is_current(fd: int, path: pathlib.Path) -> bool:
+    """Whether ``fd`` is the file now at ``path``."""
+    try:
+        opened, current = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
 
 
 def _write_holder(fd: int) -> None:
