@@ -241,13 +241,15 @@ def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path):
 
 
 def test_a_killed_run_does_not_leave_the_directory_locked(tmp_path):
+    (tmp_path / "out").mkdir()
     code = textwrap.dedent(f"""
-        import os, pathlib, signal
-        from jaxdl.checkpoint.run_directory import run_lock
-        with run_lock(pathlib.Path({str(tmp_path / "out")!r})):
-            os.kill(os.getpid(), signal.SIGKILL)
+        import fcntl, os, signal
+        fd = os.open({str(tmp_path / "out" / LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT)  # as run_lock takes it
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"{{os.getpid()}} host\\n".encode())
+        os.kill(os.getpid(), signal.SIGKILL)
     """)
-    killed = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, timeout=120)
+    killed = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL
     assert (tmp_path / "out" / LOCK_NAME).exists()
     assert fit(tmp_path / "out", train_data=[(X, Y)]).status == "completed"
@@ -391,3 +393,15 @@ def test_two_processes_preparing_mnist_at_once_share_one_preparation(tmp_path):
                         rf".*\.mnist-[0-9a-f]{{16}}\.lock; at most 900 s\)\n", waiting), waiting
     loaded = first_output.splitlines()[-1]
     assert loaded.startswith("loaded 3 2 ") and second_output.splitlines() == [loaded]  # used, not prepared again
+
+
+def test_waiting_for_another_mnist_preparation_is_bounded(tmp_path):
+    from jaxdl.datasets import mnist
+
+    lock, said = tmp_path / ".mnist-0123456789abcdef.lock", []
+    with mnist.preparation_lock(lock, said.append):
+        with pytest.raises(TimeoutError, match=rf"prepare_mnist: another process \(pid {os.getpid()} on host .+\) "
+                                               rf"has held .*\.mnist-0123456789abcdef\.lock for more than 0 s"):
+            with mnist.preparation_lock(lock, said.append, timeout=0.3):
+                pass
+    assert len(said) == 1 and said[0].startswith(f"waiting for another process (pid {os.getpid()} on host ")
