@@ -258,6 +258,19 @@ def test_bad_command_lines_are_refused_clearly(script, argv, message, scripts, t
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"learning_rate": float("nan")}, "RecallConfig: learning_rate must be a finite number > 0, got nan"),
+    ({"learning_rate": 0.0}, "RecallConfig: learning_rate must be a finite number > 0, got 0.0"),
+    ({"seed": 2**32}, r"RecallConfig: seed must be an int in \[0, 4294967295\], got 4294967296"),
+    ({"seed": -1}, r"RecallConfig: seed must be an int in \[0, 4294967295\], got -1"),
+])
+def test_the_sequence_recipe_refuses_what_its_command_line_refuses(overrides, message):
+    from jaxdl.recipes.delayed_recall import RecallConfig
+
+    with pytest.raises(ValueError, match=message):
+        RecallConfig(**overrides)
+
+
 def damaged_copy_of_mnist(directory: pathlib.Path) -> pathlib.Path:
     """data/mnist with its test labels' last byte changed (the others linked); returns the file."""
     directory.mkdir()
