@@ -157,7 +157,7 @@ def cross_entropy(probabilities, labels, *, eps=None, reduction: str = "sum") ->
         true = _true_class_values(probabilities, targets)
         per_example = -jnp.log(_into_unit_interval(true) + eps)
         valid = probabilities_valid(true)
-    per_example = jnp.where(valid, jnp.maximum(per_example, 0), jnp.nan)
+    per_example = jnp.where(valid, jnp.maximum(per_example, 0), jnp.full_like(per_example, jnp.nan))
     return _reduce("cross_entropy", per_example, reduction)
 
 
@@ -183,7 +183,8 @@ def softmax_cross_entropy(logits, labels, *, reduction: str = "sum") -> jax.Arra
         z = logits[..., 0]
         y = targets.labels.astype(z.dtype)
         per_example = -(y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z))
-        per_example = jnp.where(_binary_labels_valid(targets.labels), jnp.maximum(per_example, 0), jnp.nan)
+        per_example = jnp.where(_binary_labels_valid(targets.labels), jnp.maximum(per_example, 0),
+                                jnp.full_like(per_example, jnp.nan))
     else:
         per_example = jnp.maximum(-_true_class_values(jax.nn.log_softmax(logits, axis=-1), targets), 0)
     return _reduce("softmax_cross_entropy", per_example, reduction)

@@ -62,7 +62,8 @@ X = np.ones((4, 2), np.float32)
 
 CASES = [
     # item 3: 1-D predictions (no class axis) are refused, not read as one-hot labels
-    ("cross_entropy_1d", lambda: jaxdl.cross_entropy(COLUMN[:, 0], BINARY), ValueError, "cross_entropy: " + NO_CLASS_AXIS),
+    ("cross_entropy_1d", lambda: jaxdl.cross_entropy(COLUMN[:, 0], BINARY),
+     ValueError, "cross_entropy: " + NO_CLASS_AXIS),
     ("softmax_cross_entropy_1d", lambda: jaxdl.softmax_cross_entropy(COLUMN[:, 0], BINARY),
      ValueError, "softmax_cross_entropy: " + NO_CLASS_AXIS),
     ("accuracy_1d", lambda: jaxdl.accuracy(COLUMN[:, 0], BINARY), ValueError, "accuracy: " + NO_CLASS_AXIS),
@@ -72,18 +73,23 @@ CASES = [
     ("binary_cross_entropy_probability_above_1", lambda: jaxdl.cross_entropy(COLUMN * 2, BINARY),
      ValueError, NOT_PROBABILITIES),
     # item 3: a one-column output's labels are 0 or 1, whatever their dtype
-    ("binary_label_2", lambda: jaxdl.cross_entropy(COLUMN, np.array([1, 0, 2, 0])), ValueError, "cross_entropy: " + NOT_BINARY + "2"),
-    ("binary_label_-1", lambda: jaxdl.accuracy(COLUMN, np.array([1, 0, -1, 0])), ValueError, "accuracy: " + NOT_BINARY + "-1"),
+    ("binary_label_2", lambda: jaxdl.cross_entropy(COLUMN, np.array([1, 0, 2, 0])),
+     ValueError, "cross_entropy: " + NOT_BINARY + "2"),
+    ("binary_label_-1", lambda: jaxdl.accuracy(COLUMN, np.array([1, 0, -1, 0])),
+     ValueError, "accuracy: " + NOT_BINARY + "-1"),
     ("binary_float_label_half", lambda: jaxdl.softmax_cross_entropy(COLUMN, np.array([[1.0], [0.5], [0.0], [1.0]])),
      ValueError, "softmax_cross_entropy: " + NOT_BINARY + "0.5"),
     ("binary_label_string", lambda: jaxdl.cross_entropy(COLUMN, np.array(["1", "0", "1", "0"])),
      TypeError, "cross_entropy: labels must be numbers, got dtype <U1"),
     # item 4: the jitted step checks concrete labels before it runs
-    ("train_step_label_-1", lambda: train_step_call(np.array([0, 1, 2, -1])), ValueError, "make_train_step: " + OUT_OF_RANGE + "-1"),
+    ("train_step_label_-1", lambda: train_step_call(np.array([0, 1, 2, -1])),
+     ValueError, "make_train_step: " + OUT_OF_RANGE + "-1"),
     ("train_step_label_3_jax_array", lambda: train_step_call(jnp.array([0, 3, 1, 2])),
      ValueError, "make_train_step: " + OUT_OF_RANGE + "3"),
-    ("train_step_list_label_7", lambda: train_step_call([0, 1, 7, 2]), ValueError, "make_train_step: " + OUT_OF_RANGE + "7"),
-    ("train_step_mesh_label_-1", lambda: train_step_call(np.array([0, -1, 1, 2]), mesh=jaxdl.data_mesh(jax.devices()[:1])),
+    ("train_step_list_label_7", lambda: train_step_call([0, 1, 7, 2]),
+     ValueError, "make_train_step: " + OUT_OF_RANGE + "7"),
+    ("train_step_mesh_label_-1", lambda: train_step_call(np.array([0, -1, 1, 2]),
+                                                         mesh=jaxdl.data_mesh(jax.devices()[:1])),
      ValueError, "make_train_step: " + OUT_OF_RANGE + "-1"),
     ("train_step_logits_label_10", lambda: train_step_call(np.array([0, 1, 10, 2]), loss=jaxdl.softmax_cross_entropy),
      ValueError, "make_train_step: " + OUT_OF_RANGE + "10"),
