@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import socket
 import sys
@@ -56,6 +57,7 @@ from typing import Callable, Iterator, Mapping
 
 import jax
 
+from jaxdl.training.cpu_mesh import prepare_cpu_devices
 from jaxdl.training.parallel import data_mesh
 
 #: Environment variables read by `cluster_config`, by field, in order of precedence.
@@ -64,6 +66,7 @@ ENVIRONMENT = {
     "num_processes": ("JAXDL_NUM_PROCESSES",),
     "process_id": ("JAXDL_PROCESS_ID",),
     "coordinator": ("JAXDL_COORDINATOR", "JAX_COORDINATOR_ADDRESS"),
+    "coordinator_bind": ("JAXDL_COORDINATOR_BIND", "JAX_COORDINATOR_BIND_ADDRESS"),
     "initialization_timeout": ("JAXDL_INITIALIZATION_TIMEOUT",),
     "heartbeat_timeout": ("JAXDL_HEARTBEAT_TIMEOUT",),
     "shutdown_timeout": ("JAXDL_SHUTDOWN_TIMEOUT",),
@@ -92,6 +95,10 @@ class ClusterConfig:
         num_processes: P, the number of processes of the run.
         process_id: this process's index in ``[0, P)``; process 0 serves the coordinator.
         coordinator: ``HOST:PORT`` of process 0 (needed when P > 1).
+        coordinator_bind: ``HOST:PORT`` that process 0's coordinator listens on; None for the
+            coordinator address itself (so ``127.0.0.1:P`` is reachable from this machine
+            only). The coordinator's gRPC service has no authentication: listen on every
+            interface (``0.0.0.0:P`` or ``[::]:P``) only on a trusted network.
         initialization_timeout: seconds to wait for the coordinator and all processes.
         heartbeat_timeout: seconds without a heartbeat after which a process counts as dead.
         shutdown_timeout: seconds a finishing process waits for the others at exit.
@@ -101,6 +108,7 @@ class ClusterConfig:
     num_processes: int = 1
     process_id: int = 0
     coordinator: str | None = None
+    coordinator_bind: str | None = None
     initialization_timeout: int = 120
     heartbeat_timeout: int = 60
     shutdown_timeout: int = 120
@@ -137,7 +145,8 @@ def _check_coordinator(address: str, what: str) -> str:
 
 
 def cluster_config(*, devices: int | None = None, num_processes: int | None = None, process_id: int | None = None,
-                   coordinator: str | None = None, initialization_timeout: int | None = None,
+                   coordinator: str | None = None, coordinator_bind: str | None = None,
+                   initialization_timeout: int | None = None,
                    heartbeat_timeout: int | None = None, shutdown_timeout: int | None = None,
                    environ: Mapping[str, str] | None = None) -> ClusterConfig:
     """The run's devices and processes: the arguments given, else the environment (`ENVIRONMENT`).
@@ -148,6 +157,9 @@ def cluster_config(*, devices: int | None = None, num_processes: int | None = No
         process_id: this process's index (None: ``JAXDL_PROCESS_ID``; required when P > 1).
         coordinator: ``HOST:PORT`` of process 0 (None: ``JAXDL_COORDINATOR`` or
             ``JAX_COORDINATOR_ADDRESS``; required when P > 1).
+        coordinator_bind: ``HOST:PORT`` the coordinator listens on (None:
+            ``JAXDL_COORDINATOR_BIND`` or ``JAX_COORDINATOR_BIND_ADDRESS``, else the
+            coordinator address itself, never every interface by default).
         initialization_timeout, heartbeat_timeout, shutdown_timeout: seconds (None: the
             ``JAXDL_*_TIMEOUT`` variables, else 120, 60 and 120).
         environ: the environment to read (default `os.environ`).
@@ -158,7 +170,8 @@ def cluster_config(*, devices: int | None = None, num_processes: int | None = No
     """
     environ = os.environ if environ is None else environ
     given = {"devices": devices, "num_processes": num_processes, "process_id": process_id,
-             "coordinator": coordinator, "initialization_timeout": initialization_timeout,
+             "coordinator": coordinator, "coordinator_bind": coordinator_bind,
+             "initialization_timeout": initialization_timeout,
              "heartbeat_timeout": heartbeat_timeout, "shutdown_timeout": shutdown_timeout}
     values, sources = {}, {}
     for field, value in given.items():
@@ -173,8 +186,9 @@ def cluster_config(*, devices: int | None = None, num_processes: int | None = No
         if field in values:
             values[field] = _integer(values[field], sources[field], minimum)
     config = ClusterConfig(**values)
-    if "coordinator" in values:
-        _check_coordinator(config.coordinator, sources["coordinator"])
+    for field in ("coordinator", "coordinator_bind"):
+        if field in values:
+            _check_coordinator(values[field], sources[field])
     if config.multi_process:
         if "process_id" not in values:
             raise DistributedError(f"cluster_config: a run of {config.num_processes} processes needs this process's "
@@ -199,10 +213,12 @@ def set_cpu_device_count(count: int) -> None:
     """Makes the CPU platform offer ``count`` devices (``jax_num_cpu_devices``).
 
     Harmless on a GPU machine (it concerns the CPU platform only). Must run before JAX starts
-    its backend.
+    its backend. It also sizes XLA:CPU's thread pools for ``count`` devices (``PJRT_NPROC``,
+    `jaxdl.training.cpu_mesh.prepare_cpu_devices`), without which their collectives deadlock.
 
     Raises:
-        DistributedError: when the backend already started with another CPU device count.
+        DistributedError: when the backend already started with another CPU device count, or
+            the user's ``PJRT_NPROC`` is too small for ``count`` devices.
     """
     count = _integer(count, "devices", 1)
     if backend_started():
@@ -212,6 +228,10 @@ def set_cpu_device_count(count: int) -> None:
             f"set_cpu_device_count: JAX already started its backend with {len(jax.devices('cpu'))} CPU devices, so "
             f"{count} cannot be set any more; call it (or jaxdl.distributed.start) before any JAX computation or "
             f"jax.devices() call.")
+    try:
+        prepare_cpu_devices(count)
+    except ValueError as error:
+        raise DistributedError(str(error)) from None
     jax.config.update("jax_num_cpu_devices", count)
 
 
@@ -231,6 +251,37 @@ def _wait_for_coordinator(address: str, timeout: float, process_id: int, num_pro
                 f"within {timeout:g} s ({error.strerror or error}). Process 0 serves it: start process 0 with the same "
                 f"--coordinator (and --num-processes), or check the address, the port and the firewall.")
         time.sleep(0.2)
+
+
+def _check_port_free(address: str, config: ClusterConfig) -> None:
+    """Raises a DistributedError when process 0 cannot listen on ``address`` (XLA would crash).
+
+    The port is in use by another run, a stale process of an earlier one, or a second
+    process 0 of this run; or the host is not an address of this machine.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise DistributedError(f"jaxdl.distributed: process 0 cannot serve the coordinator at {address}: the host "
+                               f"{host!r} does not resolve ({error.strerror or error}).") from None
+    family, kind, protocol, _, where = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no conflict
+        try:
+            probe.bind(where)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise DistributedError(
+                    f"jaxdl.distributed: process 0 of {config.num_processes} cannot serve the coordinator at {address}: "
+                    f"port {port} is already in use, by another process 0 of this run (each process needs its own "
+                    f"process id), a stale process of an earlier run, or another program. Stop that process or "
+                    f"choose another port.") from None
+            raise DistributedError(
+                f"jaxdl.distributed: process 0 of {config.num_processes} cannot serve the coordinator at {address} "
+                f"({error.strerror or error}): the host must be an address of process 0's machine (or set a listen "
+                f"address with JAXDL_COORDINATOR_BIND).") from None
 
 
 def _watchdog(timeout: float, message: str) -> Callable[[], None]:
@@ -275,6 +326,9 @@ def initialize(config: ClusterConfig, *, log: Callable[[str], None] | None = Non
     log and log(f"jaxdl.distributed: {who} joining the coordinator at {config.coordinator} (waiting up to "
                 f"{config.initialization_timeout} s; heartbeat timeout {config.heartbeat_timeout} s).")
     started = time.monotonic()
+    bind = config.coordinator_bind or config.coordinator
+    if config.process_id == 0:
+        _check_port_free(bind, config)
     if config.process_id != 0:
         _wait_for_coordinator(config.coordinator, config.initialization_timeout, config.process_id,
                               config.num_processes)
@@ -287,7 +341,8 @@ def initialize(config: ClusterConfig, *, log: Callable[[str], None] | None = Non
     jax.distributed.initialize(config.coordinator, config.num_processes, config.process_id,
                                initialization_timeout=int(remaining) + 10,
                                heartbeat_timeout_seconds=config.heartbeat_timeout,
-                               shutdown_timeout_seconds=config.shutdown_timeout)
+                               shutdown_timeout_seconds=config.shutdown_timeout,
+                               coordinator_bind_address=bind)
     joined()
     global _joined
     _joined = config

@@ -33,6 +33,11 @@ Conventions:
   old arrays are deleted; use the returned state. A state that is not on the mesh yet (from
   `jaxdl.create_train_state` or a checkpoint) is first copied onto it (`replicate`), so the
   caller's arrays survive. `keep` copies a state that must outlive the next step.
+* CPU devices: a mesh of several CPU devices of one process needs XLA:CPU thread pools of two
+  threads per device, or its all-reduces deadlock (`jaxdl.training.cpu_mesh`); the step
+  builders refuse a mesh whose pools are too small, and `jaxdl.distributed` sizes them.
+* A step whose collective stalls ends the process with a message naming the step after
+  ``JAXDL_STALL_TIMEOUT`` seconds (`jaxdl.training.watchdog`), never a silent hang.
 * Without a mesh nothing here runs: the one-device step is ``jax.jit(step)`` as before.
 """
 
@@ -46,6 +51,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdl.layers.conv import whole_batch_weight_gradient
+from jaxdl.training import watchdog
+from jaxdl.training.cpu_mesh import check_cpu_mesh
 from jaxdl.training.data import Batch, EpochSource
 
 #: The mesh axis that the batch is sharded on.
@@ -265,6 +272,7 @@ def parallel_train_step(step: Callable, mesh: Mesh) -> Callable:
     ``mesh`` and ``jitted`` (the `jax.jit` object, e.g. for ``.lower``).
     """
     check_mesh(mesh, "make_train_step")
+    check_cpu_mesh(mesh, "make_train_step")
     state_sharding, batch = replicated(mesh), batch_sharding(mesh)
 
     def sharded_step(train_state, x, labels):
@@ -278,7 +286,9 @@ def parallel_train_step(step: Callable, mesh: Mesh) -> Callable:
     def train_step(train_state, x, labels):
         x = shard_batch(mesh, x, "make_train_step", "x")
         labels = shard_batch(mesh, labels, "make_train_step", "labels")
-        return jitted(replicate(mesh, train_state), x, labels)
+        with watchdog.watching("train step", mesh, inputs=(x, labels)) as done:
+            train_state, metrics = jitted(replicate(mesh, train_state), x, labels)
+            return train_state, done(metrics)
 
     train_step.mesh, train_step.jitted = mesh, jitted
     return train_step
@@ -292,13 +302,17 @@ def parallel_eval_step(function: Callable, mesh: Mesh, *, returns_state: bool, w
     and ``jitted``; `jaxdl.evaluate` reads ``mesh`` to shard the labels the same way.
     """
     check_mesh(mesh, where)
+    check_cpu_mesh(mesh, where)
     state_sharding, batch = replicated(mesh), batch_sharding(mesh)
     jitted = jax.jit(function, in_shardings=(state_sharding, state_sharding, batch),
                      out_shardings=(batch, state_sharding) if returns_state else batch)
 
     @functools.wraps(function)
     def eval_step(params, state, x):
-        return jitted(replicate(mesh, params), replicate(mesh, state), shard_batch(mesh, x, where, "x"))
+        with watchdog.watching(where.removeprefix("make_"), mesh, inputs=x) as done:
+            outputs = jitted(replicate(mesh, params), replicate(mesh, state), shard_batch(mesh, x, where, "x"))
+            done(outputs[0] if returns_state else outputs)
+            return outputs
 
     eval_step.mesh, eval_step.jitted = mesh, jitted
     return eval_step
