@@ -253,6 +253,44 @@ def _wait_for_coordinator(address: str, timeout: float, process_id: int, num_pro
         time.sleep(0.2)
 
 
+#: Lock files held by this process (`_claim_process_id`), kept open for its lifetime.
+_claims: list = []
+
+
+def _claim_process_id(config: ClusterConfig) -> None:
+    """Raises a DistributedError when another process on this machine already joined the same run
+    (same coordinator) with the same process id: XLA's coordinator would abort every process.
+
+    The claim is an ``flock`` on a file in the temporary directory, named after the coordinator
+    address and the process id; the OS releases it when the process ends (a killed process
+    leaves nothing stuck). Processes on other machines cannot be seen this way.
+    """
+    import fcntl
+    import tempfile
+
+    name = "".join(char if char.isalnum() else "_" for char in config.coordinator)
+    path = os.path.join(tempfile.gettempdir(), f"jaxdl-run-{name}-process-{config.process_id}.lock")
+    try:
+        handle = open(path, "a+")
+    except OSError:
+        return  # no claim possible here (e.g. a read-only /tmp): XLA's own check remains
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise DistributedError(
+            f"jaxdl.distributed: another process on this machine (pid {holder}) already is process "
+            f"{config.process_id} of the run at the coordinator {config.coordinator}; each process of a run needs its "
+            f"own process id in [0, {config.num_processes}).") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _claims.append(handle)
+
+
 def _check_port_free(address: str, config: ClusterConfig) -> None:
     """Raises a DistributedError when process 0 cannot listen on ``address`` (XLA would crash).
 
@@ -327,6 +365,7 @@ def initialize(config: ClusterConfig, *, log: Callable[[str], None] | None = Non
                 f"{config.initialization_timeout} s; heartbeat timeout {config.heartbeat_timeout} s).")
     started = time.monotonic()
     bind = config.coordinator_bind or config.coordinator
+    _claim_process_id(config)
     if config.process_id == 0:
         _check_port_free(bind, config)
     if config.process_id != 0:

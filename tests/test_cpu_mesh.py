@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -315,3 +316,27 @@ def test_the_listen_address_comes_from_the_options_or_the_environment():
         is None  # the coordinator address itself
     with pytest.raises(distributed.DistributedError, match="JAXDL_COORDINATOR_BIND must be HOST:PORT"):
         distributed.cluster_config(environ={"JAXDL_COORDINATOR_BIND": "everywhere"})
+
+
+def test_a_second_process_with_the_same_id_is_refused_before_joining(tmp_path):
+    # Two processes 1 of one run: XLA's coordinator would abort all three processes.
+    port = free_port()
+    first = subprocess.Popen([sys.executable, WORKER, "stall", "--process-id", "1", "--coordinator",
+                              f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=user_environment(JAXDL_INITIALIZATION_TIMEOUT="30"))
+    try:
+        import tempfile  # the first process 1 claims its id, then waits for the coordinator
+
+        claim = pathlib.Path(tempfile.gettempdir()) / f"jaxdl-run-127_0_0_1_{port}-process-1.lock"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (claim.is_file() and claim.read_text() == str(first.pid)):
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, WORKER, "stall", "--process-id", "1", "--coordinator",
+                                 f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60,
+                                env=user_environment())
+    finally:
+        first.kill()
+        first.communicate()
+    output = second.stdout + second.stderr
+    assert second.returncode != 0 and "Check failure" not in output
+    assert f"(pid {first.pid}) already is process 1 of the run at the coordinator 127.0.0.1:{port}" in output
