@@ -138,13 +138,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Runs the command line; returns the exit status (0 done, 2 bad options, checkpoint or data)."""
     args = parse_args(argv)
     try:
         if not args.download:
             check_mnist_files(args.data_dir)
         directory = checkpoint_to_evaluate(args.checkpoint)
         if directory != pathlib.Path(args.checkpoint):
-            print(f"{args.checkpoint} is a run directory: evaluating its best checkpoint, {directory}")
+            print(f"Evaluating {directory}, the best checkpoint of {args.checkpoint}")
         manifest = checkpoint.read_manifest(directory)
         validation_size = manifest["metadata"].get("config", {}).get("validation_size", 5000)
         data = load_mnist(args.data_dir, cache_dir=args.cache_dir, download=args.download,

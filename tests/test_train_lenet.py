@@ -216,7 +216,7 @@ def test_evaluate_script_takes_a_run_directory_for_its_best_checkpoint(cli_run, 
     grid = ["--grid", str(tmp_path / "grid.png")]
     assert evaluate_lenet.main([str(out), *grid]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == f"{out} is a run directory: evaluating its best checkpoint, {out / 'checkpoints' / 'best'}"
+    assert printed[0] == f"Evaluating {out / 'checkpoints' / 'best'}, the best checkpoint of {out}"
     assert printed[1].startswith(f"Checkpoint {out / 'checkpoints' / 'best'} (epoch 1, ")
     assert evaluate_lenet.main([str(out / "checkpoints"), *grid]) == 0
     assert lenet.checkpoint_to_evaluate(out / "checkpoints" / "last") == out / "checkpoints" / "last"
