@@ -45,6 +45,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from jaxdl.exercise.base import Phase  # noqa: E402
 from jaxdl.exercise.constraints import L1_Regularizer, L2_Regularizer  # noqa: E402
 from jaxdl.exercise.initializers import Constant, He, UniformRandom, Xavier  # noqa: E402
 from jaxdl.exercise.layers import (  # noqa: E402
@@ -61,5 +62,5 @@ __all__ = [
     "Constant", "UniformRandom", "Xavier", "He",
     "Optimizer", "Sgd", "SgdWithMomentum", "Adam",
     "L1_Regularizer", "L2_Regularizer", "CrossEntropyLoss",
-    "NeuralNetwork", "save", "load",
+    "NeuralNetwork", "save", "load", "Phase",
 ]

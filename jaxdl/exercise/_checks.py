@@ -52,6 +52,28 @@ LOSS = ("forward", "backward")
 LOSS_WORDS = "a loss layer such as CrossEntropyLoss()"
 DATA = ("next",)
 DATA_WORDS = "a data layer whose next() returns (input, label)"
+#: Older editions' ``Helpers.py`` data layers name their batch method ``forward()``.
+DATA_OLDER = ("forward",)
+
+
+def check_data_layer(caller: str, data_layer) -> None:
+    """Raises TypeError unless ``data_layer`` is None or has ``next()`` (or an older edition's ``forward()``).
+
+    Raises:
+        TypeError: naming ``caller``, what it expects and what came.
+    """
+    older = not isinstance(data_layer, type) and callable(getattr(data_layer, DATA_OLDER[0], None))
+    if data_layer is None or older:
+        return
+    require_methods(caller, data_layer, DATA, DATA_WORDS + " (older editions: forward())", allow_none=True)
+
+
+def next_batch(data_layer):
+    """``data_layer.next()``, or ``data_layer.forward()`` for an older edition's data layer without ``next``."""
+    method = getattr(data_layer, "next", None)
+    if not callable(method):
+        method = data_layer.forward
+    return method()
 
 
 def check_initializers(caller: str, weights_initializer, bias_initializer, *, allow_none: bool = False) -> None:

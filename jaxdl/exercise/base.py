@@ -10,6 +10,7 @@ in the same compiled call. No layer math lives here.
 from __future__ import annotations
 
 import copy
+import enum
 
 import jax
 import numpy as np
@@ -19,7 +20,19 @@ from jaxdl.exercise._engine import as_array, select_regularized, to_device
 from jaxdl.exercise.initializers import UniformRandom
 from jaxdl.exercise.optimizers import Optimizer
 
-__all__ = ["BaseLayer", "FunctionalLayer"]
+__all__ = ["BaseLayer", "FunctionalLayer", "Phase"]
+
+
+class Phase(enum.Enum):
+    """Older editions' phase of a layer (``Layers/Base.py``): ``layer.phase = Phase.test``.
+
+    The current editions' ``testing_phase`` is the same switch: `Phase.test` and
+    `Phase.validation` mean ``testing_phase = True``, `Phase.train` means False.
+    """
+
+    train = "train"
+    test = "test"
+    validation = "validation"
 
 
 class BaseLayer:
@@ -29,11 +42,24 @@ class BaseLayer:
         trainable: True for layers with parameters (set by the subclass).
         testing_phase: False while training; True makes Dropout the identity and
             BatchNormalization use its running statistics.
+        phase: older editions' view of ``testing_phase`` as a `Phase`.
     """
 
     def __init__(self):
         self.trainable = False
         self.testing_phase = False
+
+    @property
+    def phase(self) -> Phase:
+        """`Phase.test` when ``testing_phase`` is set, else `Phase.train` (older editions)."""
+        return Phase.test if self.testing_phase else Phase.train
+
+    @phase.setter
+    def phase(self, phase):
+        if not isinstance(phase, Phase):
+            raise TypeError(f"{type(self).__name__}.phase: expected Phase.train, Phase.test or Phase.validation "
+                            f"(older editions; or set testing_phase), got {phase!r}.")
+        self.testing_phase = phase is not Phase.train
 
     def forward(self, input_tensor):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
@@ -151,6 +177,14 @@ class FunctionalLayer(BaseLayer):
         _checks.require_methods(f"{type(self).__name__}.optimizer", optimizer, _checks.OPTIMIZER,
                                 _checks.OPTIMIZER_WORDS, allow_none=True)
         self._optimizer = optimizer
+
+    def set_optimizer(self, optimizer) -> None:
+        """Older editions' way of setting `optimizer` (same code).
+
+        Raises:
+            TypeError: for an object without ``calculate_update``.
+        """
+        self.optimizer = optimizer
 
     def _update_with_foreign_optimizer(self, optimizer, grads):
         """An optimizer with only ``calculate_update``: one deep copy of it per tensor."""

@@ -276,9 +276,32 @@ class BatchNormalization(FunctionalLayer):
             b, h, m, n = tensor.shape
             return tensor.reshape(b, h, m * n).transpose(0, 2, 1).reshape(b * m * n, h)
         if self._image_shape is None:
-            raise ValueError("BatchNormalization.reformat: no image shape known; reformat or forward a 4-D tensor first.")
+            raise ValueError("BatchNormalization.reformat: no image shape known; reformat or forward a 4-D tensor "
+                             "first (or, as older editions, set input_shape).")
         b, h, m, n = self._image_shape
+        if b is None:  # an older edition's input_shape (channels, y, x): the batch follows from the size
+            b = tensor.size // (h * m * n)
         return np.asarray(tensor).reshape(b, m * n, h).transpose(0, 2, 1).reshape(b, h, m, n)
+
+    @property
+    def input_shape(self):
+        """The image shape (batch, channels, y, x) `reformat` restores 2-D tensors to, or None.
+
+        Older editions set it by hand before calling ``reformat`` without a ``forward``; a
+        shape (channels, y, x) is taken too (the batch then follows from the tensor's size).
+
+        Raises:
+            ValueError: when set to a shape that is neither 4-D nor 3-D.
+        """
+        return self._image_shape
+
+    @input_shape.setter
+    def input_shape(self, shape):
+        shape = tuple(int(s) for s in shape)
+        if len(shape) not in (3, 4):
+            raise ValueError(f"BatchNormalization.input_shape: expected (batch, channels, y, x) or (channels, y, x), "
+                             f"got {shape}.")
+        self._image_shape = shape if len(shape) == 4 else (None, *shape)
 
     @property
     def weights(self) -> np.ndarray:

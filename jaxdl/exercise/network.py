@@ -23,7 +23,7 @@ from jaxdl import checkpoint
 from jaxdl.core import apply_shape
 from jaxdl.exercise import _checks, _network_step
 from jaxdl.exercise._engine import DTYPE, as_array
-from jaxdl.exercise.base import FunctionalLayer
+from jaxdl.exercise.base import FunctionalLayer, Phase
 from jaxdl.exercise.initializers import UniformRandom
 from jaxdl.exercise.loss import CrossEntropyLoss
 from jaxdl.exercise.optimizers import Optimizer
@@ -79,13 +79,15 @@ class NeuralNetwork:
 
     @property
     def data_layer(self):
-        """The data layer: ``next() -> (input, label)`` (and ``get_test_set()``), or None."""
+        """The data layer: ``next() -> (input, label)`` (and ``get_test_set()``), or None.
+
+        An older edition's data layer whose batch method is ``forward()`` is taken too.
+        """
         return self.__dict__.get("_data_layer")
 
     @data_layer.setter
     def data_layer(self, data_layer):
-        _checks.require_methods("NeuralNetwork.data_layer", data_layer, _checks.DATA, _checks.DATA_WORDS,
-                                allow_none=True)
+        _checks.check_data_layer("NeuralNetwork.data_layer", data_layer)
         self.__dict__["_data_layer"] = data_layer
 
     @property
@@ -103,7 +105,8 @@ class NeuralNetwork:
     def phase(self) -> str:
         """"test" if the layers are in the testing phase, else "train".
 
-        Setting it ("train"/"test", or a bool: True = testing) sets every layer's
+        Setting it ("train"/"test", a bool: True = testing, or an older edition's
+        `jaxdl.exercise.base.Phase`: test and validation = testing) sets every layer's
         ``testing_phase``.
         """
         testing = any(getattr(layer, "testing_phase", False) for layer in self.layers)
@@ -111,7 +114,9 @@ class NeuralNetwork:
 
     @phase.setter
     def phase(self, phase):
-        if isinstance(phase, str):
+        if isinstance(phase, Phase):
+            testing = phase is not Phase.train
+        elif isinstance(phase, str):
             if phase.lower() not in ("train", "training", "test", "testing"):
                 raise ValueError(f"NeuralNetwork.phase must be 'train' or 'test', got {phase!r}.")
             testing = phase.lower().startswith("test")
@@ -139,6 +144,14 @@ class NeuralNetwork:
                                  self.bias_initializer or UniformRandom())
         self.layers.append(layer)
 
+    def append_trainable_layer(self, layer) -> None:
+        """Older editions' name of `append_layer` (same code).
+
+        Raises:
+            TypeError: as `append_layer`.
+        """
+        self.append_layer(layer)
+
     def regularization_loss(self):
         """The summed regularization loss of the layers (their optimizers' regularizers)."""
         total = 0.0
@@ -151,7 +164,7 @@ class NeuralNetwork:
 
     def forward(self) -> float:
         """Loss of the next batch from the data layer: data loss + regularization loss."""
-        x, self._label_tensor = self.data_layer.next()
+        x, self._label_tensor = _checks.next_batch(self.data_layer)
         for layer in self.layers:
             x = _forward(layer, x)
         if isinstance(self.loss_layer, CrossEntropyLoss):
@@ -189,7 +202,7 @@ class NeuralNetwork:
             return
         losses = []
         for _ in range(int(iterations)):
-            x, self._label_tensor = self.data_layer.next()
+            x, self._label_tensor = _checks.next_batch(self.data_layer)
             losses.append(self._core_step_iteration(as_array(x), as_array(self._label_tensor)))
         # One transfer at the end: the iterations are dispatched without waiting for each loss.
         self.loss.extend(float(loss) for loss in jax.device_get(losses))

@@ -33,7 +33,7 @@ _HEADER = '"""{doc} (written by `python -m jaxdl.exercise scaffold`; re-exports 
 
 # (file, module of jaxdl.exercise, names)
 _REEXPORTS = [
-    ("Layers/Base.py", "layers", ["BaseLayer"]),
+    ("Layers/Base.py", "base", ["BaseLayer", "Phase"]),
     ("Layers/FullyConnected.py", "layers", ["FullyConnected"]),
     ("Layers/ReLU.py", "layers", ["ReLU"]),
     ("Layers/SoftMax.py", "layers", ["SoftMax"]),
