@@ -50,7 +50,7 @@ from jaxdl.training.parallel import data_mesh, process_batches, process_rows
 from jaxdl.compilation_cache import enable_compilation_cache
 from jaxdl import checkpoint, distributed, models  # noqa: E402  (they build on the names above)
 
-__version__ = "0.1.0"
+from jaxdl.version import __version__  # noqa: E402
 
 __all__ = [
     "Layer", "Serial", "count_params", "output_shape",

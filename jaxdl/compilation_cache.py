@@ -21,13 +21,10 @@ import pathlib
 
 import jax
 
+from jaxdl.cache_dir import jaxdl_cache_root
+
 #: Where the compiled programs go: ``$JAXDL_CACHE_DIR/xla`` (``~/.cache/jaxdl/xla`` by default).
 CACHE_SUBDIRECTORY = "xla"
-
-
-def jaxdl_cache_root() -> pathlib.Path:
-    """``$JAXDL_CACHE_DIR``, by default ``~/.cache/jaxdl``: prepared datasets and compiled programs."""
-    return pathlib.Path(os.environ.get("JAXDL_CACHE_DIR") or os.path.join("~", ".cache", "jaxdl")).expanduser()
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = None) -> pathlib.Path | None:

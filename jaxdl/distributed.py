@@ -57,8 +57,8 @@ from typing import Callable, Iterator, Mapping
 
 import jax
 
-from jaxdl.training.cpu_mesh import prepare_cpu_devices
-from jaxdl.training.parallel import data_mesh
+from jaxdl.mesh.cpu import prepare_cpu_devices
+from jaxdl.mesh.sharding import data_mesh
 
 #: Environment variables read by `cluster_config`, by field, in order of precedence.
 ENVIRONMENT = {
@@ -192,10 +192,10 @@ def cluster_config(*, devices: int | None = None, num_processes: int | None = No
     if config.multi_process:
         if "process_id" not in values:
             raise DistributedError(f"cluster_config: a run of {config.num_processes} processes needs this process's "
-                                   f"id (--process-id or JAXDL_PROCESS_ID), got none.")
+                                   f"id (process_id, or JAXDL_PROCESS_ID), got none.")
         if config.coordinator is None:
             raise DistributedError(f"cluster_config: a run of {config.num_processes} processes needs the coordinator "
-                                   f"address HOST:PORT of process 0 (--coordinator or JAXDL_COORDINATOR), got none.")
+                                   f"address HOST:PORT of process 0 (coordinator, or JAXDL_COORDINATOR), got none.")
     if config.process_id >= config.num_processes:
         raise DistributedError(f"cluster_config: the process id must be in [0, {config.num_processes}) for "
                                f"{config.num_processes} processes, got {config.process_id}.")
@@ -214,7 +214,7 @@ def set_cpu_device_count(count: int) -> None:
 
     Harmless on a GPU machine (it concerns the CPU platform only). Must run before JAX starts
     its backend. It also sizes XLA:CPU's thread pools for ``count`` devices (``PJRT_NPROC``,
-    `jaxdl.training.cpu_mesh.prepare_cpu_devices`), without which their collectives deadlock.
+    `jaxdl.mesh.cpu.prepare_cpu_devices`), without which their collectives deadlock.
 
     Raises:
         DistributedError: when the backend already started with another CPU device count, or
@@ -249,7 +249,7 @@ def _wait_for_coordinator(address: str, timeout: float, process_id: int, num_pro
             raise DistributedError(
                 f"jaxdl.distributed: process {process_id} of {num_processes} cannot reach the coordinator at {address} "
                 f"within {timeout:g} s ({error.strerror or error}). Process 0 serves it: start process 0 with the same "
-                f"--coordinator (and --num-processes), or check the address, the port and the firewall.")
+                f"coordinator address and number of processes, or check the address, the port and the firewall.")
         time.sleep(0.2)
 
 
@@ -374,8 +374,9 @@ def initialize(config: ClusterConfig, *, log: Callable[[str], None] | None = Non
     remaining = max(1.0, config.initialization_timeout - (time.monotonic() - started))
     joined = _watchdog(remaining, (
         f"jaxdl.distributed: error: {who} waited {config.initialization_timeout} s at the coordinator "
-        f"{config.coordinator}, but not all {config.num_processes} processes joined. Start every process with "
-        f"--num-processes {config.num_processes}, its own --process-id and the same --coordinator; a stale process "
+        f"{config.coordinator}, but not all {config.num_processes} processes joined. Start all "
+        f"{config.num_processes} processes with that number of processes, each its own process id and the same "
+        f"coordinator address; a stale process "
         f"of an earlier run on that port also prevents it."))
     jax.distributed.initialize(config.coordinator, config.num_processes, config.process_id,
                                initialization_timeout=int(remaining) + 10,
@@ -523,11 +524,11 @@ def name_dead_processes(timeout: float) -> list[int] | None:
         if live is None:
             time.sleep(0.5)
             continue
-        dead = sorted(set(range(_joined.num_processes)) - live)
+        dead = sorted(set(range(_joined.num_processes)) - live - {jax.process_index()})  # not this one: it runs
         if dead:
             print(f"jaxdl.distributed: error: process{'es' if len(dead) > 1 else ''} "
                   f"{', '.join(map(str, dead))} of the run stopped sending heartbeats (died); {me} stops too. "
-                  f"Restart every process with --resume to continue from the last committed checkpoint.",
+                  f"Restarting every process to resume continues from the last committed checkpoint.",
                   file=sys.stderr, flush=True)
             return dead
         time.sleep(0.5)

@@ -12,7 +12,7 @@ turns each program into machine code, never which program runs. jaxdl reads ``XL
 two places. `jaxdl.training.state.init_compiler_options` keeps an optimization level set
 there, so under this flag `create_train_state` compiles its initialization without compiler
 options of its own; with JAX's defaults it passes them, which JAX allows only on a top-level
-``jax.jit`` (the suite once hid exactly that failure, issue 20). `jaxdl.training.cpu_mesh`
+``jax.jit`` (the suite once hid exactly that failure, issue 20). `jaxdl.mesh.cpu`
 adds collective timeouts unless ``XLA_FLAGS`` sets them (this flag sets none). So every path
 that depends on the flags also runs without them: the tests that start a plain interpreter
 (tests/plain_python.py) run the scripts, the documented commands, the README's and the

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from jaxdl import distributed
-from jaxdl.training import cpu_mesh, watchdog
+from jaxdl.mesh import cpu as cpu_mesh, watchdog
 from test_data_parallel import worker_environment
 from test_multiprocess import free_port
 

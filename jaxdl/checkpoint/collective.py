@@ -18,6 +18,7 @@ from typing import Iterator
 
 import jax
 
+from jaxdl import distributed
 from jaxdl.checkpoint.entries import named_leaves
 from jaxdl.checkpoint.errors import CheckpointError
 
@@ -36,7 +37,5 @@ def check_writable(tree) -> None:
 def collective_write(name: str) -> Iterator[bool]:
     """Yields whether this process writes (process 0, or the only one); then every process of
     a multi-process run waits at a barrier named ``name`` until the write is complete."""
-    from jaxdl import distributed
-
     with distributed.main_process_writes(f"jaxdl.checkpoint: {name}") as writes:
         yield writes

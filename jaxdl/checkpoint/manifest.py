@@ -35,6 +35,7 @@ from jaxdl.checkpoint.errors import CheckpointCorruptedError, CheckpointError
 from jaxdl.checkpoint.files import hash_file, list_files
 from jaxdl.checkpoint.layout import FORMAT, FORMAT_VERSION, MANIFEST_NAME
 from jaxdl.checkpoint.validation import check_manifest
+from jaxdl.version import __version__
 
 
 #: The deepest nesting of JSON arrays and objects a manifest may hold (its own fields need 4).
@@ -97,9 +98,7 @@ def _step_of(tree) -> int | None:
 
 
 def _jaxdl_version() -> str:
-    import jaxdl
-
-    return getattr(jaxdl, "__version__", "unknown")
+    return __version__
 
 
 def _canonical_digest(manifest: dict) -> str:

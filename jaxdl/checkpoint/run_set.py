@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxdl import distributed
 from jaxdl.checkpoint.collective import check_writable, collective_write
 from jaxdl.checkpoint.directory import write_checkpoint_dir
 from jaxdl.checkpoint.errors import CheckpointCorruptedError, CheckpointError
@@ -331,8 +332,6 @@ class CheckpointSet:
 
 
 def _is_writer() -> bool:
-    from jaxdl import distributed
-
     return distributed.is_main_process()
 
 

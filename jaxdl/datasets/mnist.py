@@ -89,7 +89,7 @@ from PIL import Image
 from tensorflow_datasets.core.utils import tqdm_utils
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-from jaxdl.compilation_cache import jaxdl_cache_root
+from jaxdl.cache_dir import jaxdl_cache_root
 
 #: The canonical file of each part of MNIST (the names tfds registers for them).
 MNIST_FILES = {
@@ -358,8 +358,8 @@ def require_mnist_files(directory) -> None:
     if missing:
         raise FileNotFoundError(
             f"MNIST files missing from {directory}: {', '.join(missing)}. Put the four canonical "
-            f"files there ({', '.join(MNIST_FILES.values())}), point --data-dir at a directory "
-            f"that has them, or pass --download to let tensorflow-datasets fetch them."
+            f"files there ({', '.join(MNIST_FILES.values())}), use a directory that has them, or "
+            f"let tensorflow-datasets download them (download=True)."
         )
 
 

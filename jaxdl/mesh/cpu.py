@@ -19,7 +19,7 @@ Conventions:
 * `prepare_cpu_devices` runs before JAX starts its backend (`jaxdl.distributed.start` and
   `jaxdl.distributed.set_cpu_device_count` call it): it sets ``PJRT_NPROC`` to
   ``max(cores, 2 N)`` unless the user set ``PJRT_NPROC`` or ``NPROC``, and raises XLA's
-  collective abort timeout above `jaxdl.training.watchdog`'s stall timeout, so that a stalled
+  collective abort timeout above `jaxdl.mesh.watchdog`'s stall timeout, so that a stalled
   collective ends with jaxdl's message naming the step instead of XLA's abort.
 * `check_cpu_mesh` runs when a mesh step is built: a mesh of several CPU devices of this
   process on pools too small for them is a ValueError that says what to set, before anything
@@ -86,7 +86,7 @@ def prepare_cpu_devices(devices: int, *, stall_timeout: float | None = None) -> 
     """Sizes XLA:CPU's thread pools for ``devices`` CPU devices; call before JAX starts its backend.
 
     Sets ``PJRT_NPROC`` to `cpu_threads_needed` unless ``PJRT_NPROC`` or ``NPROC`` is set, and
-    adds to ``XLA_FLAGS`` the collective timeouts that let `jaxdl.training.watchdog` report a
+    adds to ``XLA_FLAGS`` the collective timeouts that let `jaxdl.mesh.watchdog` report a
     stall first (unless the user's ``XLA_FLAGS`` sets them). Nothing for one device.
 
     Args:
@@ -105,7 +105,7 @@ def prepare_cpu_devices(devices: int, *, stall_timeout: float | None = None) -> 
             raise ValueError(_too_few_threads("jaxdl.distributed", devices, os.environ))
     else:
         os.environ["PJRT_NPROC"] = str(cpu_threads_needed(devices))
-    from jaxdl.training.watchdog import stall_timeout as default_timeout
+    from jaxdl.mesh.watchdog import stall_timeout as default_timeout
 
     timeout = default_timeout() if stall_timeout is None else stall_timeout
     flags = os.environ.get("XLA_FLAGS", "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdl.regularizers import path_names
+from jaxdl.core import path_names
 
 #: State leaves that hold a memorized recurrent state (hidden and LSTM cell state).
 MEMORY_NAMES = frozenset({"h", "c"})
