@@ -2,4 +2,5 @@
 
 * `jaxdl.recipes.lenet`: the exercise's LeNet on MNIST (`scripts/train_lenet.py`).
 * `jaxdl.recipes.delayed_recall`: truncated BPTT with memorized states (`scripts/train_sequence.py`).
+* `jaxdl.recipes.cli`: the option types the scripts' command lines share (ranges checked by argparse).
 """
