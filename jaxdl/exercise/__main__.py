@@ -1,4 +1,4 @@
-"""Command line of jaxdl.exercise: ``python -m jaxdl.exercise scaffold DIR``."""
+"""Command line of jaxdl.exercise: ``python -m jaxdl.exercise scaffold DIR`` and ``check DIR``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,21 @@ def main(argv=None) -> int:
     sub.add_argument("directory", metavar="DIR")
     sub.add_argument("--mnist", default=None, help=f"directory of the MNIST .gz files (default {default_mnist_dir()})")
     sub.add_argument("--copy", action="store_true", help="copy the MNIST files instead of symlinking them")
+    checking = commands.add_parser(
+        "check",
+        help="check a NumPy solution in the course layout (Layers/, Optimization/) method by method against "
+             "jaxdl's references; exit 0 only when every class found is OK",
+    )
+    checking.add_argument("directory", metavar="DIR", help="the solution's src_to_implement folder")
+    checking.add_argument("--only", default=None, help="comma-separated classes (or files), e.g. Conv,LSTM")
+    checking.add_argument("--json", action="store_true", help="print the report as JSON")
+    checking.add_argument("--timeout", type=float, default=None, help="seconds per class before it counts as hanging")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        from jaxdl.exercise import check
+
+        only = args.only.split(",") if args.only else None
+        return check.main(args.directory, only, args.json, args.timeout or check.DEFAULT_TIMEOUT)
     scaffold(args.directory, mnist_dir=args.mnist, link=not args.copy)
     return 0
 
