@@ -92,15 +92,16 @@ def compare(student, reference, *, variants=(), factors=(), nonfinite_hint=None)
     else:
         error = np.abs(student - reference)
         where = int(np.argmax(error))
-        relative = error / np.maximum(np.abs(reference), np.finfo(float).tiny)
+        nonzero = np.abs(reference) > ATOL  # a relative error where the reference is 0 says nothing
+        relative = float(np.max(error[nonzero] / np.abs(reference[nonzero]))) if nonzero.any() else None
         finding.update(
             index=_index(where, student.shape), max_abs_error=float(error.flat[where]),
-            max_rel_error=float(np.max(relative)), student=float(student.flat[where]),
+            max_rel_error=relative, student=float(student.flat[where]),
             reference=float(reference.flat[where]))
         finding["message"] = (
             f"largest absolute error {finding['max_abs_error']:.3g} at {finding['index']} "
-            f"(yours {finding['student']:.6g}, reference {finding['reference']:.6g}); "
-            f"largest relative error {finding['max_rel_error']:.3g}")
+            f"(yours {finding['student']:.6g}, reference {finding['reference']:.6g})"
+            + ("" if relative is None else f"; largest relative error {relative:.3g}"))
     hint = hint or _generic_hint(student, reference, factors)
     if hint:
         finding["hint"] = hint

@@ -34,7 +34,10 @@ def describe(error: BaseException) -> str:
 
 
 class ClassResult:
-    """The findings of one class: method -> None (OK) or its first finding (a dict)."""
+    """The findings of one class: method -> None (OK) or its first finding (a dict).
+
+    Failing methods are kept in the order they failed: the first one is where to look first.
+    """
 
     def __init__(self, name: str):
         self.name = name
@@ -54,7 +57,11 @@ class ClassResult:
         """Keeps the first finding of ``method``; None marks it as run and OK so far."""
         if self.methods.get(method) is not None:
             return
-        self.methods[method] = None if finding is None else {**finding, "case": self._case}
+        if finding is None:
+            self.methods.setdefault(method, None)
+            return
+        self.methods.pop(method, None)  # failing methods are kept in the order they failed
+        self.methods[method] = {**finding, "case": self._case}
 
     def call(self, method: str, function, *args):
         """``function(*args)``; an exception is recorded as ``method``'s finding and ends the case."""
@@ -75,7 +82,7 @@ class ClassResult:
         self.record(method, {"message": message, **({"hint": hint} if hint else {})})
 
     def as_dict(self) -> dict:
-        failing = [m for m, finding in self.methods.items() if finding is not None]
-        return {"name": self.name, "status": "fail" if failing else "ok",
-                "methods": [{"name": m, "status": "ok" if f is None else "fail", **(f or {})}
-                            for m, f in self.methods.items()]}
+        """``{"name", "status", "methods"}``: the failing methods first, in the order they failed."""
+        failing = [{"name": m, "status": "fail", **f} for m, f in self.methods.items() if f is not None]
+        passing = [{"name": m, "status": "ok"} for m, f in self.methods.items() if f is None]
+        return {"name": self.name, "status": "fail" if failing else "ok", "methods": failing + passing}

@@ -5,7 +5,9 @@ Run by `jaxdl.exercise.check._runner` as ``python -m jaxdl.exercise.check._worke
 student's directory is never written to. Each class is announced (``{"event": "start"}``) and
 reported (``{"event": "result"}``) as one JSON line on the process's original standard
 output; whatever the student's code prints goes to standard error instead. The parent
-enforces the time limit per class and restarts the worker after a hang or a crash.
+enforces the time limit per class and restarts the worker after a hang or a crash. JAX's
+persistent compilation cache is on (`jaxdl.compilation_cache`), so a second check of the same
+shapes loads the compiled references instead of compiling them again.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def main(argv=None) -> int:
     sys.dont_write_bytecode = True
     directory = os.path.realpath(directory)
     sys.path.insert(0, directory)
+    from jaxdl.compilation_cache import enable_compilation_cache
+    enable_compilation_cache()  # as jaxdl's command lines do: a rerun loads the references' programs
     import jaxdl.exercise  # noqa: F401  (x64 on, before any reference runs)
     from jaxdl.exercise.check._result import STUDENT_DIR
     STUDENT_DIR["path"] = directory

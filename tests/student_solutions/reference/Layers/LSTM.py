@@ -8,6 +8,11 @@ class LSTM(RNN):
 
     gates = 4
 
+    def _initial_state(self):
+        if self.memorize and self.state is not None:
+            return self.state
+        return (np.zeros(self.hidden_size), np.zeros(self.hidden_size))
+
     def _step(self, x_t, state):
         h_prev, c_prev = state
         z = np.concatenate([x_t, h_prev, [1.0]])

@@ -43,10 +43,9 @@ class RNN(BaseLayer):
             bias_initializer.initialize((1, self.output_size), self.hidden_size, self.output_size)])
 
     def _initial_state(self):
-        zeros = np.zeros(self.hidden_size)
         if self.memorize and self.state is not None:
             return self.state
-        return (zeros,) if self.gates == 1 else (zeros, zeros)
+        return (np.zeros(self.hidden_size),)
 
     def _step(self, x_t, state):
         z = np.concatenate([x_t, state[0], [1.0]])
