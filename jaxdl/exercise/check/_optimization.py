@@ -34,10 +34,11 @@ def _chain(result, student, reference, steps, variants):
 def _optimizer(name):
     def check(cls, result):
         hyper = _HYPERPARAMETERS[name]
+        call = f"{name}({', '.join(map(str, hyper))})"
         rng = np.random.default_rng(0)
         for regularizer in (None, ex.L2_Regularizer(0.1), ex.L1_Regularizer(0.1)):
             label = "" if regularizer is None else f", add_regularizer({regularizer!r})"
-            with result.case(f"{name}{hyper}{label}, weights (3, 4), 3 calls"):
+            with result.case(f"{call}{label}, weights (3, 4), 3 calls"):
                 student, reference = result.call("constructor", cls, *hyper), getattr(ex, name)(*hyper)
                 variants = [(lambda w, g: 2 * w - reference_step(w, g), "the step goes the wrong way: subtract "
                                                                         "learning_rate * gradient")]
@@ -56,7 +57,7 @@ def _optimizer(name):
                                                                    "moment, rho the second"))
                 steps = [(rng.normal(size=(3, 4)), rng.normal(size=(3, 4))) for _ in range(3)]
                 _chain(result, student, reference, steps, variants)
-        with result.case(f"{name}{hyper} on Python floats"):
+        with result.case(f"{call} on Python floats"):
             student, reference = result.call("constructor", cls, *hyper), getattr(ex, name)(*hyper)
             for w, g in ((1.0, 1.0), (0.5, -2.0)):
                 got = result.call("calculate_update", student.calculate_update, w, g)
