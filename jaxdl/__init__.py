@@ -43,7 +43,7 @@ from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularizati
 from jaxdl.regularizers import L1Regularizer, L2Regularizer
 from jaxdl.precision import MixedPrecision
 from jaxdl.training import (
-    Batch, Callback, FitResult, NeuralNetwork, ProgressBar, TrainingDiverged, TrainState, create_train_state,
+    Batch, Callback, EarlyStopping, FitResult, NeuralNetwork, ProgressBar, TrainingDiverged, TrainState, create_train_state,
     evaluate, fit, make_eval_step, make_predict, make_train_step,
 )
 from jaxdl.training.parallel import data_mesh, process_batches, process_rows
@@ -62,7 +62,7 @@ __all__ = [
     "Adam", "Optimizer", "Sgd", "SgdWithMomentum", "regularization_loss",
     "L1Regularizer", "L2Regularizer",
     "MixedPrecision",
-    "Batch", "Callback", "FitResult", "NeuralNetwork", "ProgressBar", "TrainingDiverged", "TrainState",
+    "Batch", "Callback", "EarlyStopping", "FitResult", "NeuralNetwork", "ProgressBar", "TrainingDiverged", "TrainState",
     "create_train_state", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
     "data_mesh", "process_batches", "process_rows",
     "enable_compilation_cache",

@@ -209,6 +209,19 @@ def binary_threshold(loss_fn) -> float:
     return float(getattr(loss_fn, "binary_threshold", 0.5))
 
 
+def is_classification_loss(loss_fn) -> bool:
+    """Whether ``loss_fn`` is a classifier's loss: one that says its ``binary_threshold``
+    (`cross_entropy`, `softmax_cross_entropy`, and any function given that attribute;
+    `functools.partial` objects are looked through).
+
+    `jaxdl.evaluate` reports the accuracy of a one-column output with float labels only for
+    such a loss: with any other (e.g. a squared error) the labels are regression targets.
+    """
+    while isinstance(loss_fn, functools.partial) and not hasattr(loss_fn, "binary_threshold"):
+        loss_fn = loss_fn.func
+    return hasattr(loss_fn, "binary_threshold")
+
+
 def accuracy(predictions, labels, *, threshold: float = 0.5) -> jax.Array:
     """Fraction of rows whose arg-max equals the true class (one-hot or integer labels).
 

@@ -222,14 +222,16 @@ def host_values(labels) -> np.ndarray:
     return np.asarray(labels)
 
 
-def check_labels_for_outputs(labels, outputs_shape: tuple, where: str) -> None:
+def check_labels_for_outputs(labels, outputs_shape: tuple, where: str, *, float_binary: bool = True) -> None:
     """Host check of concrete class labels against a model's outputs, before a step runs.
 
     ``outputs_shape`` is the model's output shape; only its axes after the batch are compared,
     so ``labels`` may be a process's rows of a global batch. Checked: integer labels without the
     class axis (values in [0, classes), `check_labels`) and the labels of a one-column (binary)
-    output, with or without its column, of any numeric dtype (values 0 or 1,
-    `check_binary_labels`). Anything else (multi-class one-hot labels, pytrees, tracers,
+    output, with or without its column (values 0 or 1, `check_binary_labels`): integer or
+    boolean ones always, float ones only with ``float_binary`` (the caller's loss is a
+    classifier's, `jaxdl.losses.is_classification_loss`; with a squared error they are a
+    regression's targets). Anything else (multi-class one-hot labels, pytrees, tracers,
     layouts the loss will refuse) is left to the loss.
 
     Raises:
@@ -244,7 +246,8 @@ def check_labels_for_outputs(labels, outputs_shape: tuple, where: str) -> None:
         return
     classes = outputs_rows[-1]
     if classes == 1 and rows in (outputs_rows, outputs_rows[:-1]):
-        check_binary_labels(labels, where)
+        if kind in "biu" or float_binary:  # else float labels of one column are a regression's targets
+            check_binary_labels(labels, where)
     elif rows == outputs_rows[:-1] and kind in "iu":
         check_labels(labels, classes, where)
 

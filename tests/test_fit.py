@@ -371,4 +371,8 @@ def test_a_best_metric_without_values_is_an_error_not_a_missing_best_checkpoint(
 
     with pytest.raises(ValueError, match="best_metric 'validation_accuracy' has no value in epoch 1"):
         jaxdl.fit(model, weighted, optimizer, state, [(x, labels)], epochs=1, validation_data=[(x, labels)],
-                  output_dir=tmp_path / "run", log=None, plot=False)
+                  output_dir=tmp_path / "run", log=None, plot=False, best_metric="validation_accuracy")
+    # By default, a loss that is not a classifier's keeps the best epoch by its validation loss.
+    result = jaxdl.fit(model, weighted, optimizer, state, [(x, labels)], epochs=1, validation_data=[(x, labels)],
+                       output_dir=tmp_path / "default", log=None, plot=False)
+    assert result.best["epoch"] == 1 and "validation_loss" in result.best

@@ -1,17 +1,18 @@
-"""`evaluate`: mean loss per example and accuracy over batches, carrying the model's state."""
+"""`evaluate`: mean loss per example, accuracy and the caller's metrics over batches, carrying
+the model's state."""
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.layers.recurrent.memory import memory_for_batch, reset_memory
-from jaxdl.losses import binary_threshold, correct_predictions, per_example_losses
+from jaxdl.losses import binary_threshold, correct_predictions, is_classification_loss, per_example_losses
 from jaxdl.training.data import as_batch
 from jaxdl.training.parallel import global_rows, shard_batch
 from jaxdl.validation import as_labels, check_labels_for_outputs
@@ -38,9 +39,68 @@ def _summed_example_losses(loss_fn, outputs, labels):
     return jnp.sum(per_example_losses(loss_fn, outputs, labels))
 
 
+#: Names a metric of the caller's cannot have (`evaluate`'s own results).
+RESERVED_METRICS = ("loss", "accuracy", "count")
+
+
+def check_metrics(metrics, where: str) -> dict[str, Callable]:
+    """``metrics`` as a dict of name -> function, checked.
+
+    Raises:
+        TypeError: for something that is not a mapping of strings to callables.
+        ValueError: for a name that is empty, not an identifier, or one of `RESERVED_METRICS`.
+    """
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"{where}: metrics must be a dict of name -> function(outputs, labels), got "
+                        f"{type(metrics).__name__}.")
+    for name, function in metrics.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{where}: metric names must be strings, got {name!r}.")
+        if not name.isidentifier() or name in RESERVED_METRICS:
+            raise ValueError(f"{where}: a metric name must be an identifier other than {RESERVED_METRICS} (the "
+                             f"history calls it 'validation_<name>'), got {name!r}.")
+        if not callable(function):
+            raise TypeError(f"{where}: metric {name!r} must be a function(outputs, labels) -> one value per "
+                            f"example, got {type(function).__name__}.")
+    return dict(metrics)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _summed_metric(name: str, function: Callable, outputs, labels):
+    values = jnp.asarray(function(outputs, labels))
+    if values.ndim == 0 or values.shape[0] != outputs.shape[0]:
+        raise ValueError(f"evaluate: metric {name!r} must return one value per example (shape ({outputs.shape[0]}, "
+                         f"...) for a batch of {outputs.shape[0]}), got shape {tuple(values.shape)}.")
+    return jnp.sum(jnp.mean(values.reshape(values.shape[0], -1).astype(jnp.float32), axis=1))
+
+
+def classification_labels(labels, outputs_shape: tuple, loss_fn: Callable | None = None) -> bool:
+    """Whether ``labels`` are a classifier's (so accuracy means something) for outputs of that shape.
+
+    Integer or boolean labels are; float labels are when they are 0/1 labels of a one-column
+    output (with a classifier's loss, `jaxdl.losses.is_classification_loss`, or no loss), or
+    one-hot (or probability) rows of the outputs' shape: values in [0, 1] summing to 1.
+    Anything else is a regression target: no accuracy is reported for it.
+    """
+    if not isinstance(labels, (np.ndarray, jax.Array)):
+        return False
+    if not jnp.issubdtype(labels.dtype, jnp.inexact):
+        return True
+    values = np.asarray(labels, dtype=np.float64)
+    if len(outputs_shape) >= 1 and outputs_shape[-1] == 1:
+        classifier_loss = loss_fn is None or is_classification_loss(loss_fn)
+        return classifier_loss and bool(np.all((values == 0) | (values == 1)))
+    if values.shape != tuple(outputs_shape) or values.size == 0:
+        return False
+    return bool(np.all((values >= 0) & (values <= 1)) and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3))
+
+
 def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Callable | None = None, *,
-             reset: bool = True, threshold: float | None = None) -> dict:
-    """Mean loss per example and accuracy of the model over ``batches``, in evaluation mode.
+             reset: bool = True, threshold: float | None = None,
+             metrics: Mapping[str, Callable] | None = None) -> dict:
+    """Mean loss per example, accuracy and ``metrics`` of the model over ``batches``, in evaluation mode.
 
     The state is carried from batch to batch: evaluation starts from ``state`` with every
     memorized recurrent state zeroed (``reset=True``, `jaxdl.reset_memory`), each batch gets
@@ -54,7 +114,10 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
     sharded like the outputs and the counts and sums are over the global batch, the same in
     every process.
 
-    A one-column output is a binary classifier (`jaxdl.correct_predictions`): a row predicts
+    Accuracy is reported for a classifier's labels only (`classification_labels`: integer,
+    one-hot or 0/1 labels); for a regression target it is None, never a meaningless number.
+
+    A one-column output with such labels is a binary classifier (`jaxdl.correct_predictions`): a row predicts
     class 1 where its column is above ``threshold``, by default the one ``loss_fn`` implies
     (`jaxdl.losses.binary_threshold`: 0.0 for `jaxdl.softmax_cross_entropy`'s logits, 0.5 for
     probabilities). Integer labels, and the 0/1 labels of a one-column output, are checked on
@@ -76,21 +139,29 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
             alone (`jaxdl.losses.per_example_losses`), so "sum" and "mean" report the same.
         reset: zero the memorized states before the first batch.
         threshold: the decision threshold of a one-column output (default: see above).
+        metrics: name -> ``function(outputs, labels)`` returning one value per example (shape
+            (batch,), or (batch, ...) averaged per example); jitted per batch. Each is reported
+            as its mean over all examples under its name.
 
     Returns:
-        ``{"accuracy": float or None, "loss": float or None, "count": int}``; count is the
-        number of examples (batch rows); accuracy counts every predicted position (rows, or
-        rows x time steps for sequence outputs) and is None when labels are not an array.
+        ``{"accuracy": float or None, "loss": float or None, "count": int, <metric>: float...}``;
+        count is the number of examples (batch rows); accuracy counts every predicted position
+        (rows, or rows x time steps for sequence outputs) and is None when the labels are not a
+        classifier's (a regression target, a pytree).
 
     Raises:
         ValueError: when ``batches`` is empty or all its batches have no rows; for labels out
-            of range (naming the bad values) or of a wrong shape.
+            of range (naming the bad values) or of a wrong shape; for a metric that does not
+            return one value per example, or a bad metric name.
+        TypeError: for ``metrics`` that are not a dict of names to functions.
     """
+    metrics = check_metrics(metrics, "evaluate")
     state = reset_memory(state) if reset else state
     threshold = (0.5 if loss_fn is None else binary_threshold(loss_fn)) if threshold is None else float(threshold)
     # Per-batch counts and loss sums stay on the device until the end: fetching each one would
     # wait for its batch before the next is dispatched. Summed on the host (in float64).
     corrects, losses, positions, count, seen = [], [], 0, 0, 0
+    sums, classifier = {name: [] for name in metrics}, True
     for item in batches:
         batch = as_batch(item)
         seen += 1
@@ -102,25 +173,31 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
         state = memory_for_batch(state, global_rows(getattr(eval_step, "mesh", None), rows))
         result = eval_step(params, state, batch.x)
         outputs, state = result if isinstance(result, tuple) else (result, state)
-        labels = _global_labels(eval_step, as_labels(batch.labels), outputs.shape)
+        local_labels = as_labels(batch.labels)
+        classifier = classifier and classification_labels(local_labels, outputs.shape, loss_fn)
+        labels = _global_labels(eval_step, local_labels, outputs.shape, loss_fn)
         count += int(outputs.shape[0])
-        if _is_array(labels):
+        if classifier:
             corrects.append(_correct_count(outputs, labels, threshold))
             positions += _positions(outputs, labels)
         if loss_fn is not None:
             losses.append(_summed_example_losses(loss_fn, outputs, labels))
+        for name, function in metrics.items():
+            sums[name].append(_summed_metric(name, function, outputs, labels))
     if count == 0:
         raise ValueError("evaluate: batches was empty." if not seen else
                          f"evaluate: batches gave {seen} batch(es), all of 0 rows: expected at least one example.")
-    corrects, losses = jax.device_get((corrects, losses))
+    corrects, losses, sums = jax.device_get((corrects, losses, sums))
     correct, total_loss = sum(int(c) for c in corrects), sum(float(v) for v in losses)
-    return {"accuracy": correct / positions if positions else None,
-            "loss": total_loss / count if loss_fn is not None else None, "count": count}
+    return {"accuracy": correct / positions if positions and classifier else None,
+            "loss": total_loss / count if loss_fn is not None else None, "count": count,
+            **{name: sum(float(v) for v in values) / count for name, values in sums.items()}}
 
 
-def _global_labels(eval_step: Callable, labels, outputs_shape: tuple):
-    """Checks integer ``labels`` against the outputs; shards them like the outputs of a mesh eval step."""
-    check_labels_for_outputs(labels, outputs_shape, "evaluate")  # compares the axes after the batch
+def _global_labels(eval_step: Callable, labels, outputs_shape: tuple, loss_fn: Callable | None):
+    """Checks class ``labels`` against the outputs; shards them like the outputs of a mesh eval step."""
+    classifier = loss_fn is None or is_classification_loss(loss_fn)
+    check_labels_for_outputs(labels, outputs_shape, "evaluate", float_binary=classifier)  # axes after the batch
     mesh = getattr(eval_step, "mesh", None)
     return labels if mesh is None else shard_batch(mesh, labels, "evaluate", "labels")
 
@@ -129,7 +206,3 @@ def _rows(x) -> int:
     """The batch size of an input (its first leaf's leading axis; 1 for a scalar)."""
     leaves = jax.tree.leaves(x)
     return int(np.shape(leaves[0])[0]) if leaves and np.ndim(leaves[0]) else 1
-
-
-def _is_array(labels) -> bool:
-    return isinstance(labels, (np.ndarray, jax.Array))

@@ -37,8 +37,14 @@ def read_metrics_csv(path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+#: History columns that are bookkeeping, not metrics (never plotted).
+NOT_METRICS = ("epoch", "step", "epoch_seconds", "elapsed_seconds")
+
+
 def plot_history(path, history: list[dict]) -> None:
-    """Saves a PNG: every ``*_loss`` column (log scale) and every ``*_accuracy`` column per epoch.
+    """Saves a PNG: every ``*_loss`` column (log scale), every ``*_accuracy`` column, and, in a
+    third panel when there are any, every other numeric column (the caller's ``metrics`` of
+    `jaxdl.fit`, e.g. ``validation_mae``) per epoch.
 
     Draws on a `matplotlib.figure.Figure` of its own, rendered by Agg (no display needed):
     pyplot is not imported, so its global state (current figure, backend) is left alone, and
@@ -48,15 +54,22 @@ def plot_history(path, history: list[dict]) -> None:
 
     columns = history_columns(history)
     epochs = [row["epoch"] for row in history]
-    figure = Figure(figsize=(10, 4))
-    loss_axes, accuracy_axes = figure.subplots(1, 2)
-    for axes, suffix, title, scale in ((loss_axes, "_loss", "Loss per example", 1.0),
-                                       (accuracy_axes, "_accuracy", "Accuracy (%)", 100.0)):
-        for column in columns:
+    others = [column for column in columns if column not in NOT_METRICS and not column.endswith(("_loss", "_accuracy"))
+              and any(isinstance(row.get(column), (int, float)) and not isinstance(row.get(column), bool)
+                      for row in history)]
+    panels = [("_loss", "Loss per example", 1.0), ("_accuracy", "Accuracy (%)", 100.0)]
+    if others:
+        panels.append(("", "Metrics", 1.0))
+    figure = Figure(figsize=(5 * len(panels), 4))
+    all_axes = figure.subplots(1, len(panels))
+    loss_axes = all_axes[0]
+    for axes, (suffix, title, scale) in zip(all_axes, panels):
+        for column in (others if suffix == "" else columns):
             if column.endswith(suffix):
-                points = [(e, scale * row[column]) for e, row in zip(epochs, history) if row.get(column) is not None]
+                points = [(e, scale * row[column]) for e, row in zip(epochs, history)
+                          if isinstance(row.get(column), (int, float))]
                 if points:
-                    axes.plot(*zip(*points), marker="o", label=column[: -len(suffix)])
+                    axes.plot(*zip(*points), marker="o", label=column[: len(column) - len(suffix)])
         axes.set(xlabel="epoch", title=title)
         axes.grid(True, alpha=0.3)
         if axes.has_data():

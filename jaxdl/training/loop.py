@@ -65,7 +65,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -80,7 +80,8 @@ from jaxdl.checkpoint.files import remove as remove_path
 from jaxdl.layers.recurrent.memory import reset_memory
 from jaxdl.training.callbacks import Callback, ProgressBar
 from jaxdl.training.data import EpochSource, check_epochs, check_integer_labels
-from jaxdl.training.evaluation import evaluate
+from jaxdl.losses import is_classification_loss
+from jaxdl.training.evaluation import check_metrics, evaluate
 from jaxdl.training.history import plot_history, remove_stale_temporaries, write_metrics_csv
 from jaxdl.training.parallel import global_rows, keep
 from jaxdl.training.state import TrainState
@@ -102,7 +103,8 @@ class FitResult:
     Attributes:
         train_state: the final `TrainState` (the last good one when training diverged).
         history: one dict per finished epoch (all epochs of the run, resumed ones included).
-        status: "completed" or "diverged".
+        status: "completed", "diverged", or "stopped" (a callback such as `EarlyStopping`
+            asked to stop before the last epoch).
         message: a one-line summary (the explanation when diverged).
         best: ``{"epoch": int, <best_metric>: value}`` of the best epoch so far, or None.
         output_dir: where checkpoints and metrics are (None without one).
@@ -130,6 +132,7 @@ class _Run:
     source: EpochSource
     validation: EpochSource | None
     epochs: int
+    metrics: Mapping[str, Callable]
     best_metric: str | None
     best_mode: str
     log_every: int
@@ -154,8 +157,8 @@ class _Run:
 
 def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data, *, epochs: int,
         validation_data=None, penalty=None, output_dir=None, resume: bool = False,
-        best_metric: str | None = "validation_accuracy", best_mode: str = "max",
-        callbacks: Sequence[Callback] = (), progress: bool = False, log_every: int = 50,
+        metrics: Mapping[str, Callable] | None = None, best_metric: str | None = "auto",
+        best_mode: str | None = None, callbacks: Sequence[Callback] = (), progress: bool = False, log_every: int = 50,
         log: Callable[[str], None] | None = print, plot: bool = True, metadata: dict | None = None,
         model_config: dict | None = None, resume_command: str | None = None,
         checkpoint_every_steps: int | None = None, mesh: jax.sharding.Mesh | None = None,
@@ -183,9 +186,19 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
         overwrite: start a new run in an ``output_dir`` that holds an old run (its checkpoints,
             ``metrics.csv`` and ``metrics.png`` are removed first) or files a run does not
             write (they are left as they are). Not with ``resume``.
-        best_metric: the history column that picks ``checkpoints/best``; None for no best
-            (also when there is no validation data and the column is a validation one).
-        best_mode: "max" (accuracy) or "min" (loss).
+        metrics: name -> ``function(outputs, labels)`` giving one value per example, evaluated
+            on ``validation_data`` after every epoch (`jaxdl.evaluate`): the history, the log
+            line, ``metrics.csv`` and ``metrics.png`` get a ``validation_<name>`` column.
+        best_metric: the history column that picks ``checkpoints/best`` ("validation_loss",
+            "validation_<name>" of ``metrics``...); None for no best (also when there is no
+            validation data and the column is a validation one). "auto" (the default):
+            "validation_accuracy" for a classifier's loss (`jaxdl.losses.is_classification_loss`:
+            `jaxdl.cross_entropy`, `jaxdl.softmax_cross_entropy`), else "validation_loss", so
+            a regression is never judged by an accuracy. Checked before training: a column
+            that cannot be in the history is a ValueError (one that a callback adds is checked
+            after the first epoch).
+        best_mode: "max" or "min"; None (the default): "min" for a column whose name has
+            "loss" in it, else "max".
         callbacks: `Callback` objects; ``progress=True`` adds a `ProgressBar`.
         log_every: fetch the step metrics (and check them for NaN) every this many steps.
         log: called with one line per epoch and the stop messages; None for silence.
@@ -220,29 +233,32 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
             checkpoint or metrics file cannot be written (e.g. "no space left on device at ...").
         TypeError: for an ``output_dir`` that is not a path.
         ValueError: for invalid arguments, a one-shot iterator asked for several epochs, or a
-            ``best_metric`` that is not in the history.
+            ``best_metric`` that is not in the history (or an accuracy for labels that are not a
+            classifier's), bad ``metrics``.
         KeyboardInterrupt: re-raised after logging how to resume.
     """
-    _check_arguments(epochs, log_every, best_mode)
+    _check_arguments(epochs, log_every)
+    metrics = check_metrics(metrics, "fit")
+    best_metric, best_mode = _resolve_best(best_metric, best_mode, loss_fn, validation_data is not None, metrics,
+                                           callbacks)
     if checkpoint_every_steps is not None:
         _check_arguments(checkpoint_every_steps=checkpoint_every_steps)
         if output_dir is None:
             raise ValueError("fit: checkpoint_every_steps needs an output_dir to write the checkpoints to.")
-    if validation_data is None and best_metric is not None and best_metric.startswith("validation_"):
-        best_metric = None
     output_dir = _output_path(output_dir, resume, overwrite)
     with _run_lock(output_dir):
         _check_output_dir(output_dir, train_state, resume, overwrite)
         return _fit(model, loss_fn, optimizer, train_state, train_data, epochs=epochs,
                     validation_data=validation_data, penalty=penalty, output_dir=output_dir, resume=resume,
-                    overwrite=overwrite, best_metric=best_metric, best_mode=best_mode, callbacks=callbacks,
+                    overwrite=overwrite, metrics=metrics, best_metric=best_metric, best_mode=best_mode,
+                    callbacks=callbacks,
                     progress=progress, log_every=log_every, log=log, plot=plot, metadata=metadata,
                     model_config=model_config, resume_command=resume_command,
                     checkpoint_every_steps=checkpoint_every_steps, mesh=mesh)
 
 
 def _fit(model, loss_fn, optimizer, train_state, train_data, *, epochs, validation_data, penalty, output_dir,
-         resume, overwrite, best_metric, best_mode, callbacks, progress, log_every, log, plot, metadata,
+         resume, overwrite, metrics, best_metric, best_mode, callbacks, progress, log_every, log, plot, metadata,
          model_config, resume_command, checkpoint_every_steps, mesh) -> FitResult:
     """`fit` after its checks, with the run directory locked."""
     train_step, eval_step = shared_steps(model, loss_fn, optimizer, penalty, mesh)
@@ -250,7 +266,7 @@ def _fit(model, loss_fn, optimizer, train_state, train_data, *, epochs, validati
     run = _Run(
         train_step=train_step, eval_step=eval_step, loss_fn=loss_fn, source=EpochSource(train_data, "train_data"),
         validation=None if validation_data is None else EpochSource(validation_data, "validation_data"),
-        epochs=epochs, best_metric=best_metric, best_mode=best_mode, log_every=log_every,
+        epochs=epochs, metrics=metrics, best_metric=best_metric, best_mode=best_mode, log_every=log_every,
         callbacks=[*callbacks, *([ProgressBar()] if progress and main else [])],
         log=(log if main else None) or (lambda line: None),
         checkpoints=None, output_dir=output_dir, plot=plot, metadata=dict(metadata or {}),
@@ -278,6 +294,11 @@ def _fit(model, loss_fn, optimizer, train_state, train_data, *, epochs, validati
             run.log(_interrupted_message(run, epoch, resume_command))
             raise
         last_good = _kept(run, train_state)
+        stopper = next((callback for callback in run.callbacks if getattr(callback, "stop_training", False)), None)
+        if stopper is not None and epoch + 1 < epochs:
+            reason = getattr(stopper, "stop_reason", None) or f"{type(stopper).__name__} asked to stop"
+            return _finish(run, train_state, "stopped", f"Stopped after epoch {epoch + 1} of {epochs}: {reason}. "
+                                                        f"{_summary(run)}")
     return _finish(run, train_state, "completed", _summary(run))
 
 
@@ -286,12 +307,38 @@ def _kept(run: _Run, train_state: TrainState) -> TrainState:
     return train_state if run.mesh is None else keep(train_state)
 
 
-def _check_arguments(epochs=1, log_every=1, best_mode="max", **others) -> None:
+def _check_arguments(epochs=1, log_every=1, **others) -> None:
     for name, value in (("epochs", epochs), ("log_every", log_every), *others.items()):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"fit: {name} must be a positive int, got {value!r}.")
+
+
+def history_columns_known(has_validation: bool, metrics: Mapping[str, Callable]) -> list[str]:
+    """The metric columns every epoch's row has (before any callback adds its own)."""
+    columns = ["train_loss"]
+    if has_validation:
+        columns += ["validation_loss", "validation_accuracy", *(f"validation_{name}" for name in metrics)]
+    return columns
+
+
+def _resolve_best(best_metric, best_mode, loss_fn, has_validation: bool, metrics: Mapping[str, Callable],
+                  callbacks) -> tuple[str | None, str]:
+    """``best_metric`` and ``best_mode`` with "auto" and None decided (see `fit`), checked."""
+    if best_metric == "auto":
+        best_metric = "validation_accuracy" if is_classification_loss(loss_fn) else "validation_loss"
+    if best_metric is not None and not isinstance(best_metric, str):
+        raise TypeError(f"fit: best_metric must be a history column's name, 'auto' or None, got {best_metric!r}.")
+    if not has_validation and best_metric is not None and best_metric.startswith("validation_"):
+        best_metric = None
+    known = history_columns_known(has_validation, metrics)
+    if best_metric is not None and best_metric not in known and not callbacks:
+        raise ValueError(f"fit: best_metric {best_metric!r} is not a column of the history; expected one of {known} "
+                         f"(or a column a callback adds), or None for no best checkpoint.")
+    if best_mode is None:
+        best_mode = "min" if best_metric is not None and "loss" in best_metric else "max"
     if best_mode not in MODES:
-        raise ValueError(f"fit: best_mode must be one of {MODES}, got {best_mode!r}.")
+        raise ValueError(f"fit: best_mode must be one of {MODES} or None, got {best_mode!r}.")
+    return best_metric, best_mode
 
 
 def _output_path(output_dir, resume: bool, overwrite: bool) -> pathlib.Path | None:
@@ -455,8 +502,9 @@ def _epoch(run: _Run, train_state: TrainState, epoch: int, started: float, elaps
     row = {"epoch": epoch + 1, "step": int(train_state.step), "train_loss": train_loss}
     if run.validation is not None:
         result = evaluate(run.eval_step, train_state.params, train_state.state, run.validation.epoch(epoch),
-                          run.loss_fn)
-        row.update(validation_loss=result["loss"], validation_accuracy=result["accuracy"])
+                          run.loss_fn, metrics=run.metrics)
+        row.update(validation_loss=result["loss"], validation_accuracy=result["accuracy"],
+                   **{f"validation_{name}": result[name] for name in run.metrics})
     now = time.perf_counter()
     row.update(epoch_seconds=now - epoch_start, elapsed_seconds=elapsed_before + now - started)
     for callback in run.callbacks:
@@ -565,8 +613,9 @@ def _update_best(run: _Run, row: dict) -> bool:
     value = row[run.best_metric]
     if value is None:  # e.g. validation_accuracy for labels that are not a class array
         raise ValueError(f"fit: best_metric {run.best_metric!r} has no value in epoch {row['epoch']} (accuracy "
-                         f"needs integer or one-hot labels); pick another, e.g. best_metric='validation_loss', "
-                         f"best_mode='min', or None for no best checkpoint.")
+                         f"needs a classifier's labels: integer, one-hot or 0/1; these look like regression "
+                         f"targets); pick another, e.g. best_metric='validation_loss' (the default for a loss "
+                         f"that is not a classifier's), or None for no best checkpoint.")
     if not math.isfinite(value):
         return False
     previous = None if run.best is None else run.best[run.best_metric]
@@ -614,6 +663,7 @@ def _epoch_line(run: _Run, row: dict, improved: bool) -> str:
         parts.append(f"validation loss {row['validation_loss']:.4f}")
     if row.get("validation_accuracy") is not None:
         parts.append(f"validation accuracy {100 * row['validation_accuracy']:.2f}%")
+    parts += [f"validation {name} {row[f'validation_{name}']:.4g}" for name in run.metrics]
     return (f"epoch {row['epoch']}/{run.epochs}: {', '.join(parts)} "
             f"({row['epoch_seconds']:.0f} s{', best' if improved else ''})")
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl.losses import per_example_losses
+from jaxdl.losses import is_classification_loss, per_example_losses
 from jaxdl.optimizers import regularization_loss
 from jaxdl.training.parallel import parallel_eval_step, parallel_train_step
 from jaxdl.training.state import TrainState
@@ -117,7 +117,8 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
     if not jit:
         return step
     compiled = parallel_train_step(step, mesh) if mesh is not None else jax.jit(step)
-    return CheckedStep(compiled, output_shapes, "make_train_step", enabled=check_labels)
+    return CheckedStep(compiled, output_shapes, "make_train_step", enabled=check_labels,
+                       float_binary=is_classification_loss(loss_fn))
 
 
 class CheckedStep:
@@ -135,12 +136,16 @@ class CheckedStep:
         output_shapes: the dict the traced step records its output shapes in.
         where: the name in error messages.
         enabled: False to pass the labels on unchecked (lists are still converted).
+        float_binary: also check float labels of a one-column output (0 or 1): the step's loss
+            is a classifier's; with another loss they are a regression's targets.
     """
 
-    def __init__(self, function: Callable, output_shapes: dict, where: str, *, enabled: bool = True):
+    def __init__(self, function: Callable, output_shapes: dict, where: str, *, enabled: bool = True,
+                 float_binary: bool = True):
         self.__wrapped__ = function
         self._output_shapes = output_shapes
         self._where = where
+        self._float_binary = bool(float_binary)
         self.check_labels = bool(enabled)
         functools.update_wrapper(self, function, updated=())
 
@@ -148,7 +153,8 @@ class CheckedStep:
         labels = as_labels(labels)
         if self.check_labels and isinstance(labels, (np.ndarray, jax.Array)) \
                 and not isinstance(labels, jax.core.Tracer) and not isinstance(x, jax.core.Tracer):
-            check_labels_for_outputs(labels, self.output_shape(train_state, x, labels), self._where)
+            check_labels_for_outputs(labels, self.output_shape(train_state, x, labels), self._where,
+                                     float_binary=self._float_binary)
         return self.__wrapped__(train_state, x, labels)
 
     def output_shape(self, train_state, x, labels) -> tuple:
