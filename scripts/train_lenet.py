@@ -33,17 +33,20 @@ process sees.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from typing import Sequence
 
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
+import jaxdl
 from jaxdl import checkpoint, distributed
 from jaxdl.compilation_cache import enable_compilation_cache
 from jaxdl.training.loop import RunDirectoryError
 from jaxdl.recipes import cli
 from jaxdl.recipes.lenet import (
-    COMMAND_LINE_COMPUTE_DTYPES, HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, command_line, divergence_advice,
-    stored_hyperparameters, train_lenet, validate_config,
+    COMMAND_LINE_COMPUTE_DTYPES, HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, stored_hyperparameters,
+    train_lenet, validate_config,
 )
 
 
@@ -117,6 +120,41 @@ def config_from_args(args: argparse.Namespace) -> LeNetConfig:
                        checkpoint_every_steps=args.checkpoint_every_steps)
 
 
+def command_line(config: LeNetConfig, *, resume: bool, learning_rate: float | None = None,
+                 extra: Sequence[str] = ()) -> str:
+    """This command again for ``config``, quoted for a POSIX shell: with ``resume``, ``--resume`` and
+    the options a resume takes (directories, ``--checkpoint-every-steps``, ``--no-progress``);
+    without, also every hyperparameter that differs from the default. ``learning_rate``: a peak
+    learning rate instead of the run's; ``extra``: further words (the device options)."""
+    defaults = LeNetConfig()
+    values = {"output_dir": config.output_dir}
+    if not resume:
+        values.update({name: getattr(config, name) for name in HYPERPARAMETERS
+                       if getattr(config, name) != getattr(defaults, name)})
+    if learning_rate is not None:
+        values["learning_rate"] = learning_rate
+    values.update(data_dir=config.data_dir, cache_dir=config.cache_dir,
+                  checkpoint_every_steps=config.checkpoint_every_steps)
+    words = ["--resume"] if resume else []
+    for name, value in values.items():
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", repr(value) if isinstance(value, float) else str(value)]
+    words += ["--download"] * config.download + ["--no-progress"] * (not config.progress)
+    return " ".join(["python scripts/train_lenet.py", *map(shlex.quote, words), *extra])
+
+
+def divergence_advice(result: jaxdl.FitResult, config: LeNetConfig, extra: Sequence[str] = ()) -> str:
+    """A command that continues after a divergence with the user's options (`command_line`):
+    resume with half the peak learning rate, or start again with it when no epoch finished (no
+    checkpoint was written). ``extra``: further words for the command (the device options)."""
+    lower = config.learning_rate / 2
+    if result.history:
+        return ("Continue from the last good checkpoint with a lower peak learning rate: "
+                + command_line(config, resume=True, learning_rate=lower, extra=extra))
+    return ("No epoch finished, so no checkpoint was written; start again with a lower peak learning rate: "
+            + command_line(config, resume=False, learning_rate=lower, extra=extra))
+
+
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status (0 done, 1 diverged, 2 bad options, 130 Ctrl-C)."""
     args = parse_args(argv)
@@ -135,7 +173,7 @@ def main(argv=None) -> int:
     try:
         resume_command = command_line(config, resume=True, extra=device_options(cluster))
         result = train_lenet(config, resume_command=resume_command, mesh=mesh)
-    except (ConfigError, RunDirectoryError, FileNotFoundError, checkpoint.CheckpointError,
+    except (ConfigError, RunDirectoryError, FileNotFoundError, checkpoint.CheckpointError, checkpoint.StorageError,
             NonMatchingChecksumError) as error:
         cli.report_error("train_lenet.py", error)
         return 2

@@ -192,7 +192,7 @@ def test_prepared_data_is_reused(fake_mnist, tmp_path, monkeypatch):
 def test_missing_files_are_an_error_not_a_download(tmp_path, no_network):
     (tmp_path / "partial").mkdir()
     write_idx_labels(tmp_path / "partial" / "t10k-labels-idx1-ubyte.gz", [1])
-    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz.*--download"):
+    with pytest.raises(FileNotFoundError, match=r"train-images-idx3-ubyte.gz.*download=True"):
         mnist.prepare_mnist(tmp_path / "partial", cache_dir=tmp_path / "cache")
 
 

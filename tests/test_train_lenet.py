@@ -222,11 +222,15 @@ def test_evaluate_script_takes_a_run_directory_for_its_best_checkpoint(cli_run, 
     assert lenet.checkpoint_to_evaluate(out / "checkpoints" / "last") == out / "checkpoints" / "last"
 
 
-def test_evaluating_a_run_without_a_best_checkpoint_says_what_to_do(tmp_path):
+def test_evaluating_a_run_without_a_best_checkpoint_says_what_to_do(tmp_path, capsys):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(lenet.ConfigError, match=r"run is a run directory, but .*run/checkpoints/best holds no "
-                                                r"checkpoint .*--resume --output-dir .*run"):
+                                                r"checkpoint .*resume that run") as caught:
         lenet.checkpoint_to_evaluate(tmp_path / "run")
+    assert caught.value.run_dir == tmp_path / "run"  # the fact; the command line phrases the advice
+    assert evaluate_lenet.main([str(tmp_path / "run")]) == 2
+    assert (f"Finish that run with: python scripts/train_lenet.py --resume --output-dir {tmp_path / 'run'}"
+            in capsys.readouterr().err)
     with pytest.raises(lenet.ConfigError, match="no checkpoint at .*: pass a checkpoint directory such as "
                                                 "runs/lenet/checkpoints/best"):
         lenet.checkpoint_to_evaluate(tmp_path / "nothing")
@@ -270,12 +274,12 @@ def test_resume_may_lower_the_learning_rate_and_records_it(tmp_path, data, monke
 def test_divergence_advice_is_a_command_that_works(tmp_path):
     cfg = config(tmp_path, learning_rate=4e-3)
     after_epochs = jaxdl.FitResult(None, [{"epoch": 1}], "diverged", "", None, tmp_path / "run")
-    assert divergence_words(lenet.divergence_advice(after_epochs, cfg)) == [
+    assert divergence_words(train_script.divergence_advice(after_epochs, cfg)) == [
         "--resume", "--output-dir", str(tmp_path / "run"), "--learning-rate", "0.002", "--no-progress"]
     first_epoch = jaxdl.FitResult(None, [], "diverged", "", None, tmp_path / "run")
-    assert "no checkpoint was written" in lenet.divergence_advice(first_epoch, cfg)
-    assert "--resume" not in lenet.divergence_advice(first_epoch, cfg)
-    args = train_script.parse_args(divergence_words(lenet.divergence_advice(after_epochs, cfg)))
+    assert "no checkpoint was written" in train_script.divergence_advice(first_epoch, cfg)
+    assert "--resume" not in train_script.divergence_advice(first_epoch, cfg)
+    args = train_script.parse_args(divergence_words(train_script.divergence_advice(after_epochs, cfg)))
     assert args.resume and args.learning_rate == 0.002
 
 
@@ -286,9 +290,9 @@ def test_advice_repeats_the_users_options(tmp_path):
                  cache_dir=str(tmp_path / "cache"), checkpoint_every_steps=7)
     first_epoch = jaxdl.FitResult(None, [], "diverged", "", None, tmp_path / "out dir")
     again = train_script.config_from_args(train_script.parse_args(
-        divergence_words(lenet.divergence_advice(first_epoch, cfg, extra=["--devices", "2"]))))
+        divergence_words(train_script.divergence_advice(first_epoch, cfg, extra=["--devices", "2"]))))
     assert again == dataclasses.replace(cfg, learning_rate=1e-3, plot=True)
-    resume = divergence_words(lenet.command_line(cfg, resume=True))
+    resume = divergence_words(train_script.command_line(cfg, resume=True))
     args = train_script.parse_args(resume)
     assert args.resume and args.output_dir == str(tmp_path / "out dir") and args.data_dir == str(data_dir)
     assert args.cache_dir == str(tmp_path / "cache") and args.checkpoint_every_steps == 7 and args.no_progress

@@ -1,4 +1,8 @@
-"""The option types the scripts' command lines share (``scripts/*.py``).
+"""The option types and error reports the scripts' command lines share (``scripts/*.py``).
+
+The one library module that speaks in command-line options: the recipes raise errors that
+carry facts (`jaxdl.recipes.lenet.ConfigError`'s ``option`` and ``run_dir``), and
+`report_error` phrases them as advice in the scripts' options.
 
 Each is an `argparse` ``type=`` function: it turns an option's text into its value, or
 raises `argparse.ArgumentTypeError` with a message that says what was expected and what came,
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 
 #: Seeds the command lines take: ``[0, 2**32 - 1]``, the range of a 32-bit unsigned seed
@@ -109,6 +114,19 @@ def path(text: str) -> str:
     return text
 
 
+#: Advice for an error about a config field (a `ConfigError`'s ``option``), in the scripts' options.
+OPTION_ADVICE = {"data_dir": "Point --data-dir at a directory with the four canonical files, or pass --download."}
+
+
 def report_error(script: str, error: BaseException | str) -> None:
-    """Prints ``<script>: error: <error>`` to stderr, as argparse words its own errors."""
+    """Prints ``<script>: error: <error>`` to stderr, as argparse words its own errors, then
+    the advice the error's facts call for (``option``: `OPTION_ADVICE`; ``run_dir``: the
+    command that resumes that run)."""
     print(f"{script}: error: {error}", file=sys.stderr)
+    advice = OPTION_ADVICE.get(getattr(error, "option", None))
+    if advice:
+        print(advice, file=sys.stderr)
+    run_dir = getattr(error, "run_dir", None)
+    if run_dir is not None:
+        print(f"Finish that run with: python scripts/train_lenet.py --resume --output-dir {shlex.quote(str(run_dir))}",
+              file=sys.stderr)

@@ -24,8 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-import shlex
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import optax
@@ -97,7 +96,17 @@ MNIST_TRAIN_IMAGES = 60_000
 
 
 class ConfigError(ValueError):
-    """Invalid or conflicting options."""
+    """Invalid or conflicting options.
+
+    Attributes:
+        option: the config field the error is about, when one is (e.g. "data_dir"), so that a
+            command line can phrase advice in its own options (`jaxdl.recipes.cli.report_error`).
+        run_dir: the run directory the error is about, when one is.
+    """
+
+    def __init__(self, message: str, *, option: str | None = None, run_dir: pathlib.Path | None = None):
+        super().__init__(message)
+        self.option, self.run_dir = option, run_dir
 
 
 @dataclasses.dataclass
@@ -200,14 +209,14 @@ def check_mnist_files(data_dir=None) -> None:
     try:
         mnist.require_mnist_files(directory)
     except FileNotFoundError as error:
-        raise ConfigError(str(error)) from error
+        raise ConfigError(str(error), option="data_dir") from error
     for name, expected in sorted(mnist.registered_sha256s().items()):
         actual = mnist.file_sha256(directory / name)
         if actual != expected:
             raise ConfigError(
                 f"the MNIST file {directory / name} is damaged or not the canonical one: its SHA256 is {actual}, "
                 f"MNIST's is {expected}. Replace it with the original file (data/mnist/SHA256SUMS lists the four "
-                f"SHA256s), point --data-dir at a directory with the canonical files, or pass --download.")
+                f"SHA256s), or read MNIST from a directory that has the canonical files.", option="data_dir")
 
 
 def check_resume_matches(config: LeNetConfig, stored: dict) -> None:
@@ -218,8 +227,9 @@ def check_resume_matches(config: LeNetConfig, stored: dict) -> None:
                if name not in RESUME_OVERRIDABLE and name in stored and stored[name] != getattr(config, name)]
     if changed:
         raise ConfigError(
-            "--resume continues a run with its own hyperparameters; these differ:\n  " + "\n  ".join(changed)
-            + "\nDrop those options (the stored values are used) or start a new run in another --output-dir.")
+            "resuming continues a run with its own hyperparameters; these differ:\n  " + "\n  ".join(changed)
+            + "\nLeave those settings out (the stored values are used) or start a new run in another output "
+              "directory.")
 
 
 def stored_metadata(output_dir) -> dict:
@@ -257,50 +267,6 @@ def learning_rate_changes(config: LeNetConfig, stored: dict, log) -> list[dict]:
     return changes
 
 
-def command_line(config: LeNetConfig, *, resume: bool, learning_rate: float | None = None,
-                 extra: Sequence[str] = ()) -> str:
-    """The ``scripts/train_lenet.py`` command that runs ``config`` again, quoted for a POSIX shell.
-
-    With ``resume``: ``--resume`` and the options a resume takes from the command line (output
-    and data directories, ``--checkpoint-every-steps``, ``--no-progress``; the hyperparameters
-    come from the checkpoint). Without: every hyperparameter that differs from `LeNetConfig`'s
-    default too, so the run starts again as the user started it.
-
-    Args:
-        config: the run's options.
-        resume: continue the run in ``config.output_dir`` rather than start it.
-        learning_rate: a peak learning rate to ask for instead of the run's.
-        extra: further command-line words, as they are (e.g. the device options).
-    """
-    defaults = LeNetConfig()
-    values = {"output_dir": config.output_dir}
-    if not resume:
-        values.update({name: getattr(config, name) for name in HYPERPARAMETERS
-                       if getattr(config, name) != getattr(defaults, name)})
-    if learning_rate is not None:
-        values["learning_rate"] = learning_rate
-    values.update(data_dir=config.data_dir, cache_dir=config.cache_dir,
-                  checkpoint_every_steps=config.checkpoint_every_steps)
-    words = ["--resume"] if resume else []
-    for name, value in values.items():
-        if value is not None:
-            words += [f"--{name.replace('_', '-')}", repr(value) if isinstance(value, float) else str(value)]
-    words += ["--download"] * config.download + ["--no-progress"] * (not config.progress)
-    return " ".join(["python scripts/train_lenet.py", *map(shlex.quote, words), *extra])
-
-
-def divergence_advice(result: jaxdl.FitResult, config: LeNetConfig, extra: Sequence[str] = ()) -> str:
-    """A command that continues after a divergence with the user's options (`command_line`):
-    resume with half the peak learning rate, or start again with it when no epoch finished (no
-    checkpoint was written). ``extra``: further words for the command (the device options)."""
-    lower = config.learning_rate / 2
-    if result.history:
-        return ("Continue from the last good checkpoint with a lower peak learning rate: "
-                + command_line(config, resume=True, learning_rate=lower, extra=extra))
-    return ("No epoch finished, so no checkpoint was written; start again with a lower peak learning rate: "
-            + command_line(config, resume=False, learning_rate=lower, extra=extra))
-
-
 def checkpoint_to_evaluate(path) -> pathlib.Path:
     """The checkpoint directory that ``path`` names for an evaluation: ``path`` itself when it
     holds a checkpoint (or is damaged: loading it then says how), the ``best`` checkpoint of a
@@ -321,8 +287,8 @@ def checkpoint_to_evaluate(path) -> pathlib.Path:
     if (path / "checkpoints").is_dir() or (path / "last").exists():
         run = path if (path / "checkpoints").is_dir() else path.parent
         raise ConfigError(f"{path} is a run directory, but {run / 'checkpoints' / 'best'} holds no checkpoint (no "
-                          f"epoch finished?); finish the run with python scripts/train_lenet.py --resume "
-                          f"--output-dir {shlex.quote(str(run))}, or pass another checkpoint directory.")
+                          f"epoch finished?); resume that run until an epoch finishes, or pass another checkpoint "
+                          f"directory.", run_dir=run)
     return path
 
 

@@ -391,8 +391,7 @@ def _check_output_dir(output_dir: pathlib.Path | None, train_state: TrainState, 
 def _check_new_run_directory(output_dir: pathlib.Path, committed: bool) -> None:
     """A new run goes into a directory without a run and without files a run does not write."""
     if committed:
-        where = resume_checkpoint_dir(output_dir)
-        raise RunDirectoryError(f"fit: {output_dir} already holds a run ({where or 'checkpoints'}); resume it "
+        raise RunDirectoryError(f"fit: {output_dir} already holds a run ({_committed_words(output_dir)}); resume it "
                                 f"(resume=True), start it anew (overwrite=True) or choose another output directory.")
     metrics = [name for name in run_directory.METRICS_FILES if (output_dir / name).exists()]
     others = sorted(run_directory.foreign_entries(output_dir) + metrics)
@@ -443,6 +442,19 @@ def _open(run: _Run, train_state: TrainState, resume: bool, overwrite: bool = Fa
              f"in epoch {mid_epoch['epoch'] + 1} of {run.epochs} after batch {mid_epoch['batches']}")
     run.log(f"Resuming {run.output_dir} {where} (step {int(train_state.step)}).")
     return train_state
+
+
+def _committed_words(output_dir: pathlib.Path) -> str:
+    """Which checkpoint a run in ``output_dir`` would resume from, e.g. "checkpoints/last, epoch 3"."""
+    directory = output_dir / "checkpoints"
+    try:
+        latest = checkpoint.read_manifest(directory / "last")["run"]["epoch"]
+    except (FileNotFoundError, checkpoint.CheckpointError, KeyError, TypeError):
+        latest = None
+    mid_epoch = _mid_epoch_position(output_dir, latest)
+    if mid_epoch is not None:
+        return f"checkpoints/{MID_EPOCH}, epoch {mid_epoch['epoch'] + 1}"
+    return "checkpoints" if latest is None else f"checkpoints/last, epoch {latest}"
 
 
 def resume_checkpoint_dir(output_dir) -> pathlib.Path | None:
