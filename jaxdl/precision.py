@@ -65,8 +65,10 @@ def dtype_name(owner: str, what: str, value, *, allow_none: bool = False) -> str
 
     Accepts ``"bfloat16"``, ``jnp.bfloat16``, ``jnp.dtype("bfloat16")``, ``np.float32``...
 
-    Errors: ValueError naming ``owner`` and ``what``, the accepted dtypes and the value given,
-    for an unknown name, a non-floating dtype (an integer dtype, bool, complex) or anything else.
+    Raises:
+        ValueError: naming ``owner`` and ``what``, the accepted dtypes and the value given, for
+            an unknown name, a non-floating dtype (an integer dtype, bool, complex) or anything
+            else.
     """
     if value is None and allow_none:
         return None

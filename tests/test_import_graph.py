@@ -138,3 +138,10 @@ def test_library_code_prints_no_command_line_options_of_the_scripts():
             offenders += [f"{path.relative_to(ROOT)}:{line}: {option}" for option in options
                           if re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text)]
     assert not offenders, "\n".join(sorted(offenders))
+
+
+def test_docstrings_state_errors_in_raises_sections():
+    # The API reference renders Google-style "Raises:" sections; an "Errors:" paragraph is not.
+    offenders = [f"{path.relative_to(ROOT)}:{number}" for path in PACKAGE.rglob("*.py")
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if line.strip().startswith("Errors:")]
+    assert not offenders, offenders

@@ -22,8 +22,9 @@ from jaxdl.validation import nonempty_training_batch, positive_int
 def as_tuple(layer_name: str, what: str, value, ndim: int) -> tuple[int, ...]:
     """Normalizes an int or sequence of ints to an ``ndim``-tuple of positive ints.
 
-    Errors: ValueError naming the layer for anything else (bools, floats, zero or negative
-    entries, a wrong count).
+    Raises:
+        ValueError: naming the layer, for anything else (bools, floats, zero or negative
+            entries, a wrong count).
     """
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if len(values) == 1:
@@ -216,9 +217,10 @@ class Conv(Layer):
         weights_initializer: initializer for the kernels.
         bias_initializer: initializer for the bias.
 
-    Errors: ValueError at construction for sizes that are not positive ints (bools included);
-    at trace time for a wrong layout or channel count and for an empty batch in training
-    (evaluation returns an empty output).
+    Raises:
+        ValueError: at construction for sizes that are not positive ints (bools included); at
+            trace time for a wrong layout or channel count and for an empty batch in training
+            (evaluation returns an empty output).
 
     Example:
         >>> jaxdl.output_shape(Conv(4, (5, 8), stride=(3, 2)), (2, 3, 10, 14))

@@ -28,9 +28,10 @@ class FullyConnected(Layer):
         weights_initializer: initializer for ``weights``; fans are (input_size, output_size).
         bias_initializer: initializer for ``bias`` (same fans).
 
-    Errors: ValueError at construction for an ``output_size`` that is not a positive int
-    (``True`` included); at trace time for a wrong feature count and an empty batch in training
-    (evaluation returns an empty output).
+    Raises:
+        ValueError: at construction for an ``output_size`` that is not a positive int (``True``
+            included); at trace time for a wrong feature count and an empty batch in training
+            (evaluation returns an empty output).
 
     Example:
         >>> layer = FullyConnected(3)

@@ -35,10 +35,12 @@ class Dropout(Layer):
     Args:
         rate: drop probability in [0, 1]. 0 is the identity, 1 gives zeros (and zero gradients).
 
-    Errors: TypeError for a ``rate`` that is not a real number (a string, a bool) and for a
-    non-floating input (in training and evaluation alike: integer survivors cannot be scaled
-    by 1 / (1 - rate), so an integer input is refused rather than silently left unscaled);
-    ValueError for a rate outside [0, 1].
+    Raises:
+        TypeError: for a ``rate`` that is not a real number (a string, a bool) and for a
+            non-floating input (in training and evaluation alike: integer survivors cannot be
+            scaled by 1 / (1 - rate), so an integer input is refused rather than silently left
+            unscaled).
+        ValueError: for a rate outside [0, 1].
     """
 
     rate: float

@@ -53,12 +53,15 @@ class BatchNormalization(Layer):
         eps: added to the variance; 1e-5 is safe in float32 (the exercise uses < 1e-10 in
             float64).
 
-    Errors: TypeError for a ``decay`` or ``eps`` that is not a real number; ValueError for
-    values out of range, for a wrong layout or channel count, and, in training, for fewer than
-    2 values per channel (an empty batch, or a batch of one vector: the batch variance would be
-    0 and the output beta everywhere; PyTorch's "Expected more than 1 value per channel when
-    training"). Images (batch, channels, y, x) of batch 1 with y * x > 1 train. Evaluation
-    takes any batch, an empty one included (empty output).
+    Images (batch, channels, y, x) of batch 1 with y * x > 1 train. Evaluation takes any batch,
+    an empty one included (empty output).
+
+    Raises:
+        TypeError: for a ``decay`` or ``eps`` that is not a real number.
+        ValueError: for values out of range, for a wrong layout or channel count, and, in
+            training, for fewer than 2 values per channel (an empty batch, or a batch of one
+            vector: the batch variance would be 0 and the output beta everywhere; PyTorch's
+            "Expected more than 1 value per channel when training").
     """
 
     decay: float = 0.9

@@ -32,9 +32,10 @@ class Pooling(Layer):
         pool_shape: an int or (pool_y, pool_x).
         stride: an int or (stride_y, stride_x); defaults to ``pool_shape`` (non-overlapping).
 
-    Errors: ValueError at construction for sizes that are not positive ints (bools included);
-    at trace time for a wrong layout, a pool larger than the input and an empty batch in
-    training (evaluation returns an empty output).
+    Raises:
+        ValueError: at construction for sizes that are not positive ints (bools included); at
+            trace time for a wrong layout, a pool larger than the input and an empty batch in
+            training (evaluation returns an empty output).
     """
 
     pool_shape: int | tuple[int, int]

@@ -77,9 +77,10 @@ class Recurrent(Layer):
     Dtypes: the recurrence computes in the input's dtype, the params and the initial state
     cast to it; a memorized state is returned in its stored dtype (`jaxdl.precision`).
 
-    Errors: ValueError at construction for a ``hidden_size`` or ``unroll`` that is not a
-    positive int (``True`` included); in training, for an empty batch or a sequence of no time
-    steps (their gradient is undefined); evaluation returns an empty output for them.
+    Raises:
+        ValueError: at construction for a ``hidden_size`` or ``unroll`` that is not a positive
+            int (``True`` included); in training, for an empty batch or a sequence of no time
+            steps (their gradient is undefined); evaluation returns an empty output for them.
     """
 
     hidden_size: int
