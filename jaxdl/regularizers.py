@@ -32,12 +32,14 @@ Two ways to use a regularizer:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from jaxdl.core import path_names, tree_float_dtype
+from jaxdl.validation import real_number
 
 #: Leaf names regularized by default.
 REGULARIZED_NAMES = frozenset({"weights", "w_ih", "w_hh"})
@@ -61,8 +63,9 @@ class _Regularizer:
     mask: Callable[[tuple[str, ...]], bool] | None = None
 
     def __post_init__(self):
-        if not self.alpha >= 0:
-            raise ValueError(f"{type(self).__name__}: alpha must be >= 0, got {self.alpha!r}.")
+        alpha = real_number(type(self).__name__, "alpha", self.alpha)  # TypeError for True, "0.1"...
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"{type(self).__name__}: alpha must be a finite number >= 0, got {self.alpha!r}.")
 
     def _penalty(self, w):
         raise NotImplementedError

@@ -55,6 +55,13 @@ EMPTY = r"expected a non-empty batch in training, got input of shape "
 PER_CHANNEL = r"BatchNormalization\(.*\): expected more than 1 value per channel when training.*got input of shape "
 
 CASES = [
+    # regularizer strengths: a wrong type is a TypeError, a wrong value a ValueError (issue 21)
+    ("l2_alpha_bool", lambda: jaxdl.L2Regularizer(True), TypeError, r"L2Regularizer: alpha must be a real number, got True"),
+    ("l1_alpha_string", lambda: jaxdl.L1Regularizer("0.1"), TypeError, r"L1Regularizer: alpha must be a real number, got '0.1'"),
+    ("l2_alpha_nan", lambda: jaxdl.L2Regularizer(float("nan")), ValueError,
+     r"L2Regularizer: alpha must be a finite number >= 0, got nan"),
+    ("l2_alpha_negative", lambda: jaxdl.L2Regularizer(-0.1), ValueError,
+     r"L2Regularizer: alpha must be a finite number >= 0, got -0.1"),
     # 1. integer labels out of range (concrete values: checked on the host)
     ("cross_entropy_label_10", lambda: jaxdl.cross_entropy(PROBABILITIES, LABELS_TOO_LARGE),
      ValueError, "cross_entropy: " + OUT_OF_RANGE + "10"),
