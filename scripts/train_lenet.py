@@ -14,20 +14,18 @@ accuracy only; the test images are evaluated once, on the best-validation checkp
 Outputs under --output-dir (default runs/lenet): ``checkpoints/last`` (every epoch),
 ``checkpoints/best`` (best validation accuracy), ``metrics.csv`` and ``metrics.png``.
 ``--checkpoint-every-steps N`` also saves ``checkpoints/mid_epoch`` every N steps.
-``--resume`` continues the run from ``checkpoints/last`` (or a newer ``checkpoints/mid_epoch``,
-inside its epoch) with its stored hyperparameters, bit-identical to an unbroken run (``--learning-rate`` with ``--resume`` changes the peak
-learning rate from the next epoch on, recorded in the checkpoints). Exit status: 0 done, 1 diverged (NaN loss; the last good
-checkpoint is kept), 2 bad options or data, 3 a multi-process run could not start (unreachable coordinator,
-missing processes), 130 interrupted (Ctrl-C).
+``--resume`` continues from ``checkpoints/last`` (or a newer ``checkpoints/mid_epoch``) with the
+stored hyperparameters, bit-identical to an unbroken run (``--learning-rate`` may change the peak
+learning rate, recorded in the checkpoints). Exit status: 0 done, 1 diverged (the last good
+checkpoint is kept), 2 bad options, data or run directory, 3 a multi-process run could not start,
+4 the run's files could not be written (`EXIT_STORAGE`), 130 interrupted (Ctrl-C).
 
 Several devices and processes (`jaxdl.distributed`, docs/guides/multi-device.md): ``--devices N``
 trains data-parallel on N local devices (on the CPU it makes the host offer N devices);
 ``--num-processes P --process-id I --coordinator HOST:PORT`` makes this process I of a run of P
-processes that meet at process 0's HOST:PORT (each uses --devices local devices, one by default). The same settings come from JAXDL_DEVICES, JAXDL_NUM_PROCESSES, JAXDL_PROCESS_ID and
-JAXDL_COORDINATOR (options win), and the timeouts from JAXDL_INITIALIZATION_TIMEOUT,
-JAXDL_HEARTBEAT_TIMEOUT, JAXDL_SHUTDOWN_TIMEOUT. --batch-size is the global batch (a multiple of
-the device count); only process 0 prints and writes; --output-dir must be on a file system every
-process sees.
+processes that meet at process 0's HOST:PORT (each with --devices local devices); JAXDL_* variables
+give the same settings (`jaxdl.distributed.ENVIRONMENT`). --batch-size is the global batch; only
+process 0 prints and writes; --output-dir must be on a file system every process sees.
 """
 
 from __future__ import annotations
@@ -48,6 +46,9 @@ from jaxdl.recipes.lenet import (
     COMMAND_LINE_COMPUTE_DTYPES, HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, stored_hyperparameters,
     train_lenet, validate_config,
 )
+
+#: The exit status when process 0 could not write the run's files (a full disk, for example).
+EXIT_STORAGE = 4
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -173,7 +174,10 @@ def main(argv=None) -> int:
     try:
         resume_command = command_line(config, resume=True, extra=device_options(cluster))
         result = train_lenet(config, resume_command=resume_command, mesh=mesh)
-    except (ConfigError, RunDirectoryError, FileNotFoundError, checkpoint.CheckpointError, checkpoint.StorageError,
+    except checkpoint.StorageError as error:  # process 0's write failed: the others did not fail with it
+        cli.report_error("train_lenet.py", error)
+        return EXIT_STORAGE
+    except (ConfigError, RunDirectoryError, FileNotFoundError, checkpoint.CheckpointError,
             NonMatchingChecksumError) as error:
         cli.report_error("train_lenet.py", error)
         return 2
@@ -182,7 +186,7 @@ def main(argv=None) -> int:
     if not distributed.is_main_process():
         return 0 if result.fit.status == "completed" else 1  # process 0 reports for the run
     print(result.fit.message)
-    if result.fit.status != "completed":
+    if result.fit.status == "diverged":
         print(divergence_advice(result.fit, config, extra=device_options(cluster)))
         return 1
     print(f"Outputs: {result.fit.output_dir}/metrics.csv, metrics.png, checkpoints/last, checkpoints/best")
@@ -194,5 +198,6 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     enable_compilation_cache()  # later runs load the compiled steps instead of compiling them
-    # In a multi-process run a failure ends this process at once, so the others stop too.
-    sys.exit(distributed.exit_status(main(), agreed=(0, 1)))
+    # Multi-process: a failure of this process alone ends it at once, so the others stop too; 2 (bad
+    # options, data or run directory) every process reaches alike: all pass JAX's shutdown barrier.
+    sys.exit(distributed.exit_status(main(), agreed=(0, 1, 2)))

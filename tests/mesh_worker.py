@@ -2,6 +2,7 @@
 
     python tests/mesh_worker.py inflight N      # issue 20's reproducer through jaxdl: 300 steps in flight
     python tests/mesh_worker.py lenet N --out DIR   # train_lenet.py --devices N --batch-size 256: 24 steps, validation
+    python tests/mesh_worker.py script ARGUMENTS...  # scripts/train_lenet.py ARGUMENTS on synthetic digits
     python tests/mesh_worker.py stall --process-id I --coordinator HOST:PORT
                                                 # process 1 skips a step: process 0's watchdog stops it
 
@@ -64,6 +65,21 @@ def lenet(devices: int, out: str) -> dict:
     return {"status": status, "printed": printed.getvalue(), "seconds": time.monotonic() - started}
 
 
+def script(arguments: list[str]) -> None:
+    """``python scripts/train_lenet.py ARGUMENTS`` as its own ``__main__`` (its real exit path), on
+    the synthetic digits of `lenet`."""
+    import runpy
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from synthetic_digits import tiny_mnist
+
+    from jaxdl.datasets import mnist
+
+    mnist.load_mnist = lambda *args, **kwargs: tiny_mnist(train=512, validation=64, test=64)
+    sys.argv = ["train_lenet.py", *arguments]
+    runpy.run_path(str(ROOT / "scripts" / "train_lenet.py"), run_name="__main__")
+
+
 def stall(process_id: int, coordinator: str) -> dict:
     """Two processes, one device each; process 1 skips the second step, so process 0's all-reduce waits."""
     from jaxdl import distributed
@@ -92,11 +108,13 @@ def stall(process_id: int, coordinator: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["inflight", "lenet", "stall"])
+    parser.add_argument("mode", choices=["inflight", "lenet", "stall", "script"])
     parser.add_argument("devices", type=int, nargs="?", default=1)
     parser.add_argument("--process-id", type=int, default=0)
     parser.add_argument("--coordinator", default=None)
     parser.add_argument("--out", default="runs/mesh_worker")
+    if sys.argv[1:2] == ["script"]:
+        script(sys.argv[2:])  # exits as the script does
     args = parser.parse_args()
     if args.mode == "inflight":
         result = inflight(args.devices)

@@ -340,3 +340,20 @@ def test_a_second_process_with_the_same_id_is_refused_before_joining(tmp_path):
     output = second.stdout + second.stderr
     assert second.returncode != 0 and "Check failure" not in output
     assert f"(pid {first.pid}) already is process 1 of the run at the coordinator 127.0.0.1:{port}" in output
+
+
+def test_an_error_every_process_reaches_ends_them_all_cleanly(tmp_path):
+    # The "restart with --resume" advice followed when no epoch was committed: every process
+    # finds no checkpoint. Process 0 used to exit at once and the others died in a C++ abort.
+    (tmp_path / "run").mkdir()
+    coordinator = f"127.0.0.1:{free_port()}"
+    processes = [subprocess.Popen([sys.executable, WORKER, "script", "--num-processes", "2", "--process-id",
+                                   str(index), "--coordinator", coordinator, "--resume", "--output-dir",
+                                   str(tmp_path / "run"), "--no-progress"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, env=user_environment())
+                 for index in range(2)]
+    outputs = [process.communicate(timeout=180)[0] for process in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 2, output[-3000:]
+        assert "resume=True but" in output and "holds no checkpoint" in output
+        assert "Check failure" not in output and "Terminating process" not in output

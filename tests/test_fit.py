@@ -321,7 +321,8 @@ def test_scripts_and_recipes_define_no_training_step_or_loop_of_their_own():
         text = path.read_text()
         for forbidden in ("value_and_grad", "jax.grad(", "apply_updates", ".update(grads"):
             assert forbidden not in text, (path, forbidden)
-    assert len((root / "scripts" / "train_lenet.py").read_text().splitlines()) < 200
+    # Thin: options, and the advice the command line phrases in its own options (issue 21).
+    assert len((root / "scripts" / "train_lenet.py").read_text().splitlines()) < 215
 
 
 def test_labels_out_of_range_are_refused_where_they_enter():
