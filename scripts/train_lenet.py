@@ -80,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
            help="continue the run in --output-dir from checkpoints/last with its hyperparameters "
                 "(--learning-rate may change the peak learning rate, e.g. after a divergence; --compute-dtype "
                 "the compute dtype)")
+    option("--overwrite", action="store_true", help="start a new run in --output-dir even if it holds a run or "
+                                                     "other files (removes only what a run writes)")
     option("--checkpoint-every-steps", type=cli.positive_int, default=None, metavar="N",
            help="also checkpoint every N steps inside an epoch (checkpoints/mid_epoch: train state and data "
                 "position), so --resume continues mid-epoch, bit-identical to an unbroken run")
@@ -117,7 +119,8 @@ def config_from_args(args: argparse.Namespace) -> LeNetConfig:
     values = stored_hyperparameters(args.output_dir) if args.resume else {}
     values.update({name: getattr(args, name) for name in HYPERPARAMETERS if getattr(args, name) is not None})
     return LeNetConfig(**values, data_dir=args.data_dir, cache_dir=args.cache_dir, download=args.download,
-                       output_dir=args.output_dir, resume=args.resume, progress=not args.no_progress,
+                       output_dir=args.output_dir, resume=args.resume, overwrite=args.overwrite,
+                       progress=not args.no_progress,
                        checkpoint_every_steps=args.checkpoint_every_steps)
 
 

@@ -154,6 +154,21 @@ def test_command_line_outputs_and_final_line(cli_run, capsys):
     assert train_script.config_from_args(train_script.parse_args(["--resume", "--output-dir", str(out)])).batch_size == 16
 
 
+def test_a_directory_with_other_files_is_refused_unless_overwrite_is_asked_for(data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("epoch,train_loss\n1,0.5\n")  # left without checkpoints
+    monkeypatch.setattr(mnist, "load_mnist", lambda *args, **kwargs: data)
+    options = ["--epochs", "1", "--batch-size", "16", "--validation-size", "20", "--output-dir", str(out),
+               "--no-progress"]
+    assert train_script.main(options) == 2
+    assert "metrics.csv" in capsys.readouterr().err and (out / "metrics.csv").read_text().startswith("epoch,train")
+    assert train_script.main([*options, "--overwrite", "--resume"]) == 2
+    assert "choose one of them" in capsys.readouterr().err
+    assert train_script.main([*options, "--overwrite"]) == 0
+    assert "learning_rate" in (out / "metrics.csv").read_text()  # a new run's metrics
+
+
 @pytest.mark.parametrize("overrides,message", [
     ({"batch_size": 0}, "batch_size must be a positive int"),
     ({"schedule": "step"}, "schedule must be one of"),

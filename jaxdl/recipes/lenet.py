@@ -60,6 +60,7 @@ class LeNetConfig:
     download: bool = False
     output_dir: str = "runs/lenet"
     resume: bool = False
+    overwrite: bool = False  # start anew in an output_dir that holds a run or other files (`jaxdl.fit`)
     # Evaluation batches of 200 keep XLA's temporaries (one block per call, 26 MiB for LeNet at
     # 200) below glibc's largest mmap threshold (32 MiB). A larger block is mapped afresh and
     # page-faulted in on every call: batches of 1000 (130 MiB) evaluated 10,000 images in
@@ -139,6 +140,8 @@ def validate_config(config: LeNetConfig, *, check_data: bool = True) -> None:
     Raises:
         ConfigError: naming the option, what it must be and what it is.
     """
+    if config.resume and config.overwrite:
+        raise ConfigError("resume continues the run in output_dir and overwrite starts it anew; choose one of them.")
     positive = {"epochs": config.epochs, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size,
                 "log_every": config.log_every, "validation_size": config.validation_size}
     if config.checkpoint_every_steps is not None:
@@ -372,7 +375,7 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
                 f"{config.compute_dtype}.")
     result = jaxdl.fit(
         model, jaxdl.cross_entropy, optimizer, train_state, train, epochs=config.epochs, validation_data=validation,
-        output_dir=output_dir, resume=config.resume, best_metric="validation_accuracy",
+        output_dir=output_dir, resume=config.resume, overwrite=config.overwrite, best_metric="validation_accuracy",
         callbacks=[LearningRateColumn(schedule)], progress=config.progress, log_every=config.log_every, log=log,
         checkpoint_every_steps=config.checkpoint_every_steps,
         plot=config.plot, metadata={**_metadata(config), "learning_rate_changes": changes}, model_config=model_config, resume_command=resume_command,
