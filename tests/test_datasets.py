@@ -20,7 +20,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 from jaxdl.datasets import mnist
@@ -196,10 +195,13 @@ def test_missing_files_are_an_error_not_a_download(tmp_path, no_network):
         mnist.prepare_mnist(tmp_path / "partial", cache_dir=tmp_path / "cache")
 
 
-def test_non_canonical_files_fail_tfds_checksum_validation(fake_mnist, tmp_path, no_network):
+def test_non_canonical_files_are_named_before_tfds_sees_them(fake_mnist, tmp_path, no_network, capsys):
+    # Named by path and sha256, not tfds's "Artifact https://... downloaded" (issue 20, 9).
     directory, _ = fake_mnist
-    with pytest.raises(NonMatchingChecksumError, match="wrong checksum"):
+    with pytest.raises(mnist.MNISTChecksumError, match=r"the MNIST file .*-ubyte.gz is damaged or not the canonical "
+                                                        r"one: its SHA256 is [0-9a-f]{64}, MNIST's is [0-9a-f]{64}"):
         mnist.prepare_mnist(directory, cache_dir=tmp_path / "cache", log=lambda line: None)
+    assert "https://" not in capsys.readouterr().err
     assert not list((tmp_path / "cache").rglob("dataset_info.json"))
     assert not list((tmp_path / "cache").rglob(mnist.SOURCE_MANIFEST))
 

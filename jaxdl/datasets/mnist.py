@@ -363,6 +363,22 @@ def require_mnist_files(directory) -> None:
         )
 
 
+class MNISTChecksumError(ValueError):
+    """A local MNIST file is damaged or not the canonical one (its sha256 differs)."""
+
+
+def check_canonical(directory: pathlib.Path, sha256s: dict[str, str]) -> None:
+    """Raises `MNISTChecksumError` naming the first of ``sha256s`` (file name -> sha256 of the
+    file in ``directory``) that is not tensorflow-datasets' registered sha256 for it."""
+    for name, expected in sorted(registered_sha256s().items()):
+        actual = sha256s.get(name)
+        if actual is not None and actual != expected:
+            raise MNISTChecksumError(
+                f"the MNIST file {directory / name} is damaged or not the canonical one: its SHA256 is {actual}, "
+                f"MNIST's is {expected}. Replace it with the original file (data/mnist/SHA256SUMS lists the four "
+                f"SHA256s), or read MNIST from a directory that has the canonical files.")
+
+
 def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
                   verify_checksums: bool = True, log: Callable[[str], None] | None = None) -> MNIST:
     """Prepares MNIST as array_record under ``cache_dir`` once per source, and returns the builder.
@@ -396,8 +412,10 @@ def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
             downloaded), whether or not prepared data exists.
         TimeoutError: when another process preparing the same files holds the lock for more
             than `PREPARE_WAIT_SECONDS`.
+        MNISTChecksumError: (a ValueError) when a file in ``data_dir`` is not the canonical
+            one, naming it and both sha256s (nothing is prepared, nothing downloaded).
         tensorflow_datasets.core.download.download_manager.NonMatchingChecksumError: when a
-            file is not the canonical one (nothing is prepared).
+            downloaded file is not the canonical one.
     """
     log = _stderr_line if log is None else log
     cache_dir = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -406,6 +424,8 @@ def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
     else:
         source_dir = pathlib.Path(data_dir or BUNDLED_DATA_DIR).expanduser()
         sha256s = source_sha256s(source_dir)
+        if verify_checksums:
+            check_canonical(source_dir, sha256s)
     key = source_key(sha256s)
     data_root = prepared_dir(cache_dir, key)
     builder, prepared = _builder(source_dir, verify_checksums, data_root)

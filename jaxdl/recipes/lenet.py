@@ -210,16 +210,9 @@ def check_mnist_files(data_dir=None) -> None:
         raise ConfigError(f"data_dir must name a directory, got {str(data_dir)!r}.")
     directory = pathlib.Path(data_dir).expanduser() if data_dir is not None else mnist.BUNDLED_DATA_DIR
     try:
-        mnist.require_mnist_files(directory)
-    except FileNotFoundError as error:
-        raise ConfigError(str(error), option="data_dir") from error
-    for name, expected in sorted(mnist.registered_sha256s().items()):
-        actual = mnist.file_sha256(directory / name)
-        if actual != expected:
-            raise ConfigError(
-                f"the MNIST file {directory / name} is damaged or not the canonical one: its SHA256 is {actual}, "
-                f"MNIST's is {expected}. Replace it with the original file (data/mnist/SHA256SUMS lists the four "
-                f"SHA256s), or read MNIST from a directory that has the canonical files.", option="data_dir")
+        mnist.check_canonical(directory, mnist.source_sha256s(directory))
+    except (FileNotFoundError, mnist.MNISTChecksumError) as error:
+        raise ConfigError(str(error), option="data_dir") from None
 
 
 def check_resume_matches(config: LeNetConfig, stored: dict) -> None:
