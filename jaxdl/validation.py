@@ -58,13 +58,17 @@ def learning_rate(owner: str, value):
 
 
 def positive_int(owner: str, what: str, value) -> int:
-    """``value`` as an int if it is an integer >= 1 (Python or NumPy, not a bool); else ValueError.
+    """``value`` as an int if it is an integer >= 1 (Python or NumPy, not a bool).
 
-    A ValueError (not a TypeError) for every bad size, the layers' long-standing convention.
+    Raises:
+        TypeError: for a value that is not an integer (a bool, a float, a string...).
+        ValueError: for an integer < 1.
     """
-    if isinstance(value, numbers.Integral) and not _is_bool(value) and value >= 1:
-        return int(value)
-    raise ValueError(f"{owner}: {what} must be a positive int, got {value!r}.")
+    if not isinstance(value, numbers.Integral) or _is_bool(value):
+        raise TypeError(f"{owner}: {what} must be a positive int, got {value!r} of type {type(value).__name__}.")
+    if value < 1:
+        raise ValueError(f"{owner}: {what} must be a positive int, got {value!r}.")
+    return int(value)
 
 
 def floating_dtype(owner: str, dtype) -> jnp.dtype:

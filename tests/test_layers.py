@@ -329,9 +329,10 @@ def test_valid_kernel_larger_than_input():
         jaxdl.Pooling(3).apply({}, {}, jnp.ones((1, 1, 2, 9)))
 
 
-@pytest.mark.parametrize("kwargs", [{"stride": 0}, {"stride": (1, 2, 3)}, {"stride": 1.5}, {"padding": "full"}])
-def test_bad_conv_configuration(kwargs):
-    with pytest.raises(ValueError, match="Conv"):
+@pytest.mark.parametrize("kwargs, error", [({"stride": 0}, ValueError), ({"stride": (1, 2, 3)}, ValueError),
+                                           ({"stride": 1.5}, TypeError), ({"padding": "full"}, ValueError)])
+def test_bad_conv_configuration(kwargs, error):
+    with pytest.raises(error, match="Conv"):
         jaxdl.Conv(2, (3, 3), **kwargs)
 
 

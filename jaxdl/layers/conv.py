@@ -23,8 +23,8 @@ def as_tuple(layer_name: str, what: str, value, ndim: int) -> tuple[int, ...]:
     """Normalizes an int or sequence of ints to an ``ndim``-tuple of positive ints.
 
     Raises:
-        ValueError: naming the layer, for anything else (bools, floats, zero or negative
-            entries, a wrong count).
+        TypeError: naming the layer, for entries that are not ints (bools, floats, strings).
+        ValueError: naming the layer, for zero or negative entries or a wrong count.
     """
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if len(values) == 1:
@@ -34,8 +34,8 @@ def as_tuple(layer_name: str, what: str, value, ndim: int) -> tuple[int, ...]:
         raise ValueError(message)
     try:
         return tuple(positive_int(layer_name, what, v) for v in values)
-    except ValueError:
-        raise ValueError(message) from None
+    except (TypeError, ValueError) as error:
+        raise type(error)(message) from None
 
 
 def same_padding(kernel_shape) -> tuple[tuple[int, int], ...]:
@@ -218,9 +218,9 @@ class Conv(Layer):
         bias_initializer: initializer for the bias.
 
     Raises:
-        ValueError: at construction for sizes that are not positive ints (bools included); at
-            trace time for a wrong layout or channel count and for an empty batch in training
-            (evaluation returns an empty output).
+        TypeError: at construction for sizes that are not ints (bools included).
+        ValueError: at construction for sizes < 1; at trace time for a wrong layout or channel
+            count and for an empty batch in training (evaluation returns an empty output).
 
     Example:
         >>> jaxdl.output_shape(Conv(4, (5, 8), stride=(3, 2)), (2, 3, 10, 14))

@@ -29,9 +29,10 @@ class FullyConnected(Layer):
         bias_initializer: initializer for ``bias`` (same fans).
 
     Raises:
-        ValueError: at construction for an ``output_size`` that is not a positive int (``True``
-            included); at trace time for a wrong feature count and an empty batch in training
-            (evaluation returns an empty output).
+        TypeError: at construction for an ``output_size`` that is not an int (``True``
+            included).
+        ValueError: at construction for an ``output_size`` < 1; at trace time for a wrong
+            feature count and an empty batch in training (evaluation returns an empty output).
 
     Example:
         >>> layer = FullyConnected(3)

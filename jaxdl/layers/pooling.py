@@ -33,9 +33,10 @@ class Pooling(Layer):
         stride: an int or (stride_y, stride_x); defaults to ``pool_shape`` (non-overlapping).
 
     Raises:
-        ValueError: at construction for sizes that are not positive ints (bools included); at
-            trace time for a wrong layout, a pool larger than the input and an empty batch in
-            training (evaluation returns an empty output).
+        TypeError: at construction for sizes that are not ints (bools included).
+        ValueError: at construction for sizes < 1; at trace time for a wrong layout, a pool
+            larger than the input and an empty batch in training (evaluation returns an empty
+            output).
     """
 
     pool_shape: int | tuple[int, int]

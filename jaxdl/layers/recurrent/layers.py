@@ -78,9 +78,11 @@ class Recurrent(Layer):
     cast to it; a memorized state is returned in its stored dtype (`jaxdl.precision`).
 
     Raises:
-        ValueError: at construction for a ``hidden_size`` or ``unroll`` that is not a positive
-            int (``True`` included); in training, for an empty batch or a sequence of no time
-            steps (their gradient is undefined); evaluation returns an empty output for them.
+        TypeError: at construction for a ``hidden_size`` or ``unroll`` that is not an int
+            (``True`` included).
+        ValueError: at construction for one < 1; in training, for an empty batch or a sequence
+            of no time steps (their gradient is undefined); evaluation returns an empty output
+            for them.
     """
 
     hidden_size: int
