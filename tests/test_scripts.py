@@ -29,9 +29,9 @@ import importlib.util
 import pathlib
 import re
 import shlex
+import os
 import struct
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -114,8 +114,12 @@ def test_every_documented_command_is_run():
 def test_make_train_is_the_script():
     """``make train ARGS="X"`` runs ``python scripts/train_lenet.py X`` (dry run; the
     environment's installation is not remade)."""
+    # As a user's top-level make: without the MAKELEVEL/MAKEFLAGS of a `make test` around the suite
+    # (a sub-make prints "make[1]: Entering directory ...").
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
     result = subprocess.run(["make", "-n", "-o", ".venv/.installed", "train", "ARGS=--epochs 4 --output-dir runs/quick",
-                             "PY=PYTHON"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                             "PY=PYTHON"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines() == ["PYTHON scripts/train_lenet.py --epochs 4 --output-dir runs/quick"]
 
