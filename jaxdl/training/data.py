@@ -26,11 +26,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
-import numpy as np
-
-from jaxdl.validation import check_labels
-
 
 class Batch(NamedTuple):
     """One training or evaluation batch.
@@ -185,21 +180,6 @@ def _is_one_shot(data) -> bool:
     if not hasattr(data, "__iter__"):
         raise TypeError(f"Training data must be iterable or have epoch(epoch), got {type(data).__name__}.")
     return iter(data) is data
-
-
-def check_integer_labels(labels, outputs_shape: tuple, where: str) -> None:
-    """Host check of integer class labels against the model's output shape.
-
-    Applies when ``labels`` is an integer array of the outputs' shape without the class axis
-    (one-hot labels, pytrees and other layouts are left to the loss): every value must lie in
-    [0, classes), else a ValueError names ``where`` and the bad values
-    (`jaxdl.validation.check_labels`). Inside a jitted step the labels are traced, so the loop
-    checks them here, where they are still concrete.
-    """
-    if not isinstance(labels, (np.ndarray, jax.Array)) or not np.issubdtype(labels.dtype, np.integer):
-        return
-    if tuple(labels.shape) == tuple(outputs_shape[:-1]):
-        check_labels(np.asarray(labels), outputs_shape[-1], where)
 
 
 def check_epochs(source: EpochSource, epochs: int) -> None:

@@ -4,7 +4,7 @@ Every entry point runs it: ``scripts/train_lenet.py`` (through `jaxdl.recipes.le
 ``scripts/train_sequence.py``, `jaxdl.NeuralNetwork.train`. What it does each epoch:
 
 1. Trains over ``train_data.epoch(epoch)`` with the step of `jaxdl.make_train_step`
-   (integer labels are checked on the host against the model's class count first). The
+   (the step checks concrete labels on the host against the model's output first). The
    step's metrics stay on the device and are fetched every ``log_every`` steps (the host does
    not wait for each step); a non-finite loss there, or non-finite params at the epoch's
    end, stops training (`TrainingDiverged`, see below).
@@ -79,7 +79,7 @@ from jaxdl.checkpoint.faults import fault_point
 from jaxdl.checkpoint.files import remove as remove_path
 from jaxdl.layers.recurrent.memory import reset_memory
 from jaxdl.training.callbacks import Callback, ProgressBar
-from jaxdl.training.data import EpochSource, check_epochs, check_integer_labels
+from jaxdl.training.data import EpochSource, check_epochs
 from jaxdl.losses import is_classification_loss
 from jaxdl.training.evaluation import check_metrics, evaluate
 from jaxdl.training.history import plot_history, remove_stale_temporaries, write_metrics_csv
@@ -145,7 +145,6 @@ class _Run:
     model_config: dict | None
     history: list = dataclasses.field(default_factory=list)
     best: dict | None = None
-    output_shapes: dict = dataclasses.field(default_factory=dict)
     checkpoint_every_steps: int | None = None
     position: dict | None = None  # where the first epoch of this call starts (a mid-epoch resume)
     mid_epoch: dict | None = None  # the data position of the newest mid-epoch checkpoint
@@ -546,8 +545,7 @@ def _train_epoch(run: _Run, train_state: TrainState, batches, epoch: int, steps:
     for batch in batches:
         if batch.reset:
             train_state = train_state._replace(state=reset_memory(train_state.state))
-        check_integer_labels(batch.labels, _output_shape(run, train_state, batch.x), "fit")
-        train_state, metrics = run.train_step(train_state, batch.x, batch.labels)
+        train_state, metrics = run.train_step(train_state, batch.x, batch.labels, where="fit")  # labels checked
         pending.append((metrics, global_rows(run.mesh, int(np.shape(batch.x)[0]))))
         if len(pending) == run.log_every:
             loss_sum, examples = _drain(run, pending, epoch, train_state, loss_sum, examples)
@@ -560,15 +558,6 @@ def _train_epoch(run: _Run, train_state: TrainState, batches, epoch: int, steps:
     if examples == 0:
         raise ValueError(f"fit: train_data gave no batch in epoch {epoch + 1}.")
     return train_state, loss_sum / examples
-
-
-def _output_shape(run: _Run, train_state: TrainState, x) -> tuple:
-    """The model's output shape for an input like ``x`` (traced once per input shape)."""
-    key = (tuple(np.shape(x)), str(getattr(x, "dtype", "")))
-    if key not in run.output_shapes:
-        outputs = jax.eval_shape(run.eval_step, train_state.params, train_state.state, x)[0]
-        run.output_shapes[key] = tuple(outputs.shape)
-    return run.output_shapes[key]
 
 
 def _check_same_epoch_length(position: dict | None, steps: int | None, epoch: int) -> None:

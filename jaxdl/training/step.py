@@ -149,11 +149,12 @@ class CheckedStep:
         self.check_labels = bool(enabled)
         functools.update_wrapper(self, function, updated=())
 
-    def __call__(self, train_state, x, labels):
+    def __call__(self, train_state, x, labels, *, where: str | None = None):
+        """Checks ``labels`` (errors name ``where``, default the step's own name), then steps."""
         labels = as_labels(labels)
         if self.check_labels and isinstance(labels, (np.ndarray, jax.Array)) \
                 and not isinstance(labels, jax.core.Tracer) and not isinstance(x, jax.core.Tracer):
-            check_labels_for_outputs(labels, self.output_shape(train_state, x, labels), self._where,
+            check_labels_for_outputs(labels, self.output_shape(train_state, x, labels), where or self._where,
                                      float_binary=self._float_binary)
         return self.__wrapped__(train_state, x, labels)
 
