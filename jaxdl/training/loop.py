@@ -445,12 +445,7 @@ def _open(run: _Run, train_state: TrainState, resume: bool, overwrite: bool = Fa
 
 def _committed_words(output_dir: pathlib.Path) -> str:
     """Which checkpoint a run in ``output_dir`` would resume from, e.g. "checkpoints/last, epoch 3"."""
-    directory = output_dir / "checkpoints"
-    try:
-        latest = checkpoint.read_manifest(directory / "last")["run"]["epoch"]
-    except (FileNotFoundError, checkpoint.CheckpointError, KeyError, TypeError):
-        latest = None
-    mid_epoch = _mid_epoch_position(output_dir, latest)
+    latest, mid_epoch = _committed(output_dir)
     if mid_epoch is not None:
         return f"checkpoints/{MID_EPOCH}, epoch {mid_epoch['epoch'] + 1}"
     return "checkpoints" if latest is None else f"checkpoints/last, epoch {latest}"
@@ -460,14 +455,19 @@ def resume_checkpoint_dir(output_dir) -> pathlib.Path | None:
     """The checkpoint ``fit(..., resume=True)`` continues the run in ``output_dir`` from:
     ``checkpoints/mid_epoch`` when it is newer than ``checkpoints/last``, else
     ``checkpoints/last``; None when the run holds neither."""
-    directory = pathlib.Path(output_dir) / "checkpoints"
+    latest, mid_epoch = _committed(pathlib.Path(output_dir))
+    if mid_epoch is not None:
+        return pathlib.Path(output_dir) / "checkpoints" / MID_EPOCH
+    return None if latest is None else pathlib.Path(output_dir) / "checkpoints" / "last"
+
+
+def _committed(output_dir: pathlib.Path) -> tuple[int | None, dict | None]:
+    """(epochs in ``checkpoints/last`` or None, the newer mid-epoch checkpoint's position or None)."""
     try:
-        latest = checkpoint.read_manifest(directory / "last")["run"]["epoch"]
+        latest = checkpoint.read_manifest(output_dir / "checkpoints" / "last")["run"]["epoch"]
     except (FileNotFoundError, checkpoint.CheckpointError, KeyError, TypeError):
         latest = None
-    if _mid_epoch_position(output_dir, latest) is not None:
-        return directory / MID_EPOCH
-    return None if latest is None else directory / "last"
+    return latest, _mid_epoch_position(output_dir, latest)
 
 
 def _mid_epoch_position(output_dir: pathlib.Path, latest_epoch: int | None) -> dict | None:
