@@ -35,6 +35,8 @@ from typing import Mapping
 import jax
 from jax.sharding import Mesh
 
+from jaxdl.mesh import watchdog
+
 #: Threads XLA:CPU's pools need per CPU device of one process (module docstring).
 CPU_THREADS_PER_DEVICE = 2
 #: The environment variables XLA:CPU reads for its pool size, in its order of precedence.
@@ -105,9 +107,7 @@ def prepare_cpu_devices(devices: int, *, stall_timeout: float | None = None) -> 
             raise ValueError(_too_few_threads("jaxdl.distributed", devices, os.environ))
     else:
         os.environ["PJRT_NPROC"] = str(cpu_threads_needed(devices))
-    from jaxdl.mesh.watchdog import stall_timeout as default_timeout
-
-    timeout = default_timeout() if stall_timeout is None else stall_timeout
+    timeout = watchdog.stall_timeout() if stall_timeout is None else stall_timeout
     flags = os.environ.get("XLA_FLAGS", "")
     added = [flag for flag in _collective_timeout_flags(timeout) if flag.split("=")[0] not in flags]
     if timeout > 0 and added:
