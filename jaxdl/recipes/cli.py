@@ -40,6 +40,13 @@ def _real(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _checked(text: str, value, ok: bool, expected: str):
+    """``value`` when ``ok``, else the `argparse.ArgumentTypeError` "expected <expected>, got <text>"."""
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1.
 
@@ -47,9 +54,7 @@ def positive_int(text: str) -> int:
         argparse.ArgumentTypeError: for other text, naming it.
     """
     value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+    return _checked(text, value, value >= 1, "an integer >= 1")
 
 
 def non_negative_int(text: str) -> int:
@@ -59,9 +64,7 @@ def non_negative_int(text: str) -> int:
         argparse.ArgumentTypeError: for other text, naming it.
     """
     value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return _checked(text, value, value >= 0, "an integer >= 0")
 
 
 def seed(text: str) -> int:
@@ -84,9 +87,7 @@ def positive_float(text: str) -> float:
         argparse.ArgumentTypeError: for other text, naming it.
     """
     value = _real(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    return _checked(text, value, math.isfinite(value) and value > 0, "a finite number > 0")
 
 
 def non_negative_float(text: str) -> float:
@@ -96,9 +97,7 @@ def non_negative_float(text: str) -> float:
         argparse.ArgumentTypeError: for other text, naming it.
     """
     value = _real(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+    return _checked(text, value, math.isfinite(value) and value >= 0, "a finite number >= 0")
 
 
 def path(text: str) -> str:
