@@ -166,8 +166,8 @@ def watched(timeout: float):
     return dog, reports
 
 
-def register(dog, what, output, mesh=None):
-    call = dog.start(what, mesh or fake_mesh(2))
+def register(dog, what, output, mesh=None, compiles=False):
+    call = dog.start(what, mesh or fake_mesh(2), compiles=compiles)
     if output is not None:
         call.outputs = [output]  # what `finish` keeps of a call's jax.Array outputs
     return call
@@ -175,7 +175,7 @@ def register(dog, what, output, mesh=None):
 
 def test_a_call_whose_dispatch_blocks_is_watched_and_its_first_call_may_compile():
     dog, reports = watched(10.0)
-    first = register(dog, "train step", None)  # dispatching: no outputs yet
+    first = register(dog, "train step", None, compiles=True)  # dispatching: no outputs yet
     dog.check(now=0.0)
     dog.check(now=49.0)  # the first call compiles: 5x the timeout
     assert reports == [] and dog.pending() == 1
@@ -357,3 +357,10 @@ def test_an_error_every_process_reaches_ends_them_all_cleanly(tmp_path):
         assert process.returncode == 2, output[-3000:]
         assert "resume=True but" in output and "holds no checkpoint" in output
         assert "Check failure" not in output and "Terminating process" not in output
+
+
+def test_a_call_compiles_once_per_input_shapes():
+    seen = set()
+    assert watchdog.first_for_shapes(seen, (np.ones((8, 3)), np.zeros(8, np.int32))) is True
+    assert watchdog.first_for_shapes(seen, (np.ones((8, 3)), np.zeros(8, np.int32))) is False
+    assert watchdog.first_for_shapes(seen, (np.ones((4, 3)), np.zeros(4, np.int32))) is True  # a partial batch

@@ -14,8 +14,8 @@ Conventions:
 
 * A call is watched from before its dispatch (a collective may block the dispatch itself) until
   its outputs are ready. Its clock starts when it becomes the oldest unfinished call, so calls
-  queued behind a slow one are not charged for it. A step's first call also compiles it and
-  gets `FIRST_CALL_FACTOR` times the timeout.
+  queued behind a slow one are not charged for it. A step's first call for new input shapes
+  also compiles it and gets `FIRST_CALL_FACTOR` times the timeout.
 * ``JAXDL_STALL_TIMEOUT`` (seconds, default `DEFAULT_STALL_TIMEOUT`) sets the timeout; 0 turns
   the watchdog off. One step of a real model must finish well within it.
 """
@@ -69,6 +69,7 @@ class _Call:
     devices: str
     outputs: list | None  # None while the call is being dispatched
     oldest_since: float | None = None
+    compiles: bool = False  # the first call for its inputs' shapes: it compiles the step
 
 
 def _finished(call: _Call) -> bool:
@@ -99,7 +100,7 @@ class StallWatchdog:
         self._counts: collections.Counter = collections.Counter()
         self._thread: threading.Thread | None = None
 
-    def start(self, what: str, mesh) -> _Call:
+    def start(self, what: str, mesh, *, compiles: bool = False) -> _Call:
         """Registers a call of the step ``what`` on ``mesh`` that is about to be dispatched.
 
         The call counts as unfinished until `finish` gives it outputs that are ready: a
@@ -108,7 +109,7 @@ class StallWatchdog:
         with self._lock:
             self._counts[what] += 1
             devices = f"{mesh.devices.size} {mesh.devices.flat[0].platform} devices"
-            call = _Call(what, self._counts[what], devices, None)
+            call = _Call(what, self._counts[what], devices, None, compiles=compiles)
             self._calls.append(call)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, name="jaxdl-stall-watchdog", daemon=True)
@@ -138,7 +139,7 @@ class StallWatchdog:
             oldest = self._calls[0]
             if oldest.oldest_since is None:
                 oldest.oldest_since = now
-            if now - oldest.oldest_since < self.timeout * (FIRST_CALL_FACTOR if oldest.number == 1 else 1):
+            if now - oldest.oldest_since < self.timeout * (FIRST_CALL_FACTOR if oldest.compiles else 1):
                 return
             self._calls.clear()
         self._report(_message(oldest, self.timeout))
@@ -172,7 +173,7 @@ _watchdog_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def watching(what: str, mesh, *, inputs=None) -> Iterator[Callable[[Any], Any]]:
+def watching(what: str, mesh, *, inputs=None, compiles: bool = False) -> Iterator[Callable[[Any], Any]]:
     """Watches one call of the mesh step ``what``: yields ``done(outputs)``, to be called with
     the call's outputs once it returns (it returns them).
 
@@ -180,14 +181,16 @@ def watching(what: str, mesh, *, inputs=None) -> Iterator[Callable[[Any], Any]]:
     the watchdog takes for finished): pass a train step's metrics, not its train state.
     Nothing is watched when ``JAXDL_STALL_TIMEOUT`` is 0, for a mesh of one device, or when
     ``inputs`` (the call's arguments) hold tracers: a call inside `jax.eval_shape` or a
-    transformation computes nothing. An exception in the block ends the watch.
+    transformation computes nothing. ``compiles``: the call is the step's first for its
+    inputs' shapes (it compiles first: `FIRST_CALL_FACTOR`). An exception in the block ends the
+    watch.
     """
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(inputs))
     dog = _process_watchdog() if mesh.devices.size > 1 and not traced else None
     if dog is None or dog.timeout <= 0:
         yield lambda outputs: outputs
         return
-    call = dog.start(what, mesh)
+    call = dog.start(what, mesh, compiles=compiles)
 
     def done(outputs):
         dog.finish(call, outputs)
@@ -198,6 +201,16 @@ def watching(what: str, mesh, *, inputs=None) -> Iterator[Callable[[Any], Any]]:
     except BaseException:
         dog.finish(call, [])  # nothing to wait for
         raise
+
+
+def first_for_shapes(seen: set, tree) -> bool:
+    """Whether ``tree``'s leaf shapes and dtypes are new to ``seen`` (which then holds them):
+    a jitted step's first call for them compiles it."""
+    signature = tuple((tuple(getattr(leaf, "shape", ())), str(getattr(leaf, "dtype", "")))
+                      for leaf in jax.tree.leaves(tree))
+    new = signature not in seen
+    seen.add(signature)
+    return new
 
 
 def _process_watchdog() -> StallWatchdog:

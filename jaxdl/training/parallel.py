@@ -78,11 +78,14 @@ def parallel_train_step(step: Callable, mesh: Mesh) -> Callable:
     jitted = jax.jit(sharded_step, in_shardings=(state_sharding, batch, batch), out_shardings=(state_sharding, state_sharding),
                      donate_argnums=0)
 
+    seen_shapes: set = set()
+
     @functools.wraps(step)
     def train_step(train_state, x, labels):
         x = shard_batch(mesh, x, "make_train_step", "x")
         labels = shard_batch(mesh, labels, "make_train_step", "labels")
-        with watchdog.watching("train step", mesh, inputs=(x, labels)) as done:
+        compiles = watchdog.first_for_shapes(seen_shapes, (x, labels))
+        with watchdog.watching("train step", mesh, inputs=(x, labels), compiles=compiles) as done:
             train_state, metrics = jitted(replicate(mesh, train_state), x, labels)
             return train_state, done(metrics)
 
@@ -103,9 +106,12 @@ def parallel_eval_step(function: Callable, mesh: Mesh, *, returns_state: bool, w
     jitted = jax.jit(function, in_shardings=(state_sharding, state_sharding, batch),
                      out_shardings=(batch, state_sharding) if returns_state else batch)
 
+    seen_shapes: set = set()
+
     @functools.wraps(function)
     def eval_step(params, state, x):
-        with watchdog.watching(where.removeprefix("make_"), mesh, inputs=x) as done:
+        compiles = watchdog.first_for_shapes(seen_shapes, x)
+        with watchdog.watching(where.removeprefix("make_"), mesh, inputs=x, compiles=compiles) as done:
             outputs = jitted(replicate(mesh, params), replicate(mesh, state), shard_batch(mesh, x, where, "x"))
             done(outputs[0] if returns_state else outputs)
             return outputs
