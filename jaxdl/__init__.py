@@ -32,7 +32,7 @@ Architecture (one functional core, every other part uses it):
   Import it explicitly: it turns on float64 (``jax_enable_x64``), so ``import jaxdl`` does not.
 """
 
-from jaxdl.core import Layer, Serial, count_params, output_shape
+from jaxdl.core import Layer, Serial, count_params, memory_mask, output_shape, regularized_mask
 from jaxdl.initializers import Constant, He, UniformRandom, Xavier
 from jaxdl.layers import (
     BatchNormalization, Conv, Dropout, Flatten, FullyConnected, Pooling, ReLU, Sigmoid, SoftMax, TanH,
@@ -53,7 +53,7 @@ from jaxdl import checkpoint, distributed, models  # noqa: E402  (they build on 
 from jaxdl.version import __version__  # noqa: E402
 
 __all__ = [
-    "Layer", "Serial", "count_params", "output_shape",
+    "Layer", "Serial", "count_params", "memory_mask", "output_shape", "regularized_mask",
     "Constant", "He", "UniformRandom", "Xavier",
     "BatchNormalization", "Conv", "Dropout", "Flatten", "FullyConnected", "Pooling", "ReLU",
     "Sigmoid", "SoftMax", "TanH",

@@ -50,6 +50,15 @@ class Layer:
     #: True when `apply` needs a `jax.random` key in training mode.
     needs_key_in_training: bool = False
 
+    #: The keys of this layer's own params dict that L1/L2 regularizers penalize (its
+    #: kernels; never biases or normalization scales and offsets). See `regularized_mask`.
+    #: Set it as a plain class attribute (no annotation, so a dataclass does not make it a field).
+    regularized: tuple[str, ...] = ()
+
+    #: The keys of this layer's own state dict that hold recurrent memory: `jaxdl.reset_memory`
+    #: zeroes exactly these and `memory_for_batch` resizes exactly these. See `memory_mask`.
+    memory: tuple[str, ...] = ()
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "apply" in cls.__dict__:
@@ -85,9 +94,22 @@ class Layer:
         """Same as `apply`."""
         return self.apply(params, state, x, key=key, train=train)
 
+    def sublayers(self) -> dict[str, "Layer"]:
+        """The child layers of a layer built of other layers, by their key in its params/state.
+
+        A composite (`Serial`, `Residual`, `Parallel`, ...) stores each child's params and state
+        under a key of its own dicts; this maps those keys to the children, so that the
+        declaration walkers (`regularized_mask`, `memory_mask`) can recurse. A plain layer has
+        none (the default).
+
+        Returns:
+            ``{key: child layer}``, empty for a layer without children.
+        """
+        return {}
+
     @property
     def name(self) -> str:
-        """The snake_case class name, used as the key of this layer's params in `Serial`."""
+        """The snake_case class name, the stem of this layer's key in `Serial` (``conv_0``)."""
         return _snake_case(type(self).__name__)
 
 
@@ -171,6 +193,64 @@ def _layout(tree) -> str:
         return "{" + ", ".join(f"{name!r}: {_layout(value)}" for name, value in tree.items()) + "}"
     shape = getattr(tree, "shape", None)
     return str(tuple(shape)) if shape is not None else type(tree).__name__
+
+
+def regularized_mask(layer: Layer, params) -> Any:
+    """Which leaves of ``params`` L1/L2 regularizers penalize, from the layers' declarations.
+
+    Walks ``layer`` and its `Layer.sublayers`: a leaf is True when it lies under one of the
+    keys its own layer lists in `Layer.regularized` (the kernels), False otherwise (biases,
+    normalization parameters, any key a layer does not declare). A bare array (not a dict)
+    is regularized.
+
+    Args:
+        layer: the model whose params these are.
+        params: its params (as its ``init`` created them).
+
+    Returns:
+        A pytree of Python bools with the structure of ``params``.
+
+    Example:
+        >>> model = jaxdl.Serial(jaxdl.FullyConnected(2))
+        >>> params, _ = model.init(jax.random.key(0), (1, 3))
+        >>> jaxdl.regularized_mask(model, params)
+        {'fully_connected_0': {'bias': False, 'weights': True}}
+    """
+    return _declared_mask(layer, params, "regularized")
+
+
+def memory_mask(layer: Layer, state) -> Any:
+    """Which leaves of ``state`` are recurrent memory, from the layers' declarations.
+
+    Walks ``layer`` and its `Layer.sublayers`: a leaf is True when it lies under one of the
+    keys its own layer lists in `Layer.memory` (RNN/GRU ``h``, LSTM ``h`` and ``c``), False
+    otherwise (batch-norm statistics, a custom layer's running statistic, ...).
+
+    Args:
+        layer: the model whose state this is.
+        state: its state.
+
+    Returns:
+        A pytree of Python bools with the structure of ``state``.
+    """
+    return _declared_mask(layer, state, "memory")
+
+
+def _declared_mask(layer: Layer, tree, declaration: str):
+    """``tree`` with each leaf replaced by whether its layer declares it in ``declaration``."""
+    if not isinstance(layer, Layer):
+        raise TypeError(f"{declaration}_mask: layer must be a jaxdl Layer, got {type(layer).__name__} {layer!r}.")
+    if not isinstance(tree, dict):
+        return jax.tree.map(lambda _: declaration == "regularized", tree)
+    children = layer.sublayers()
+    declared = set(getattr(layer, declaration))
+    mask = {}
+    for key, value in tree.items():
+        if key in children:
+            mask[key] = _declared_mask(children[key], value, declaration)
+        else:
+            mask[key] = jax.tree.map(lambda _, flag=key in declared: flag, value)
+    return mask
 
 
 def require_key(layer: Layer, key) -> jax.Array:
@@ -273,6 +353,10 @@ class Serial(Layer):
             if layer_state:
                 new_state[name] = layer_state
         return x, new_state
+
+    def sublayers(self) -> dict[str, Layer]:
+        """``{key: layer}`` for every layer (`names`)."""
+        return dict(zip(self.names, self.layers))
 
     def __repr__(self):
         inner = ", ".join(repr(layer) for layer in self.layers)

@@ -227,6 +227,8 @@ class Conv(Layer):
         (2, 4, 4, 7)
     """
 
+    regularized = ("weights",)
+
     num_kernels: int
     kernel_shape: tuple[int, ...]
     stride: int | tuple[int, ...] = 1

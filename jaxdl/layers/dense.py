@@ -41,6 +41,8 @@ class FullyConnected(Layer):
         ((4, 3), (3,))
     """
 
+    regularized = ("weights",)
+
     output_size: int
     weights_initializer: object = Xavier()
     bias_initializer: object = Constant(0.0)

@@ -95,6 +95,7 @@ class Recurrent(Layer):
     bias_initializer: object = Constant(0.0)
 
     cell: ClassVar[type] = None
+    regularized = ("w_ih", "w_hh")
 
     def __post_init__(self):
         name = type(self).__name__
@@ -231,6 +232,7 @@ class RNN(Recurrent):
     """
 
     cell: ClassVar[type] = ElmanCell
+    memory = ("h",)
 
     def from_pytorch(self, weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0) -> dict:
         """Params equal to a PyTorch ``nn.RNN``'s (arrays or tensors as numpy arrays)."""
@@ -261,6 +263,7 @@ class LSTM(Recurrent):
 
     forget_bias: float = 1.0
     cell: ClassVar[type] = LSTMCell
+    memory = ("h", "c")
 
     def init_params(self, key, features, dtype=jnp.float32):
         params = super().init_params(key, features, dtype)
@@ -291,6 +294,7 @@ class GRU(Recurrent):
     """
 
     cell: ClassVar[type] = GRUCell
+    memory = ("h",)
 
     @property
     def param_names(self):
