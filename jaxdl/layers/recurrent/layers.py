@@ -19,6 +19,7 @@ from jaxdl.initializers import Constant, Xavier
 from jaxdl.layers.activations import Sigmoid
 from jaxdl.layers.dense import FullyConnected
 from jaxdl.layers.recurrent.cells import ElmanCell, GRUCell, LSTMCell
+from jaxdl.layers.recurrent.lengths import check_lengths, masked_sequence, split_input
 from jaxdl.layers.recurrent.sequence import fused_sequence, scan_sequence
 from jaxdl.validation import nonempty_training_batch, positive_int
 
@@ -134,6 +135,58 @@ class Recurrent(Layer):
         """The zero state for ``batch`` sequences: ``{"h": zeros (batch, H)}`` (+ ``"c"``)."""
         return {name: jnp.zeros((batch, self.hidden_size), dtype) for name in self.cell.carry_names}
 
+    # ------------------------------------------------------------------ one step at a time
+
+    def initial_carry(self, params, batch: int) -> dict:
+        """The zero carry of `step` for ``batch`` sequences, in the params' dtype.
+
+        Independent of the batch size the params were trained with: a model trained at batch
+        64 samples at batch 1 from ``initial_carry(params, 1)``.
+
+        Args:
+            params: from `init` (only their dtype is read).
+            batch: the number of sequences stepped together.
+
+        Returns:
+            ``{"h": zeros (batch, H)}`` (+ ``"c"`` for the LSTM).
+
+        Raises:
+            TypeError, ValueError: for a ``batch`` that is not an int >= 1.
+        """
+        batch = positive_int(f"{type(self).__name__}.initial_carry", "batch", batch)
+        return self.initial_state(batch, jnp.result_type(params["w_hh"]))
+
+    def step(self, params, carry, x_t):
+        """One time step of the recurrence: ``(y_t, new_carry)``, for sampling step by step.
+
+        Stepping through x_0, ..., x_{T-1} from a carry equals `run` over the whole sequence
+        from the same state (outputs and final state). The step is the cell's alone: a
+        ``reverse`` layer steps the same way (the caller feeds the steps in its order).
+
+        Args:
+            params: from `init`.
+            carry: ``{"h": (batch, H)}`` (+ ``"c"``), from `initial_carry`, a previous step, or
+                a memorized state.
+            x_t: (batch, features), one step of the input.
+
+        Returns:
+            ``(y_t, new_carry)``: y_t (batch, H) and the carry after the step, both in the
+            input's dtype.
+
+        Raises:
+            TypeError: for a non-floating ``x_t``.
+            ValueError: for an ``x_t`` that is not (batch, features), or a carry that does not
+                fit it.
+        """
+        check_floating(self, x_t)
+        check_rank(self, x_t, (2,), "(batch, features)")
+        self._check_params(params, x_t)
+        dtype = jnp.result_type(x_t)
+        params = {name: jnp.asarray(v).astype(dtype) for name, v in params.items()}
+        carry = self._initial_carry(carry, x_t.shape[0], x_t.shape, dtype)
+        carry, outputs = self.cell.forward(params, carry, x_t)
+        return outputs[0], dict(zip(self.cell.carry_names, carry))
+
     def _batch_and_features(self, shape) -> tuple[int, int]:
         if len(shape) not in (2, 3):
             raise ValueError(f"{self!r} expects input of layout {_LAYOUT}, got shape {shape}.")
@@ -142,17 +195,22 @@ class Recurrent(Layer):
     # ------------------------------------------------------------------ apply
 
     def apply(self, params, state, x, *, key=None, train=False):
-        """Runs the recurrence; returns ``(outputs, new_state)`` (see the class docstring)."""
+        """Runs the recurrence; returns ``(outputs, new_state)`` (see the class docstring).
+
+        ``x`` may be a `jaxdl.SequenceBatch` ``(x, lengths)`` of padded sequences
+        (`jaxdl.layers.recurrent.lengths`).
+        """
+        x, lengths = split_input(self, x)
         nonempty_training_batch(self, x, train, axes=jnp.ndim(x) - 1, what="batch and sequence")
         initial = {name: lax.stop_gradient(v) for name, v in state.items()} if state else None
-        y, final = self.run(params, x, initial)
+        y, final = self.run(params, x, initial, lengths=lengths)
         if not self.memorize:
             return y, state
         if state:
             final = {name: final[name].astype(state[name].dtype) for name in final}
         return y, final
 
-    def run(self, params, x, initial_state=None):
+    def run(self, params, x, initial_state=None, *, lengths=None):
         """Runs the recurrence from ``initial_state``; returns ``(outputs, final_state)``.
 
         Unlike `apply`, gradients flow into ``initial_state`` and the final state is always
@@ -162,6 +220,9 @@ class Recurrent(Layer):
             params: from `init`.
             x: (batch, time, features) or (time, features).
             initial_state: None for zeros, or ``{"h": (batch, H)}`` (+ ``"c"`` for the LSTM).
+            lengths: None (every step valid), or (batch,) integers: padded steps give zero
+                outputs and leave the state unchanged (`jaxdl.layers.recurrent.lengths`). With
+                lengths, both implementations run the masked `lax.scan` (plain autodiff).
 
         Returns:
             ``(outputs, final_state)``: outputs as described in the class docstring, and
@@ -175,9 +236,15 @@ class Recurrent(Layer):
         dtype = jnp.result_type(xs)  # computes in the input's dtype, params cast to it (jaxdl.precision)
         params = {name: jnp.asarray(v).astype(dtype) for name, v in params.items()}
         carry0 = self._initial_carry(initial_state, xs.shape[0], x.shape, dtype)
-        run_sequence = _IMPLEMENTATIONS[self.implementation]
-        hs, carry = run_sequence(self.cell, params, jnp.swapaxes(xs.astype(dtype), 0, 1), carry0,
-                                 reverse=self.reverse, unroll=self.unroll)
+        xs_time_major = jnp.swapaxes(xs.astype(dtype), 0, 1)
+        if lengths is not None:
+            check_lengths(self, lengths, x.shape)
+            hs, carry = masked_sequence(self.cell, params, xs_time_major, lengths, carry0,
+                                        reverse=self.reverse, unroll=self.unroll)
+        else:
+            run_sequence = _IMPLEMENTATIONS[self.implementation]
+            hs, carry = run_sequence(self.cell, params, xs_time_major, carry0,
+                                     reverse=self.reverse, unroll=self.unroll)
         final = dict(zip(self.cell.carry_names, carry))
         if not self.return_sequences:
             return final["h"], final  # (batch, H); (1, H) for a rank-2 input
