@@ -71,6 +71,21 @@ def positive_int(owner: str, what: str, value) -> int:
     return int(value)
 
 
+def nonnegative_int(owner: str, what: str, value) -> int:
+    """``value`` as an int if it is an integer >= 0 (Python or NumPy, not a bool): a count
+    that may be zero, a seed, an index.
+
+    Raises:
+        TypeError: for a value that is not an integer (a bool, a float, a string...).
+        ValueError: for an integer < 0.
+    """
+    if not isinstance(value, numbers.Integral) or _is_bool(value):
+        raise TypeError(f"{owner}: {what} must be an int >= 0, got {value!r} of type {type(value).__name__}.")
+    if value < 0:
+        raise ValueError(f"{owner}: {what} must be an int >= 0, got {value!r}.")
+    return int(value)
+
+
 def floating_dtype(owner: str, dtype) -> jnp.dtype:
     """``dtype`` as a `jnp.dtype` if it is a floating-point dtype; else TypeError."""
     try:
