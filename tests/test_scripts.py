@@ -144,8 +144,8 @@ def test_every_script_shows_its_help(script, tmp_path):
     assert not unknown, f"the docs pass {sorted(unknown)} to {script}, whose --help offers {sorted(offered)}"
 
 
-def test_three_scripts():
-    assert SCRIPT_NAMES == ["evaluate_lenet.py", "train_lenet.py", "train_sequence.py"]
+def test_the_scripts():
+    assert SCRIPT_NAMES == ["evaluate_lenet.py", "train_char_lm.py", "train_lenet.py", "train_sequence.py"]
 
 
 # ------------------------------------------------------------------ the documented commands on small data
