@@ -15,12 +15,19 @@ figures are taken back to back):
 
 Configurations: ``old`` (prefetch thread, 2 batches ahead) and ``old, no thread``; grain over
 in-memory arrays (`ArraySource`) with 0, 1 and 2 threads (4 batches ahead); grain over the
-tensorflow-datasets data source (`TfdsSource`: array_record records and PNG decoding per
-batch, 2 threads), and, with ``--multiprocessing``, grain's worker processes (``mp_prefetch``,
-1 worker: its start-up is reported apart). Prints a Markdown table and the CPU model.
+tensorflow-datasets data source (`TfdsSource`: array_record records of uint8 tensors, parsed by
+tfds per batch, 2 threads), and, with ``--multiprocessing``, grain's worker processes
+(``mp_prefetch``, 1 worker: its start-up is reported apart). Prints a Markdown table and the
+CPU model.
+
+``--prepare`` measures MNIST's preparation instead, for this jaxdl and for the
+``jaxdl/datasets/mnist.py`` of ``--old-mnist-rev`` (PNG records and a decoded ``.npz`` cache),
+alternating, each into a fresh temporary cache: preparing, the first `load_mnist` after it and
+a warm `load_mnist` (seconds, medians over ``--rounds``).
 
 Usage:
     python benchmarks/bench_pipeline.py [--rounds 3] [--steps 300] [--multiprocessing]
+    python benchmarks/bench_pipeline.py --prepare [--rounds 3]
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import argparse
 import importlib.util
 import pathlib
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,15 +48,17 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: The last commit whose jaxdl/datasets/pipeline.py is the hand-written thread pipeline.
 OLD_REV = "8c88042"
+#: The last commit whose jaxdl/datasets/mnist.py stored PNG records and a decoded .npz cache.
+OLD_MNIST_REV = "e34d0d8"
 
 
-def load_old_pipeline(rev: str):
-    """The module jaxdl/datasets/pipeline.py of commit ``rev``."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:jaxdl/datasets/pipeline.py"],
+def load_old_pipeline(rev: str, file: str = "pipeline"):
+    """The module jaxdl/datasets/<file>.py of commit ``rev``."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:jaxdl/datasets/{file}.py"],
                             capture_output=True, text=True, check=True).stdout
-    path = pathlib.Path(tempfile.mkdtemp()) / "old_pipeline.py"
+    path = pathlib.Path(tempfile.mkdtemp()) / f"old_{file}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("old_pipeline", path)
+    spec = importlib.util.spec_from_file_location(f"old_{file}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -66,16 +76,13 @@ def cpu_model() -> str:
 def sources(old, batch: int, multiprocessing: bool):
     """{name: epoch -> iterator of (x, y)} for every configuration."""
     import grain
-    import tensorflow_datasets as tfds
 
     from jaxdl.datasets import mnist, pipeline
 
     data = mnist.load_mnist()
     images, labels = data.train.images, data.train.labels
     options = dict(seed=0, shuffle=True, max_shift=2, drop_remainder=True)
-    builder = mnist.prepare_mnist()
-    records = builder.as_data_source(split="train", decoders={"image": tfds.decode.SkipDecoding()})
-    tfds_train = pipeline.TfdsSource(records, stop=len(labels))
+    tfds_train = pipeline.TfdsSource(mnist.data_source(mnist.prepare_mnist(), "train"), stop=len(labels))
     made = {
         "old (1 thread, 2 ahead)": old.EpochBatches(images, labels, batch, prefetch_size=2, **options).epoch,
         "old, no thread": old.EpochBatches(images, labels, batch, prefetch_size=0, **options).epoch,
@@ -147,6 +154,43 @@ def training(epoch_fn, epoch: int, step, state, steps: int) -> float:
     return count / seconds
 
 
+def preparation_times(module) -> tuple[float, float, float]:
+    """(preparing, the first load after it, a warm load) of ``module``'s MNIST, in seconds, into
+    a fresh temporary cache (removed afterwards)."""
+    cache = pathlib.Path(tempfile.mkdtemp(prefix="bench_mnist_"))
+    try:
+        start = time.perf_counter()
+        module.prepare_mnist(cache_dir=cache, log=lambda line: None)
+        prepared = time.perf_counter()
+        module.load_mnist(cache_dir=cache)
+        loaded = time.perf_counter()
+        module.load_mnist(cache_dir=cache)
+        return prepared - start, loaded - prepared, time.perf_counter() - loaded
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def compare_preparation(old_rev: str, rounds: int) -> None:
+    """Prints a Markdown table of `preparation_times`, this jaxdl against ``old_rev``'s, alternating."""
+    from jaxdl.datasets import mnist
+
+    modules = {f"{old_rev} (PNG records, .npz cache)": load_old_pipeline(old_rev, "mnist"),
+               "this jaxdl (uint8 tensors, tfds.data_source)": mnist}
+    times = {name: [] for name in modules}
+    for round_index in range(rounds):
+        for name, module in modules.items():
+            times[name].append(preparation_times(module))
+        print(f"round {round_index + 1}/{rounds} done", file=sys.stderr, flush=True)
+    print(f"CPU: {cpu_model()}; Python {platform.python_version()}; medians of {rounds} rounds, seconds.")
+    print()
+    print("| MNIST | prepare | first load | prepare + first load | warm load |")
+    print("|---|---:|---:|---:|---:|")
+    for name, rows in times.items():
+        prepare, first, warm = (statistics.median(column) for column in zip(*rows))
+        total = statistics.median(p + f for p, f, _ in rows)
+        print(f"| {name} | {prepare:.2f} | {first:.2f} | {total:.2f} | {warm:.2f} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -154,7 +198,12 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--old-rev", default=OLD_REV)
     parser.add_argument("--multiprocessing", action="store_true", help="also grain's worker processes")
+    parser.add_argument("--prepare", action="store_true", help="time preparing and loading MNIST instead")
+    parser.add_argument("--old-mnist-rev", default=OLD_MNIST_REV)
     args = parser.parse_args(argv)
+    if args.prepare:
+        compare_preparation(args.old_mnist_rev, args.rounds)
+        return
     if args.multiprocessing:
         from absl import flags
 

@@ -9,13 +9,10 @@ checkpoints, interrupted (Ctrl-C) after a mid-epoch checkpoint and resumed: the 
 an unbroken run bit for bit.
 """
 
-import io
-
 import grain
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 import jaxdl
 from jaxdl import checkpoint
@@ -63,8 +60,10 @@ def test_scale_images_layout_and_range():
     x = pipeline.scale_images(images)
     assert x.dtype == np.float32 and x.shape == (1, 1, 2, 2)
     np.testing.assert_allclose(x[0, 0], [[0.0, 1.0], [0.2, 0.4]], rtol=1e-6)
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(TypeError, match=r"scale_images: images must be uint8 \(n, rows, cols\), got float32"):
         pipeline.scale_images(images.astype(np.float32))
+    with pytest.raises(ValueError, match=r"scale_images: images must be uint8 \(n, rows, cols\), got uint8 \(2, 2\)"):
+        pipeline.scale_images(images[0])
 
 
 def test_epoch_order_is_reproducible_per_seed_and_epoch():
@@ -209,14 +208,10 @@ def test_iterator_state_continues_where_it_stopped():
 
 
 class FakeTfdsSource:
-    """What ``builder.as_data_source(split, decoders={"image": SkipDecoding()})`` returns: PNG bytes."""
+    """What ``tfds.data_source("jaxdl_mnist", ...)`` returns: records of uint8 (rows, cols, 1) tensors."""
 
     def __init__(self, images, labels):
-        self.records = []
-        for image, label in zip(images, labels):
-            buffer = io.BytesIO()
-            Image.fromarray(image, mode="L").save(buffer, format="png")
-            self.records.append({"image": buffer.getvalue(), "label": int(label)})
+        self.records = [{"image": image[..., None], "label": int(label)} for image, label in zip(images, labels)]
 
     def __len__(self):
         return len(self.records)
@@ -235,12 +230,29 @@ def test_tfds_source_reads_the_same_batches_as_the_arrays():
     assert label == LABELS[10]
     assert_same_batches(epoch_arrays(pipeline.EpochBatches.from_source(tfds_source, 8, **options), 1),
                         epoch_arrays(pipeline.EpochBatches(IMAGES[10:], LABELS[10:], 8, **options), 1))
-    decoded = [{"image": image[..., None], "label": label} for image, label in zip(IMAGES, LABELS)]  # (r, c, 1)
-    decoded_source = pipeline.TfdsSource(type("Decoded", (), {"__len__": lambda self: 50,
-                                                               "__getitems__": lambda self, i: [decoded[j] for j in i]})())
-    np.testing.assert_array_equal(decoded_source.read(np.array([3, 1]))[0], IMAGES[[3, 1]])
-    with pytest.raises(ValueError, match="start < stop"):
-        pipeline.TfdsSource(data, start=40, stop=20)
+    plain = FakeTfdsSource(IMAGES, LABELS)
+    plain.records = [{"image": image, "label": label} for image, label in zip(IMAGES, LABELS)]  # (rows, cols)
+    np.testing.assert_array_equal(pipeline.TfdsSource(plain).read(np.array([3, 1]))[0], IMAGES[[3, 1]])
+
+
+def test_tfds_source_refuses_bad_ranges_and_undecoded_images():
+    data = FakeTfdsSource(IMAGES, LABELS)
+    for start, stop in ((40, 20), (0, 51), (5, 5)):
+        with pytest.raises(ValueError, match=rf"TfdsSource: start and stop must satisfy 0 <= start < stop <= 50 \(the "
+                                             rf"data source's length\), got start={start}, stop={stop}\."):
+            pipeline.TfdsSource(data, start=start, stop=stop)
+    with pytest.raises(ValueError, match=r"TfdsSource: start must be an int >= 0, got -1\."):
+        pipeline.TfdsSource(data, start=-1)
+    with pytest.raises(TypeError, match=r"TfdsSource: stop must be an int >= 0, got 2.0 of type float\."):
+        pipeline.TfdsSource(data, stop=2.0)
+    encoded = FakeTfdsSource(IMAGES, LABELS)
+    encoded.records = [{"image": b"\x89PNG...", "label": 0}] * 2
+    with pytest.raises(TypeError, match=r"TfdsSource: images must be uint8 arrays \(stored decoded, e.g. as a "
+                                        r"tfds.features.Tensor\), got bytes\."):
+        pipeline.TfdsSource(encoded).read(np.array([0, 1]))
+    floats = FakeTfdsSource(IMAGES.astype(np.float32), LABELS)
+    with pytest.raises(TypeError, match=r"TfdsSource: images must be uint8 \(n, rows, cols\), got float32"):
+        pipeline.TfdsSource(floats).read(np.array([0]))
 
 
 @pytest.mark.parametrize("call, message", [
@@ -248,8 +260,8 @@ def test_tfds_source_reads_the_same_batches_as_the_arrays():
     (lambda: pipeline.EpochBatches(IMAGES[:, None], LABELS, 8), "uint8 \\(n, rows, cols\\)"),
     (lambda: pipeline.EpochBatches(IMAGES, LABELS[:-1], 8), "50 images but 49 labels"),
     (lambda: pipeline.EpochBatches(IMAGES, LABELS.astype(float), 8), "integer class indices"),
-    (lambda: pipeline.EpochBatches(IMAGES, LABELS, 0), "batch_size must be an int >= 1"),
-    (lambda: pipeline.EpochBatches(IMAGES, LABELS, True), "batch_size must be an int >= 1"),
+    (lambda: pipeline.EpochBatches(IMAGES, LABELS, 0), "batch_size must be a positive int"),
+    (lambda: pipeline.EpochBatches(IMAGES, LABELS, True), "batch_size must be a positive int"),
     (lambda: pipeline.EpochBatches(IMAGES, LABELS, 64, drop_remainder=True), "every batch would be dropped"),
     (lambda: pipeline.EpochBatches(IMAGES, LABELS, 8, max_shift=-1), "max_shift must be an int >= 0"),
     (lambda: pipeline.EpochBatches(IMAGES, LABELS, 8, shard=grain.sharding.ShardOptions(0, 3)),
@@ -263,6 +275,46 @@ def test_tfds_source_reads_the_same_batches_as_the_arrays():
 ])
 def test_bad_input_is_a_clear_error(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+@pytest.mark.parametrize("argument, minimum", [
+    ("batch_size", 1), ("seed", 0), ("max_shift", 0), ("num_threads", 0), ("prefetch_size", 0), ("epoch", 0)])
+def test_counts_are_checked_with_one_convention(argument, minimum):
+    """jaxdl.validation's rule: not an int (a bool, a float, a string) is a TypeError, an int
+    below the minimum a ValueError; the message names the function, the argument and the value."""
+    owner = "EpochBatches.epoch" if argument == "epoch" else "EpochBatches"
+    expected = "a positive int" if minimum == 1 else "an int >= 0"
+
+    def call(value):
+        if argument == "epoch":
+            return pipeline.EpochBatches(IMAGES, LABELS, 8).epoch(value)
+        return pipeline.EpochBatches(IMAGES, LABELS, **{"batch_size": 8, argument: value})
+
+    for value in (True, 2.0, "2", None):
+        with pytest.raises(TypeError, match=rf"^{owner}: {argument} must be {expected}, got {value!r} of type "
+                                            rf"{type(value).__name__}\.$"):
+            call(value)
+    with pytest.raises(ValueError, match=rf"^{owner}: {argument} must be {expected}, got {minimum - 1}\.$"):
+        call(minimum - 1)
+    call(np.int64(minimum + 1))  # NumPy integers are ints
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: pipeline.EpochBatches(IMAGES.astype(np.float32), LABELS, 8), TypeError,
+     r"EpochBatches: images must be uint8 \(n, rows, cols\), got float32 \(50, 8, 8\)\."),
+    (lambda: pipeline.EpochBatches(IMAGES[:, None], LABELS, 8), ValueError,
+     r"EpochBatches: images must be uint8 \(n, rows, cols\), got uint8 \(50, 1, 8, 8\)\."),
+    (lambda: pipeline.EpochBatches(IMAGES, LABELS.astype(float), 8), TypeError,
+     r"EpochBatches: labels must be integer class indices of shape \(n,\), got float64 \(50,\)\."),
+    (lambda: pipeline.EpochBatches(IMAGES, LABELS[:, None], 8), ValueError,
+     r"EpochBatches: labels must be integer class indices of shape \(n,\), got int64 \(50, 1\)\."),
+    (lambda: pipeline.EpochBatches(IMAGES, LABELS, 8, shard=(0, 2)), TypeError,
+     r"EpochBatches: shard must be a grain.sharding.ShardOptions \(e.g. process_shard\(\)\) or None, got \(0, 2\)"),
+    (lambda: pipeline.ArraySource(IMAGES.astype(np.int32), LABELS), TypeError, r"ArraySource: images must be uint8"),
+])
+def test_wrong_types_are_type_errors_and_wrong_values_value_errors(call, error, message):
+    with pytest.raises(error, match=message):
         call()
 
 

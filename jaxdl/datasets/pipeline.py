@@ -16,8 +16,8 @@ Conventions:
 * Data: a source is a random-access collection of (uint8 image (rows, cols), integer label)
   examples with ``read(indices) -> (images (k, rows, cols) uint8, labels (k,))``:
   `ArraySource` over in-memory arrays (what ``EpochBatches(images, labels, ...)`` builds), or
-  `TfdsSource` over a tensorflow-datasets ``data_source`` (``tfds.data_source`` /
-  ``builder.as_data_source``, array_record), which reads and decodes only the examples asked
+  `TfdsSource` over a tensorflow-datasets ``data_source`` (``tfds.data_source``, array_record
+  random access, e.g. `jaxdl.datasets.mnist.data_source`), which reads only the examples asked
   for. Both are grain random-access data sources (``__len__``, ``__getitem__``), so
   ``grain.MapDataset.source(source)`` works too.
 * Batches: ``(x, labels)``: x float32 (batch, 1, rows, cols) = pixel / 255 (the exercise's
@@ -69,21 +69,25 @@ Example:
 
 from __future__ import annotations
 
-import io
 from typing import Any, NamedTuple
 
 import grain
 import numpy as np
-from PIL import Image
+
+from jaxdl.validation import nonnegative_int, positive_int
 
 # ----------------------------------------------------------------------------------------
 # Pure functions: scaling, order, seeds, shifting.
 
 
 def scale_images(images: np.ndarray) -> np.ndarray:
-    """uint8 (n, rows, cols) -> float32 (n, 1, rows, cols) in [0, 1] (pixel / 255)."""
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError(f"scale_images: expected uint8 (n, rows, cols), got {images.dtype} {images.shape}.")
+    """uint8 (n, rows, cols) -> float32 (n, 1, rows, cols) in [0, 1] (pixel / 255).
+
+    Raises:
+        TypeError: for images that are not uint8.
+        ValueError: for images that are not of shape (n, rows, cols).
+    """
+    check_images("scale_images", images)
     return (images[:, None, :, :].astype(np.float32)) * np.float32(1.0 / 255.0)
 
 
@@ -137,11 +141,21 @@ def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool) -> 
 # Sources: in-memory arrays and tensorflow-datasets data sources.
 
 
+def check_images(where: str, images: np.ndarray) -> None:
+    """Raises TypeError unless ``images`` are uint8, ValueError unless of shape (n, rows, cols)."""
+    if images.dtype != np.uint8:
+        raise TypeError(f"{where}: images must be uint8 (n, rows, cols), got {images.dtype} {images.shape}.")
+    if images.ndim != 3:
+        raise ValueError(f"{where}: images must be uint8 (n, rows, cols), got {images.dtype} {images.shape}.")
+
+
 def _check_images_labels(where: str, images, labels) -> None:
     images, labels = np.asarray(images), np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError(f"{where}: images must be uint8 (n, rows, cols), got {images.dtype} {images.shape}.")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    check_images(where, images)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"{where}: labels must be integer class indices of shape (n,), got {labels.dtype} "
+                        f"{labels.shape}.")
+    if labels.ndim != 1:
         raise ValueError(f"{where}: labels must be integer class indices of shape (n,), got {labels.dtype} "
                          f"{labels.shape}.")
     if len(images) != len(labels):
@@ -157,7 +171,8 @@ class ArraySource:
         where: how error messages name the caller.
 
     Raises:
-        ValueError: for other dtypes or shapes, or different lengths.
+        TypeError: for images that are not uint8 or labels that are not integers.
+        ValueError: for other shapes, or different lengths.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, where: str = "ArraySource"):
@@ -182,13 +197,12 @@ class TfdsSource:
     """Image classification examples read from a tensorflow-datasets ``data_source`` on demand.
 
     Each `read` asks the data source for just those records (``__getitems__``: random access into
-    array_record files) and decodes their images; nothing is held in memory. Images may be
-    stored encoded (PNG/JPEG bytes, e.g. with ``decoders={"image": tfds.decode.SkipDecoding()}``,
-    decoded here with pillow) or decoded (uint8 (rows, cols) or (rows, cols, 1)).
+    array_record files); nothing is held in memory. The images must be stored decoded, as uint8
+    (rows, cols) or (rows, cols, 1) tensors (as `jaxdl.datasets.mnist` stores MNIST); tfds's
+    ``Image`` features are decoded by the data source itself.
 
     Args:
-        data_source: e.g. ``tfds.data_source("mnist", split="train", decoders=...)`` or
-            ``builder.as_data_source(split="train", decoders=...)``.
+        data_source: e.g. ``tfds.data_source("jaxdl_mnist", split="train", data_dir=...)``.
         start: the first record to use.
         stop: one past the last record to use (None: the data source's end); ``start`` and
             ``stop`` select e.g. a held-out validation tail.
@@ -196,21 +210,23 @@ class TfdsSource:
         label_key: the label feature.
 
     Raises:
+        TypeError: for a ``start`` or ``stop`` that is not an int.
         ValueError: for an empty or out-of-range ``[start, stop)``.
 
     Example:
-        >>> data = builder.as_data_source(split="train", decoders={"image": tfds.decode.SkipDecoding()})
+        >>> data = tfds.data_source("jaxdl_mnist", split="train", data_dir=mnist.prepare_mnist())
         >>> train = EpochBatches.from_source(TfdsSource(data, stop=55_000), 64, shuffle=True, max_shift=2)
     """
 
     def __init__(self, data_source, *, start: int = 0, stop: int | None = None, image_key: str = "image",
                  label_key: str = "label"):
         total = len(data_source)
-        stop = total if stop is None else int(stop)
-        if not 0 <= int(start) < stop <= total:
-            raise ValueError(f"TfdsSource: need 0 <= start < stop <= {total} (the data source's length), got "
-                             f"start={start}, stop={stop}.")
-        self.data_source, self.start, self.stop = data_source, int(start), stop
+        start = nonnegative_int("TfdsSource", "start", start)
+        stop = total if stop is None else nonnegative_int("TfdsSource", "stop", stop)
+        if not start < stop <= total:
+            raise ValueError(f"TfdsSource: start and stop must satisfy 0 <= start < stop <= {total} (the data "
+                             f"source's length), got start={start}, stop={stop}.")
+        self.data_source, self.start, self.stop = data_source, start, stop
         self.image_key, self.label_key = image_key, label_key
 
     def __len__(self) -> int:
@@ -221,27 +237,26 @@ class TfdsSource:
         return images[0], int(labels[0])
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images (k, rows, cols) and int32 labels (k,) of ``indices`` (relative to ``start``)."""
+        """uint8 images (k, rows, cols) and int32 labels (k,) of ``indices`` (relative to ``start``).
+
+        Raises:
+            TypeError: for records whose images are not uint8 arrays (e.g. undecoded bytes).
+            ValueError: for images of another shape than (rows, cols) or (rows, cols, 1).
+        """
         records = self.data_source.__getitems__([self.start + int(i) for i in indices])
-        images = np.stack([_decoded(record[self.image_key]) for record in records])
-        labels = np.asarray([record[self.label_key] for record in records], np.int32)
-        return images, labels
+        images = [record[self.image_key] for record in records]
+        if not all(isinstance(image, np.ndarray) for image in images):
+            kinds = sorted({type(image).__name__ for image in images})
+            raise TypeError(f"TfdsSource: images must be uint8 arrays (stored decoded, e.g. as a "
+                            f"tfds.features.Tensor), got {', '.join(kinds)}.")
+        images = np.stack(images)
+        if images.ndim == 4 and images.shape[-1] == 1:
+            images = images[..., 0]
+        check_images("TfdsSource", images)
+        return images, np.asarray([record[self.label_key] for record in records], np.int32)
 
     def __repr__(self) -> str:
         return f"TfdsSource({self.data_source!r}, start={self.start}, stop={self.stop})"
-
-
-def _decoded(image) -> np.ndarray:
-    """A uint8 (rows, cols) image from encoded bytes or a decoded array."""
-    if isinstance(image, (bytes, bytearray)):
-        with Image.open(io.BytesIO(image)) as opened:
-            image = np.asarray(opened)
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.dtype != np.uint8 or image.ndim != 2:
-        raise ValueError(f"TfdsSource: expected uint8 grey images, got {image.dtype} {image.shape}.")
-    return image
 
 
 # ----------------------------------------------------------------------------------------
@@ -342,12 +357,6 @@ def process_shard() -> grain.sharding.ShardOptions:
     return grain.sharding.ShardByJaxProcess()
 
 
-def _positive_int(where: str, name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {value!r}.")
-    return int(value)
-
-
 class EpochBatches:
     """An epoch-indexed image source for `jaxdl.fit`: ``epoch(e)`` iterates over that epoch's batches.
 
@@ -371,9 +380,13 @@ class EpochBatches:
             caller's thread).
 
     Raises:
-        ValueError: for bad images or labels, a batch size that is not a positive int, one
-            larger than the data with ``drop_remainder`` (every batch would be dropped), a
-            negative ``max_shift``, or a shard that does not divide the batches.
+        TypeError: for images that are not uint8, labels that are not integers, a
+            ``batch_size``, ``seed``, ``max_shift``, ``num_threads`` or ``prefetch_size`` that is
+            not an int (`jaxdl.validation`), or a ``shard`` that is not a ``ShardOptions``.
+        ValueError: for images or labels of other shapes, a ``batch_size`` < 1 or one larger
+            than the data with ``drop_remainder`` (every batch would be dropped), a negative
+            ``seed``, ``max_shift``, ``num_threads`` or ``prefetch_size``, or a shard that does
+            not divide the batches.
 
     Example:
         >>> train = EpochBatches(split.images, split.labels, 64, seed=0, shuffle=True, max_shift=2,
@@ -384,8 +397,9 @@ class EpochBatches:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *, seed: int = 0,
                  shuffle: bool = False, max_shift: int = 0, drop_remainder: bool = False,
                  shard: grain.sharding.ShardOptions | None = None, num_threads: int = 2, prefetch_size: int = 4):
-        self._setup(ArraySource(images, labels, where="EpochBatches"), batch_size, seed=seed, shuffle=shuffle, max_shift=max_shift,
-                    drop_remainder=drop_remainder, shard=shard, num_threads=num_threads, prefetch_size=prefetch_size)
+        self._setup(ArraySource(images, labels, where="EpochBatches"), batch_size, seed=seed, shuffle=shuffle,
+                    max_shift=max_shift, drop_remainder=drop_remainder, shard=shard, num_threads=num_threads,
+                    prefetch_size=prefetch_size)
 
     @classmethod
     def from_source(cls, source, batch_size: int, **options) -> "EpochBatches":
@@ -403,12 +417,15 @@ class EpochBatches:
                prefetch_size: int = 4) -> None:
         where = "EpochBatches"
         self.source = source
-        self.batch_size = _positive_int(where, "batch_size", batch_size)
-        self.seed = _positive_int(where, "seed", seed, 0)
-        self.max_shift = _positive_int(where, "max_shift", max_shift, 0)
-        self.num_threads = _positive_int(where, "num_threads", num_threads, 0)
-        self.prefetch_size = _positive_int(where, "prefetch_size", prefetch_size, 0)
+        self.batch_size = positive_int(where, "batch_size", batch_size)
+        self.seed = nonnegative_int(where, "seed", seed)
+        self.max_shift = nonnegative_int(where, "max_shift", max_shift)
+        self.num_threads = nonnegative_int(where, "num_threads", num_threads)
+        self.prefetch_size = nonnegative_int(where, "prefetch_size", prefetch_size)
         self.shuffle, self.drop_remainder = bool(shuffle), bool(drop_remainder)
+        if shard is not None and not isinstance(shard, grain.sharding.ShardOptions):
+            raise TypeError(f"{where}: shard must be a grain.sharding.ShardOptions (e.g. process_shard()) or None, "
+                            f"got {shard!r} of type {type(shard).__name__}.")
         self.shard_index = 0 if shard is None else int(shard.shard_index)
         self.shard_count = 1 if shard is None else int(shard.shard_count)
         n = len(source)
@@ -462,11 +479,15 @@ class EpochBatches:
         return dataset.map(ToModelInput())
 
     def epoch(self, epoch: int) -> "BatchIterator":
-        """The batches of ``epoch`` (0-based), built ahead in grain's threads."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"EpochBatches.epoch: epoch must be an int >= 0, got {epoch!r}.")
+        """The batches of ``epoch`` (0-based), built ahead in grain's threads.
+
+        Raises:
+            TypeError: for an ``epoch`` that is not an int.
+            ValueError: for a negative ``epoch``.
+        """
+        epoch = nonnegative_int("EpochBatches.epoch", "epoch", epoch)
         options = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=self.prefetch_size)
-        return BatchIterator(iter(self.dataset(int(epoch)).to_iter_dataset(options)))
+        return BatchIterator(iter(self.dataset(epoch).to_iter_dataset(options)))
 
     def __repr__(self) -> str:
         shard = f", shard {self.shard_index} of {self.shard_count}" if self.shard_count > 1 else ""
