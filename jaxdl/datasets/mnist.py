@@ -78,7 +78,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxdl.cache_dir import jaxdl_cache_root
-from jaxdl.datasets.pipeline import TfdsSource
 from jaxdl.validation import nonnegative_int
 
 #: The canonical file of each part of MNIST (the names tensorflow-datasets registers).
@@ -527,11 +526,19 @@ def data_source(data_root, split: str):
 
 
 def read_split(data_root, split: str) -> Split:
-    """All examples of a prepared split, in tfds's stored (deterministic) order."""
-    source = data_source(data_root, split)
-    if len(source) == 0:
-        return Split(np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.zeros((0,), np.int32))
-    return Split(*TfdsSource(source).read(np.arange(len(source))))
+    """All examples of a prepared split, in tfds's stored (deterministic) order.
+
+    One ``__getitems__`` of the split's ``tfds.data_source``. The images are taken as the raw
+    bytes `MNIST` stores (``tfds.decode.SkipDecoding``) and viewed as one uint8 array, which
+    spares tfds a NumPy conversion per record (about a quarter of the read's time).
+    """
+    with quiet_tfds():
+        source = tfds.data_source(DATASET_NAME, split=split, data_dir=os.fspath(data_root),
+                                  decoders={"image": tfds.decode.SkipDecoding()})
+    records = source.__getitems__(list(range(len(source))))
+    images = np.frombuffer(bytearray(b"".join(record["image"] for record in records)), np.uint8)
+    labels = np.asarray([record["label"] for record in records], np.int32)
+    return Split(images.reshape(len(records), IMAGE_SIZE, IMAGE_SIZE), labels)
 
 
 def split_validation(train: Split, validation_size: int) -> tuple[Split, Split]:
