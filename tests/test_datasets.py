@@ -146,7 +146,8 @@ def test_builder_stores_uint8_tensors_under_its_own_name(tmp_path, no_network):
     assert image.to_json()["content"]["encoding"] == "bytes"  # the raw 784 bytes, no PNG
     assert isinstance(label, tfds.features.ClassLabel) and label.num_classes == 10
     assert builder.info.supervised_keys == ("image", "label")
-    assert "jaxdl_mnist" not in tfds.list_builders(with_community_datasets=False)  # not registered; tfds's "mnist" stays tfds's
+    # Not registered (tfds's "mnist" stays tfds's); the community index would need the network.
+    assert "jaxdl_mnist" not in tfds.list_builders(with_community_datasets=False)
     with pytest.raises(ValueError, match="MNIST: preparing needs files="):
         builder.download_and_prepare()
 

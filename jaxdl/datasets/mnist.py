@@ -72,13 +72,16 @@ import socket
 import struct
 import sys
 import time
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Union
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxdl.cache_dir import jaxdl_cache_root
 from jaxdl.validation import nonnegative_int
+
+#: A path given as a string or a path object.
+PathLike = Union[str, os.PathLike]
 
 #: The canonical file of each part of MNIST (the names tensorflow-datasets registers).
 MNIST_FILES = {
@@ -116,7 +119,7 @@ def default_cache_dir() -> pathlib.Path:
 # The cache key and the checksums: the source files' sha256s.
 
 
-def file_sha256(path) -> str:
+def file_sha256(path: PathLike) -> str:
     """The hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -125,7 +128,7 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def require_mnist_files(directory) -> None:
+def require_mnist_files(directory: PathLike) -> None:
     """Raises FileNotFoundError naming the canonical files missing from ``directory``."""
     directory = pathlib.Path(directory)
     missing = [name for name in MNIST_FILES.values() if not (directory / name).is_file()]
@@ -136,7 +139,7 @@ def require_mnist_files(directory) -> None:
             f"let tensorflow-datasets download them (download=True).")
 
 
-def source_sha256s(directory) -> dict[str, str]:
+def source_sha256s(directory: PathLike) -> dict[str, str]:
     """{canonical file name: sha256} of the four files in ``directory``.
 
     Raises:
@@ -167,7 +170,7 @@ def source_key(sha256s: dict[str, str]) -> str:
     return hashlib.sha256(listing.encode("ascii")).hexdigest()[:16]
 
 
-def prepared_dir(cache_dir, key: str) -> pathlib.Path:
+def prepared_dir(cache_dir: PathLike, key: str) -> pathlib.Path:
     """``<cache_dir>/mnist-<key>``: tfds's ``data_dir`` for the files of ``key``."""
     return pathlib.Path(cache_dir) / f"mnist-{key}"
 
@@ -241,7 +244,7 @@ def _stderr_line(line: str) -> None:
 # IDX files.
 
 
-def read_idx_images(path, expected_count: int | None = None) -> np.ndarray:
+def read_idx_images(path: PathLike, expected_count: int | None = None) -> np.ndarray:
     """Reads a gzipped IDX image file (magic 2051) as uint8 of shape (count, rows, cols).
 
     Raises:
@@ -250,7 +253,7 @@ def read_idx_images(path, expected_count: int | None = None) -> np.ndarray:
     return _read_idx(path, IDX_IMAGES_MAGIC, 3, expected_count, "pixel bytes")
 
 
-def read_idx_labels(path, expected_count: int | None = None) -> np.ndarray:
+def read_idx_labels(path: PathLike, expected_count: int | None = None) -> np.ndarray:
     """Reads a gzipped IDX label file (magic 2049) as uint8 of shape (count,).
 
     Raises:
@@ -337,7 +340,7 @@ class MNIST(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 # Preparing.
 
 
-def prepare_mnist(data_dir=None, *, cache_dir=None, download: bool = False,
+def prepare_mnist(data_dir: PathLike | None = None, *, cache_dir: PathLike | None = None, download: bool = False,
                   verify_checksums: bool = True, log: Callable[[str], None] | None = None) -> pathlib.Path:
     """Prepares MNIST as array_record under ``cache_dir`` once per source; returns tfds's ``data_dir``.
 
@@ -515,7 +518,7 @@ class MNISTSplits(NamedTuple):
     test: Split
 
 
-def data_source(data_root, split: str):
+def data_source(data_root: PathLike, split: str) -> Any:
     """``tfds.data_source`` of a prepared split: random access to its records over array_record.
 
     Each record is ``{"image": uint8 (28, 28, 1), "label": int}``; wrap it in
@@ -525,7 +528,7 @@ def data_source(data_root, split: str):
         return tfds.data_source(DATASET_NAME, split=split, data_dir=os.fspath(data_root))
 
 
-def read_split(data_root, split: str) -> Split:
+def read_split(data_root: PathLike, split: str) -> Split:
     """All examples of a prepared split, in tfds's stored (deterministic) order.
 
     One ``__getitems__`` of the split's ``tfds.data_source``. The images are taken as the raw
@@ -557,8 +560,9 @@ def split_validation(train: Split, validation_size: int) -> tuple[Split, Split]:
             Split(train.images[cut:], train.labels[cut:]))
 
 
-def load_mnist(data_dir=None, *, cache_dir=None, download: bool = False, validation_size: int = 5000,
-               verify_checksums: bool = True, log: Callable[[str], None] | None = None) -> MNISTSplits:
+def load_mnist(data_dir: PathLike | None = None, *, cache_dir: PathLike | None = None, download: bool = False,
+               validation_size: int = 5000, verify_checksums: bool = True,
+               log: Callable[[str], None] | None = None) -> MNISTSplits:
     """MNIST in memory: 55,000 train, 5,000 validation, 10,000 test images (uint8, 28x28).
 
     The validation images are the last ``validation_size`` of tfds's train split in its
