@@ -4,8 +4,8 @@
     python scripts/evaluate_lenet.py [CHECKPOINT] [--split test|validation] [--grid PATH]
                                      [--data-dir DIR] [--cache-dir DIR] [--download]
 
-CHECKPOINT defaults to runs/lenet/checkpoints/best; a run directory (runs/lenet) stands for
-its checkpoints/best. The model is rebuilt from the config in
+CHECKPOINT defaults to runs/lenet: a run directory (or its checkpoints/) stands for its best
+step, checkpoints/step_<n> (`jaxdl.recipes.lenet.checkpoint_to_evaluate`). The model is rebuilt from the config in
 the checkpoint's manifest and only its params and state are restored (safe format, no
 pickle). Prints the accuracy and the confusion matrix (rows: true digit, columns:
 prediction), and writes a PNG grid of misclassified digits (default: misclassified.png
@@ -31,7 +31,7 @@ from jaxdl.datasets.pipeline import EpochBatches
 from jaxdl.recipes import cli
 from jaxdl.recipes.lenet import EVAL_BATCH_SIZE, ConfigError, check_mnist_files, checkpoint_to_evaluate, lenet_model
 
-DEFAULT_CHECKPOINT = "runs/lenet/checkpoints/best"
+DEFAULT_CHECKPOINT = "runs/lenet"
 
 
 def restore_model(directory):
@@ -122,7 +122,7 @@ def confusion_size(manifest, split: Split) -> int:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, type=cli.path,
-                        help=f"a checkpoint directory, or a run directory for its checkpoints/best "
+                        help=f"a checkpoint directory, or a run directory for its best checkpoint "
                              f"(default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--split", choices=("test", "validation"), default="test")
     parser.add_argument("--grid", default=None, type=cli.path,

@@ -11,10 +11,11 @@ schedule, augmentation, data; see its docstring) and `jaxdl.fit` (the loop: vali
 epoch, checkpoints, metrics, resume, NaN guard). Hyperparameters were chosen on validation
 accuracy only; the test images are evaluated once, on the best-validation checkpoint, at the end.
 
-Outputs under --output-dir (default runs/lenet): ``checkpoints/last`` (every epoch),
-``checkpoints/best`` (best validation accuracy), ``metrics.csv`` and ``metrics.png``.
-``--checkpoint-every-steps N`` also saves ``checkpoints/mid_epoch`` every N steps.
-``--resume`` continues from ``checkpoints/last`` (or a newer ``checkpoints/mid_epoch``) with the
+Outputs under --output-dir (default runs/lenet): ``checkpoints/step_<n>``, one plain directory
+per saved step, of which orbax keeps the newest (last) and the best by validation accuracy (the
+paths are printed at the end), ``metrics.csv`` and ``metrics.png``.
+``--checkpoint-every-steps N`` also saves a step every N steps inside an epoch.
+``--resume`` continues from the newest step (after an epoch or inside one) with the
 stored hyperparameters, bit-identical to an unbroken run (``--learning-rate`` may change the peak
 learning rate, recorded in the checkpoints). Exit status: 0 done, 1 diverged (the last good
 checkpoint is kept), 2 bad options, data or run directory, 3 a multi-process run could not start,
@@ -77,14 +78,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     option("--output-dir", default=defaults.output_dir, type=cli.path, help="checkpoints, metrics.csv, metrics.png "
                                                              f"(default {defaults.output_dir})")
     option("--resume", action="store_true",
-           help="continue the run in --output-dir from checkpoints/last with its hyperparameters "
+           help="continue the run in --output-dir from its newest checkpoint with its hyperparameters "
                 "(--learning-rate may change the peak learning rate, e.g. after a divergence; --compute-dtype "
                 "the compute dtype)")
     option("--overwrite", action="store_true", help="start a new run in --output-dir even if it holds a run or "
                                                      "other files (removes only what a run writes)")
     option("--checkpoint-every-steps", type=cli.positive_int, default=None, metavar="N",
-           help="also checkpoint every N steps inside an epoch (checkpoints/mid_epoch: train state and data "
-                "position), so --resume continues mid-epoch, bit-identical to an unbroken run")
+           help="also checkpoint every N steps inside an epoch (train state and data position), so --resume "
+                "continues mid-epoch, bit-identical to an unbroken run")
     option("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
     option("--devices", type=int, default=None, metavar="N",
            help="local devices to train on, data-parallel (on the CPU: makes the host offer N devices); env "
@@ -192,7 +193,8 @@ def main(argv=None) -> int:
     if result.fit.status == "diverged":
         print(divergence_advice(result.fit, config, extra=device_options(cluster)))
         return 1
-    print(f"Outputs: {result.fit.output_dir}/metrics.csv, metrics.png, checkpoints/last, checkpoints/best")
+    print(f"Outputs: {result.fit.output_dir}/metrics.csv, metrics.png; checkpoints: last "
+          f"{result.fit.checkpoint_dir('last')}, best {result.fit.checkpoint_dir('best')}")
     if result.test is not None:
         print(f"Test accuracy of the best-validation checkpoint (epoch {result.test['epoch']}), evaluated once: "
               f"{100 * result.test['accuracy']:.2f}%")

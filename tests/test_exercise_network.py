@@ -318,7 +318,7 @@ class TestNetworkFacade:
         import os
         import pickle
 
-        from jaxdl.checkpoint import UnsafePickleError
+        from jaxdl.exercise.pickle_io import UnsafePickleError
 
         marker = tmp_path / "marker"
 

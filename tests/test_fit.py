@@ -162,7 +162,7 @@ def test_evaluate_starts_from_reset_memory_and_carries_the_state():
         outs.append(out)
         return out, new
 
-    jaxdl.evaluate(recording, params, dirty, groups)
+    jaxdl.evaluate(recording, params, dirty, groups, model=model)  # a step of its own: the model told
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-12)
 
 
@@ -176,7 +176,7 @@ def test_fit_resets_memory_on_batches_that_start_new_sequences():
     step = jaxdl.make_train_step(model, jaxdl.softmax_cross_entropy, optimizer)
     manual = state
     for _ in range(2):
-        manual = manual._replace(state=jaxdl.reset_memory(manual.state))
+        manual = manual._replace(state=jaxdl.reset_memory(model, manual.state))
         manual, _ = step(manual, x[:, :4], labels[:, :4])
         manual, _ = step(manual, x[:, 4:], labels[:, 4:])
     assert_same_tree(result.train_state, manual)
@@ -217,8 +217,8 @@ def test_metrics_plot_is_a_png(tmp_path):
 @pytest.mark.parametrize("interval, drawn_after_epochs", [(0.0, [1, 2, 3]), (1e9, [3])], ids=["due", "throttled"])
 def test_metrics_plot_is_redrawn_when_due_and_always_at_the_end(tmp_path, monkeypatch, interval, drawn_after_epochs):
     drawn = []
-    monkeypatch.setattr(jaxdl.training.loop, "PLOT_INTERVAL_SECONDS", interval)
-    monkeypatch.setattr(jaxdl.training.loop, "plot_history", lambda path, history: drawn.append(len(history)))
+    monkeypatch.setattr(jaxdl.training.callbacks, "PLOT_INTERVAL_SECONDS", interval)
+    monkeypatch.setattr(jaxdl.training.callbacks, "plot_history", lambda path, history: drawn.append(len(history)))
     run_fit(tmp_path, epochs=3, plot=True)
     assert drawn == drawn_after_epochs
 
@@ -226,8 +226,8 @@ def test_metrics_plot_is_redrawn_when_due_and_always_at_the_end(tmp_path, monkey
 @pytest.mark.parametrize("stop", ["diverged", "interrupted"])
 def test_a_run_that_stops_early_still_plots_its_whole_history(tmp_path, monkeypatch, stop):
     drawn = []
-    monkeypatch.setattr(jaxdl.training.loop, "PLOT_INTERVAL_SECONDS", 1e9)
-    monkeypatch.setattr(jaxdl.training.loop, "plot_history", lambda path, history: drawn.append(len(history)))
+    monkeypatch.setattr(jaxdl.training.callbacks, "PLOT_INTERVAL_SECONDS", 1e9)
+    monkeypatch.setattr(jaxdl.training.callbacks, "plot_history", lambda path, history: drawn.append(len(history)))
     model, optimizer = small_model(), jaxdl.Adam(1e-2)
     state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
     good = [(x, y) for x, y in BATCHES]
@@ -294,8 +294,9 @@ def test_nan_loss_stops_with_the_last_good_state(tmp_path, bad_epoch):
         assert "No checkpoint was written yet" in result.message
         assert_same_tree(result.train_state, state)
     else:
-        assert f"checkpoints/last (epoch {bad_epoch - 1})" in result.message
-        restored, _ = checkpoint.load_checkpoint(tmp_path / "run" / "checkpoints" / "last", state)
+        last = result.checkpoint_dir("last")
+        assert f"{last} (epoch {bad_epoch - 1})" in result.message
+        restored, _ = checkpoint.load_checkpoint(last, state)
         assert_same_tree(result.train_state, restored)
     net = jaxdl.NeuralNetwork(small_model(), jaxdl.cross_entropy, jaxdl.Adam(1e-2), input_shape=(8, 4))
     with pytest.raises(jaxdl.TrainingDiverged, match="loss became nan"):
@@ -343,8 +344,9 @@ def test_stale_metric_temporaries_are_removed_and_the_best_value_recorded(tmp_pa
     stale.write_bytes(b"half a png")
     result = run_fit(tmp_path, epochs=2, resume=True)
     assert not stale.exists()
-    sets = checkpoint.CheckpointSet(tmp_path / "run" / "checkpoints", metric="validation_accuracy")
-    assert sets.best_value() == result.best["validation_accuracy"]
+    run = checkpoint.RunCheckpoints(tmp_path / "run" / "checkpoints", read_only=True)
+    assert run.manager.metrics(run.best_step())["value"] == result.best["validation_accuracy"]
+    assert result.checkpoint_dir("best") == run.step_dir(run.best_step())
 
 
 def test_repeated_fit_calls_compile_the_step_once():

@@ -3,11 +3,12 @@
 A helper process imports jaxdl (and orbax, matplotlib) once, runs no JAX computation, and
 forks one child per kill point. Each child trains a tiny model with ``jaxdl.fit(...,
 output_dir=..., epochs=3)`` and SIGKILLs itself at the k-th fault point hit while epoch 2 is
-saved (`jaxdl.checkpoint.faults`: the points of `CheckpointSet.save`, then fit's
-``"metrics written"`` after ``metrics.csv``/``metrics.png``); the child for k = one past the
+saved (`jaxdl.checkpoint.faults`: the points of orbax's save of the step, through
+`jaxdl.checkpoint.digest.DigestedRename` and `RunCheckpoints.save`, then ``"metrics written"``
+after ``metrics.csv``/``metrics.png``); the child for k = one past the
 last point is not killed and finishes the run. This process then checks what each kill
-left (``last`` is the newest committed epoch and equals the unbroken run's state after that
-epoch; ``best`` is the best of the committed history), resumes the run with ``resume=True``
+left (``last``, the newest step, is the newest committed epoch and equals the unbroken run's
+state after that epoch; ``best`` is the best of the committed history), resumes the run with ``resume=True``
 and checks that the result, ``metrics.csv`` and the checkpoints equal an unbroken run's, bit
 for bit, with nothing stale left behind.
 """
@@ -30,8 +31,8 @@ from jaxdl.training.history import read_metrics_csv
 
 EPOCHS = 3
 KILLED_EPOCH = 2
-POINTS = ["arrays written", "files hashed", "manifest written", "epoch renamed", "head written", "link created",
-          "committed", "metrics written"]  # the fault points of epoch 2's save, in order
+POINTS = ["items written", "digest written", "committed", "old steps removed",
+          "metrics written"]  # the fault points of epoch 2's save, in order
 BEST = ("validation_loss", "min")
 
 _RNG = np.random.default_rng(0)
@@ -86,7 +87,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot
 from jaxdl import checkpoint
-checkpoint.arrays.orbax()
+checkpoint.backend.orbax()
 import test_kill_resume as spec
 
 def child(directory, kill_at, log):
@@ -208,52 +209,46 @@ class Record(Callback):
         self.states[row["epoch"]] = jax.tree.map(lambda leaf: leaf.copy(), train_state)
 
 
-STALE = re.compile(r"\..*\.tmp|\.tmp-.*|\..*\.link-.*|\..*\.data-.*|\..*\.replaced-.*")
+STALE = re.compile(r"\..*\.tmp|.*orbax-checkpoint-tmp.*")
 
 
 def stale_entries(root):
     found = []
     for directory, dirs, files in os.walk(root):
         for name in dirs + files:
-            if STALE.fullmatch(name):
+            if STALE.fullmatch(name) or os.path.islink(os.path.join(directory, name)):
                 found.append(os.path.join(directory, name))
     return found
 
 
-# What a kill at each point leaves uncommitted in checkpoints/ (removed when the set is opened).
-LEFT_BEHIND = {
-    "arrays written": [r"\.tmp-[0-9a-f]{32}"], "files hashed": [r"\.tmp-[0-9a-f]{32}"],
-    "manifest written": [r"\.tmp-[0-9a-f]{32}"], "epoch renamed": ["epoch-000002"],
-    "head written": [r"\.head-[0-9a-f]{32}", "epoch-000002"],
-    "link created": [r"\.head-[0-9a-f]{32}", r"\.head\.link-[0-9a-f]{32}", "epoch-000002"],
-    "committed": [r"\.head-[0-9a-f]{32}"],  # the previous head
-    "metrics written": [],
-}
+def step_name(epoch):
+    return f"step_{epoch * Shuffled.steps_per_epoch:08d}"
+
+
+def last_and_best(run_dir):
+    return (checkpoint.find_step_dir(run_dir / "checkpoints", "last"),
+            checkpoint.find_step_dir(run_dir / "checkpoints", "best"))
 
 
 def assert_killed_run_is_consistent(run_dir, point, template, reference_states):
-    """What the kill left, read without opening the set (opening cleans)."""
-    committed = KILLED_EPOCH if point in ("committed", "metrics written") else KILLED_EPOCH - 1
+    """What the kill left: the newest committed step is last, the best of its history is best."""
+    committed = KILLED_EPOCH if point in ("committed", "old steps removed", "metrics written") else KILLED_EPOCH - 1
     checkpoints = run_dir / "checkpoints"
-    head = os.readlink(checkpoints / "head")
-    committed_names = {"last", "best", "head", head, *(os.readlink(checkpoints / head / which)[3:]
-                                                      for which in ("last", "best"))}
-    uncommitted = sorted(p.name for p in checkpoints.iterdir() if p.name not in committed_names)
-    assert len(uncommitted) == len(LEFT_BEHIND[point]), (point, uncommitted)
-    assert all(re.fullmatch(pattern, name) for pattern, name in zip(sorted(LEFT_BEHIND[point]), uncommitted)), \
-        (point, uncommitted)
-    assert stale_entries(run_dir) == [] or point != "metrics written", point
-    last, manifest = checkpoint.load_checkpoint(checkpoints / "last", template)
+    names = sorted(p.name for p in checkpoints.iterdir())
+    uncommitted = [name for name in names if "orbax-checkpoint-tmp" in name]
+    assert len(uncommitted) == (point in ("items written", "digest written")), (point, names)
+    assert [name for name in names if name not in uncommitted] == [step_name(e) for e in range(1, committed + 1)]
+    last_dir, best_dir = last_and_best(run_dir)
+    assert last_dir.name == step_name(committed), point
+    last, manifest = checkpoint.load_checkpoint(last_dir, template)
     history = manifest["metadata"]["history"]
-    assert manifest["run"]["epoch"] == committed == manifest["metadata"]["epoch"], point
+    assert manifest["metadata"]["epoch"] == committed, point
     assert [row["epoch"] for row in history] == list(range(1, committed + 1)), point
     assert int(last.step) == committed * Shuffled.steps_per_epoch, point
     assert_bitwise_equal(last, reference_states[committed], f"{point}: last")
     best_epoch = first_best(history)
-    best, best_manifest = checkpoint.load_checkpoint(checkpoints / "best", template)
-    assert best_manifest["run"]["epoch"] == best_epoch == manifest["run"]["best_epoch"], point
-    # fit decides the best epoch itself (save(best=...)), so the manifests' "run" record the
-    # metric's name but no value; the value is in the metadata's "best" and history.
+    assert best_dir.name == step_name(best_epoch), point
+    best, best_manifest = checkpoint.load_checkpoint(best_dir, template)
     recorded = {"epoch": best_epoch, BEST[0]: history[best_epoch - 1][BEST[0]]}
     assert manifest["metadata"]["best"] == recorded == best_manifest["metadata"]["best"], point
     assert best_manifest["metadata"]["history"] == history[:best_epoch], point
@@ -276,10 +271,8 @@ def assert_metrics_csv_matches(path, history, what):
 def assert_clean(run_dir, best_epoch, what):
     assert stale_entries(run_dir) == [], what
     assert {p.name for p in run_dir.iterdir()} == {"checkpoints", "metrics.csv", "metrics.png"}, what
-    checkpoints = run_dir / "checkpoints"
-    expected = {"last", "best", "head", os.readlink(checkpoints / "head"), f"epoch-{EPOCHS:06d}",
-                f"epoch-{best_epoch:06d}"}
-    assert {p.name for p in checkpoints.iterdir()} == expected, what
+    expected = {step_name(EPOCHS), step_name(best_epoch)}
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == expected, what
 
 
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs os.fork (Linux)")
@@ -303,7 +296,7 @@ def test_sigkill_at_every_write_boundary_of_an_epoch_then_resume_is_bit_identica
 
     # The child that was not killed ran the whole run in another process: the same result.
     run_dir = pathlib.Path(finished["directory"])
-    final, manifest = checkpoint.load_checkpoint(run_dir / "checkpoints" / "last", template)
+    final, manifest = checkpoint.load_checkpoint(last_and_best(run_dir)[0], template)
     assert_bitwise_equal(final, reference.train_state, "the child's unbroken run")
     same_as_reference(manifest["metadata"]["history"], "the child's unbroken run")
     assert_metrics_csv_matches(run_dir / "metrics.csv", manifest["metadata"]["history"], "the child's unbroken run")
@@ -318,12 +311,12 @@ def test_sigkill_at_every_write_boundary_of_an_epoch_then_resume_is_bit_identica
         same_as_reference(resumed.history, point)
         assert resumed.best == reference.best, point
         assert_bitwise_equal(resumed.train_state, reference.train_state, point)
-        for which in ("last", "best"):
-            state, manifest = checkpoint.load_checkpoint(run_dir / "checkpoints" / which, template)
+        for which, directory in zip(("last", "best"), last_and_best(run_dir)):
+            state, manifest = checkpoint.load_checkpoint(directory, template)
             epoch = EPOCHS if which == "last" else reference.best["epoch"]
-            assert manifest["run"]["epoch"] == epoch, (point, which)
+            assert manifest["metadata"]["epoch"] == epoch, (point, which)
             assert_bitwise_equal(state, recorder.states[epoch], f"{point}: {which} after resuming")
-        last_manifest = checkpoint.read_manifest(run_dir / "checkpoints" / "last")
+        last_manifest = checkpoint.read_manifest(last_and_best(run_dir)[0])
         assert last_manifest["metadata"]["history"] == resumed.history, point
         assert_metrics_csv_matches(run_dir / "metrics.csv", resumed.history, point)
         assert_clean(run_dir, reference.best["epoch"], point)

@@ -19,7 +19,7 @@ from jaxdl import checkpoint
 from jaxdl.datasets import pipeline
 from jaxdl.training import Callback
 from jaxdl.training.data import EpochSource
-from jaxdl.training.loop import MID_EPOCH, resume_checkpoint_dir
+from jaxdl.training.loop import resume_checkpoint_dir
 
 
 def id_images(count, rows=8, cols=8, seed=0):
@@ -390,12 +390,17 @@ def unbroken(tmp_path_factory):
     return run_fit(tmp_path_factory.mktemp("unbroken") / "run")
 
 
+def kept_steps(output_dir):
+    return sorted(int(path.name.removeprefix("step_")) for path in (output_dir / "checkpoints").iterdir())
+
+
 def test_mid_epoch_checkpoints_change_nothing(unbroken, tmp_path):
     plain = run_fit(tmp_path / "plain", every=None)
     assert_same_tree(plain.train_state, unbroken.train_state)
     assert without_timings(plain.history) == without_timings(unbroken.history)
-    assert not (unbroken.output_dir / "checkpoints" / MID_EPOCH).exists()  # removed by the epoch commits
-    assert not list((unbroken.output_dir / "checkpoints").glob(f".{MID_EPOCH}*"))
+    # Mid-epoch steps are unranked: orbax dropped each once a newer step was committed.
+    assert all(step % STEPS == 0 for step in kept_steps(unbroken.output_dir))
+    assert kept_steps(unbroken.output_dir) == kept_steps(plain.output_dir)
 
 
 @pytest.mark.parametrize("interrupt_after, epoch, batch", [(6, 1, 4), (11, 2, 2)])
@@ -403,45 +408,42 @@ def test_resume_mid_epoch_equals_an_unbroken_run(unbroken, tmp_path, interrupt_a
     output_dir, logs = tmp_path / "run", []
     with pytest.raises(KeyboardInterrupt):
         run_fit(output_dir, callbacks=[InterruptAfter(interrupt_after)], log=logs.append)
-    mid = output_dir / "checkpoints" / MID_EPOCH
+    step = (epoch - 1) * STEPS + batch
+    mid = output_dir / "checkpoints" / f"step_{step:08d}"
     assert f"{mid} (epoch {epoch}, after batch {batch})" in logs[-1] and logs[-1].endswith("train --resume")
     assert resume_checkpoint_dir(output_dir) == mid
     position = checkpoint.read_manifest(mid)["metadata"]["position"]
     assert position["epoch"] == epoch - 1 and position["batches"] == batch
     assert position["iterator"] == {"next_index": batch} and position["examples"] == 8 * batch
-    with pytest.raises(ValueError, match=f"already holds a run \\(checkpoints/{MID_EPOCH}, epoch {epoch}\\)"):
+    with pytest.raises(ValueError, match=f"already holds a run \\(checkpoints/{mid.name}\\)"):
         run_fit(output_dir)
     logs.clear()
     resumed = run_fit(output_dir, resume=True, log=logs.append)
-    assert f"in epoch {epoch} of {EPOCHS} after batch {batch} (step {(epoch - 1) * STEPS + batch})" in logs[0]
+    assert f"in epoch {epoch} of {EPOCHS} after batch {batch} (step {step})" in logs[0]
     assert_same_tree(resumed.train_state, unbroken.train_state)
     assert without_timings(resumed.history) == without_timings(unbroken.history)
     last, _ = checkpoint.load_checkpoint(resumed.checkpoint_dir("last"), resumed.train_state)
     assert_same_tree(last, unbroken.train_state)
-    assert not mid.exists() and resume_checkpoint_dir(output_dir) == output_dir / "checkpoints" / "last"
+    assert not mid.exists() and resume_checkpoint_dir(output_dir).name == f"step_{EPOCHS * STEPS:08d}"
 
 
 def test_a_mid_epoch_resume_with_another_epoch_length_is_an_error(tmp_path):
     output_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run_fit(output_dir, callbacks=[InterruptAfter(6)])
-    assert checkpoint.read_manifest(output_dir / "checkpoints" / MID_EPOCH)["metadata"]["position"]["steps"] == STEPS
+    assert checkpoint.read_manifest(resume_checkpoint_dir(output_dir))["metadata"]["position"]["steps"] == STEPS
     with pytest.raises(ValueError, match=f"saved in an epoch of {STEPS} steps, but epoch 1 .* now has 4"):
         run_fit(output_dir, resume=True, batch_size=12)  # 48 examples in 4 batches: examples would be skipped
 
 
-def test_a_mid_epoch_checkpoint_older_than_last_is_ignored(unbroken, tmp_path):
+def test_an_epoch_step_and_a_newer_mid_epoch_step_resume_from_the_newer(unbroken, tmp_path):
     output_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run_fit(output_dir, callbacks=[InterruptAfter(STEPS + 1)])  # after epoch 1 was committed
-    mid = output_dir / "checkpoints" / MID_EPOCH
-    assert not mid.exists()
-    # As if a kill had come between epoch 1's commit and the removal of its mid-epoch checkpoint:
-    checkpoint.save_checkpoint(mid, {"x": np.zeros(1)}, metadata={"position": {"epoch": 0, "batches": 4}})
-    assert resume_checkpoint_dir(output_dir) == output_dir / "checkpoints" / "last"
+        run_fit(output_dir, callbacks=[InterruptAfter(STEPS + 3)])  # epoch 1 committed at 6, a mid-epoch step at 8
+    assert kept_steps(output_dir) == [STEPS, 8]
     resumed = run_fit(output_dir, resume=True)
     assert_same_tree(resumed.train_state, unbroken.train_state)
-    assert not mid.exists() and not list(mid.parent.glob(f".{MID_EPOCH}*"))
+    assert all(step % STEPS == 0 for step in kept_steps(output_dir))
 
 
 def test_checkpoint_every_steps_needs_an_output_dir_and_a_positive_int(tmp_path):

@@ -63,13 +63,13 @@ DOCUMENTED_COMMANDS = {
     "python scripts/train_lenet.py": (("--epochs", "2", *SMALL_LENET), [
         "LeNet (107,786 parameters) on 300 training and 100 validation images",
         "Done: 2 epochs",
-        "Outputs: runs/lenet/metrics.csv, metrics.png, checkpoints/last, checkpoints/best",
+        "Outputs: runs/lenet/metrics.csv, metrics.png; checkpoints: last runs/lenet/checkpoints/step_",
         "Test accuracy of the best-validation checkpoint (epoch ",
     ]),
     "python scripts/train_lenet.py --resume": ((), [
         "Resuming runs/lenet after epoch 2 of 2", "Test accuracy of the best-validation checkpoint"]),
     "python scripts/evaluate_lenet.py": ((), [
-        "Checkpoint runs/lenet/checkpoints/best (epoch ", "on the 100 test images", "true\\pred    0    1",
+        "the best checkpoint of runs/lenet", "Checkpoint runs/lenet/checkpoints/step_", "on the 100 test images", "true\\pred    0    1",
         "Misclassified: ", "Accuracy: "]),
     "python scripts/train_lenet.py --epochs 4 --learning-rate 6e-3 --output-dir runs/quick": (SMALL_LENET, [
         "Done: 4 epochs", "Outputs: runs/quick/metrics.csv"]),
@@ -77,8 +77,8 @@ DOCUMENTED_COMMANDS = {
         ("--epochs", "2", "--no-progress", *SMALL_LENET), ["compute dtype bfloat16", "Done: 2 epochs"]),
     "python scripts/train_lenet.py --resume --compute-dtype float32 --output-dir runs/lenet_bf16": ((), [
         "Resuming the bfloat16 run with compute dtype float32.", "Test accuracy of the best-validation"]),
-    "python scripts/evaluate_lenet.py runs/lenet_bf16/checkpoints/best": ((), [
-        "Checkpoint runs/lenet_bf16/checkpoints/best (epoch ", "Accuracy: "]),
+    "python scripts/evaluate_lenet.py runs/lenet_bf16": ((), [
+        "Checkpoint runs/lenet_bf16/checkpoints/step_", "Accuracy: "]),
     "python scripts/train_sequence.py": (SMALL_SEQUENCE, [
         "Delayed recall: 4 symbols, delay 6", "memorize across chunks", "reset every chunk"]),
 }
@@ -243,7 +243,7 @@ BAD_COMMAND_LINES = [
     ("evaluate_lenet", ["--max-images", "-1"], "argument --max-images: expected an integer >= 0, got '-1'"),
     ("evaluate_lenet", ["runs/nothing"],
      "evaluate_lenet.py: error: no checkpoint at 'runs/nothing': pass a checkpoint directory such as "
-     "runs/lenet/checkpoints/best"),
+     "runs/lenet (its best checkpoint"),
 ]
 
 

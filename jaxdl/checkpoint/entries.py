@@ -1,4 +1,4 @@
-"""A pytree <-> the manifest's named entries and the arrays orbax stores for them.
+"""A pytree <-> the manifest's named entries and the arrays orbax stores for them (`jaxdl.checkpoint.single`).
 
 Each leaf of a saved pytree is one entry of the manifest: ``path`` (its key path such as
 ``params/conv_0/weights`` or ``opt_state/0/0/mu/conv_0/weights``), ``array`` (its orbax key
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.checkpoint.arrays import tensorstore_has
+from jaxdl.checkpoint.backend import tensorstore_has
 from jaxdl.checkpoint.errors import CheckpointCorruptedError, CheckpointError
 from jaxdl.core import path_names
 

@@ -6,7 +6,7 @@ runs each iteration through the core training step, `jaxdl.training.make_train_s
 can (see there; `jaxdl.exercise._network_step` maps the layers onto it). Layers written by the
 user (with NumPy ``forward``/``backward``) can be mixed in; they receive NumPy arrays.
 
-`save`/`load` use pickle (`jaxdl.checkpoint.save`/`load`), as the exercise does; `load`
+`save`/`load` use pickle (`jaxdl.exercise.pickle_io.save`/`load`), as the exercise does; `load`
 unpickles with an allow-list (NumPy/JAX arrays, plain data, the facade's classes and what they
 hold), so a file that names anything else (``os.system``, ...) is refused before it runs. For
 portable checkpoints use the functional API (`jaxdl.checkpoint.save_checkpoint`).
@@ -19,7 +19,7 @@ import copy
 import jax
 import numpy as np
 
-from jaxdl import checkpoint
+from jaxdl.exercise import pickle_io
 from jaxdl.core import apply_shape
 from jaxdl.exercise import _checks, _network_step
 from jaxdl.exercise._engine import DTYPE, as_array
@@ -290,8 +290,8 @@ class NeuralNetwork:
 
 
 def save(filename, net) -> None:
-    """Pickles ``net`` (without its data layer) to ``filename`` (`jaxdl.checkpoint.save`)."""
-    checkpoint.save(filename, net)
+    """Pickles ``net`` (without its data layer) to ``filename`` (`jaxdl.exercise.pickle_io.save`)."""
+    pickle_io.save(filename, net)
 
 
 def load(filename, data_layer, *, allowed_classes=()) -> NeuralNetwork:
@@ -301,14 +301,14 @@ def load(filename, data_layer, *, allowed_classes=()) -> NeuralNetwork:
         filename: the file `save` wrote.
         data_layer: the data layer to attach (see `NeuralNetwork.data_layer`), or None.
         allowed_classes: classes of your own the network holds (e.g. a layer you wrote); the
-            facade's classes, NumPy and JAX arrays are always allowed (`jaxdl.checkpoint.load`).
+            facade's classes, NumPy and JAX arrays are always allowed (`jaxdl.exercise.pickle_io.load`).
 
     Raises:
-        jaxdl.checkpoint.UnsafePickleError: when the file names anything outside the allow-list
+        jaxdl.exercise.pickle_io.UnsafePickleError: when the file names anything outside the allow-list
             (refused before any of it runs) or is damaged.
         TypeError: when the file does not hold a `NeuralNetwork`, or ``data_layer`` has no ``next()``.
     """
-    net = checkpoint.load(filename, allowed_classes=allowed_classes)
+    net = pickle_io.load(filename, allowed_classes=allowed_classes)
     if not isinstance(net, NeuralNetwork):
         raise TypeError(f"NeuralNetwork.load: {filename} holds a {type(net).__name__}, not a NeuralNetwork.")
     net.data_layer = data_layer

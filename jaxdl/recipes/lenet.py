@@ -230,8 +230,8 @@ def check_resume_matches(config: LeNetConfig, stored: dict) -> None:
 
 def stored_metadata(output_dir) -> dict:
     """The metadata of the checkpoint a resume of the run in ``output_dir`` continues from
-    (`jaxdl.training.loop.resume_checkpoint_dir`: the last epoch's, or a newer mid-epoch one);
-    {} when it holds none."""
+    (`jaxdl.training.loop.resume_checkpoint_dir`: its newest step, after an epoch or inside
+    one); {} when it holds none."""
     from jaxdl.training.loop import resume_checkpoint_dir
 
     directory = resume_checkpoint_dir(output_dir)
@@ -265,8 +265,9 @@ def learning_rate_changes(config: LeNetConfig, stored: dict, log) -> list[dict]:
 
 def checkpoint_to_evaluate(path) -> pathlib.Path:
     """The checkpoint directory that ``path`` names for an evaluation: ``path`` itself when it
-    holds a checkpoint (or is damaged: loading it then says how), the ``best`` checkpoint of a
-    run directory (``runs/lenet`` -> ``runs/lenet/checkpoints/best``) or of its ``checkpoints``.
+    holds a checkpoint (or is damaged, or of an older format: loading it then says how), else the
+    ``best`` step of a run directory (``runs/lenet`` -> ``runs/lenet/checkpoints/step_<n>``)
+    or of its ``checkpoints``.
 
     Raises:
         ConfigError: when nothing exists at ``path``, or a run directory holds no best
@@ -275,16 +276,17 @@ def checkpoint_to_evaluate(path) -> pathlib.Path:
     path = pathlib.Path(path)
     if not str(path).strip() or not path.exists():
         raise ConfigError(f"no checkpoint at {str(path)!r}: pass a checkpoint directory such as "
-                          f"{LeNetConfig.output_dir}/checkpoints/best (train one with python scripts/train_lenet.py).")
-    manifest = checkpoint.MANIFEST_NAME
-    for candidate in (path, path / "best", path / "checkpoints" / "best"):
-        if (candidate / manifest).is_file():
-            return candidate
-    if (path / "checkpoints").is_dir() or (path / "last").exists():
-        run = path if (path / "checkpoints").is_dir() else path.parent
-        raise ConfigError(f"{path} is a run directory, but {run / 'checkpoints' / 'best'} holds no checkpoint (no "
-                          f"epoch finished?); resume that run until an epoch finishes, or pass another checkpoint "
-                          f"directory.", run_dir=run)
+                          f"{LeNetConfig.output_dir} (its best checkpoint; train one with python scripts/train_lenet.py).")
+    if any((path / name).exists() for name in ("jaxdl_digest.json", "manifest", "manifest.json")):
+        return path
+    checkpoints = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if checkpoints != path or any(child.name.startswith("step_") for child in path.iterdir()):
+        best = checkpoint.find_step_dir(checkpoints, "best")
+        if best is None:
+            raise ConfigError(f"{path} is a run directory, but {checkpoints} holds no best checkpoint (no epoch "
+                              f"finished?); resume that run until an epoch finishes, or pass another checkpoint "
+                              f"directory.", run_dir=checkpoints.parent)
+        return best
     return path
 
 

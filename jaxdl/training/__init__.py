@@ -5,16 +5,17 @@
   returns the carried state), `make_predict` (the stateless convenience).
 * `jaxdl.training.evaluation`: `evaluate` (mean loss per example and accuracy, state carried).
 * `jaxdl.training.data`: `Batch` and the epoch-indexed data-source convention.
-* `jaxdl.training.loop`: `fit` (validation, last/best checkpoints, metrics, resume, NaN guard).
-* `jaxdl.training.callbacks`, `jaxdl.training.history`: hooks (`ProgressBar`, `EarlyStopping`),
-  metrics.csv and metrics.png.
+* `jaxdl.training.loop`: `fit`, a small loop (validation, checkpoints as orbax steps, resume,
+  NaN guard) whose log lines, metrics files, progress bar and early stopping are callbacks.
+* `jaxdl.training.callbacks`, `jaxdl.training.history`: the hooks (`LogLines`, `MetricsFiles`,
+  `ProgressBar`, `EarlyStopping`), metrics.csv and metrics.png.
 * `jaxdl.training.network`: `NeuralNetwork`, the one-object convenience over `fit`.
 * `jaxdl.training.parallel`: data parallelism on a `jax.sharding.Mesh` (`data_mesh`; the
   ``mesh=`` of the steps, `fit` and `NeuralNetwork`), `process_rows` / `process_batches` for
   multi-process runs (`jaxdl.distributed`).
 """
 
-from jaxdl.training.callbacks import Callback, EarlyStopping, ProgressBar
+from jaxdl.training.callbacks import Callback, EarlyStopping, LogLines, MetricsFiles, ProgressBar
 from jaxdl.training.data import Batch
 from jaxdl.training.evaluation import evaluate
 from jaxdl.training.loop import FitResult, TrainingDiverged, fit
@@ -24,7 +25,7 @@ from jaxdl.training.state import TrainState, create_train_state
 from jaxdl.training.step import make_eval_step, make_predict, make_train_step
 
 __all__ = [
-    "Batch", "Callback", "EarlyStopping", "FitResult", "NeuralNetwork", "ProgressBar", "TrainState", "TrainingDiverged",
+    "Batch", "Callback", "EarlyStopping", "FitResult", "LogLines", "MetricsFiles", "NeuralNetwork", "ProgressBar", "TrainState", "TrainingDiverged",
     "create_train_state", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
     "data_mesh", "process_batches", "process_rows",
 ]

@@ -1,20 +1,34 @@
-"""Hooks into `jaxdl.fit`: the `Callback` base class and a tqdm `ProgressBar`.
+"""Hooks into `jaxdl.fit`: the `Callback` base class and the callbacks fit itself uses.
 
-`fit` calls, in order: ``on_fit_start(epochs, first_epoch)``; per epoch
-``on_epoch_start(epoch, steps)``, ``on_steps(epoch, metrics)`` every ``log_every`` steps and
-at the epoch's end (``metrics``: the host values of those steps' metric dicts, with
-``examples``, the batch size, added), ``on_epoch_end(row, train_state)`` (a callback may add
-keys to ``row``: they are saved in the history, the checkpoint and metrics.csv); and
-``on_fit_end(result)``. Epochs are 0-based in calls and 1-based in ``row["epoch"]``.
+`fit` calls, in order: ``on_fit_start(epochs, first_epoch)``; ``on_resume(history, best)``
+when it continues a run; per epoch ``on_epoch_start(epoch, steps)``, ``on_steps(epoch,
+metrics)`` every ``log_every`` steps and at the epoch's end (``metrics``: the host values of
+those steps' metric dicts, with ``examples``, the batch size, added), ``on_epoch_end(row,
+train_state)`` (a callback may add keys to ``row``: they are saved in the history, the
+checkpoint and metrics.csv), ``on_epoch_saved(history, best)`` once the epoch's checkpoint is
+committed (``history[-1]`` is the epoch's row; ``best`` the best epoch's record or None); its
+messages through ``on_message(text)``; and ``on_fit_end(result)`` (also when interrupted:
+``result.status == "interrupted"``, and the KeyboardInterrupt is raised again after).
+Epochs are 0-based in calls and 1-based in ``row["epoch"]``.
 
 A callback stops training by setting ``stop_training = True`` (and, for the log,
 ``stop_reason``) in ``on_epoch_end``: `fit` then returns after that epoch's checkpoint with
 status "stopped" (`EarlyStopping` does this).
+
+The callbacks `fit` adds itself (process 0 of a multi-process run only): `LogLines` (its
+``log=``), `MetricsFiles` (with an ``output_dir``: ``metrics.csv``, ``metrics.png``) and
+`ProgressBar` (``progress=True``).
 """
 
 from __future__ import annotations
 
 import math
+import pathlib
+import time
+from typing import Callable, Sequence
+
+from jaxdl.checkpoint.faults import fault_point
+from jaxdl.training.history import plot_history, remove_stale_temporaries, write_metrics_csv
 
 
 class Callback:
@@ -40,8 +54,94 @@ class Callback:
     def on_epoch_end(self, row: dict, train_state) -> None:
         """After an epoch's training and validation, before its checkpoint is written."""
 
+    def on_resume(self, history: list[dict], best: dict | None) -> None:
+        """When `fit` continues a run, with the history and best epoch restored from its checkpoint."""
+
+    def on_epoch_saved(self, history: list[dict], best: dict | None) -> None:
+        """After an epoch's checkpoint is committed (right after ``on_epoch_end`` without an output_dir)."""
+
+    def on_message(self, text: str) -> None:
+        """A message of `fit` (resuming, overwriting, a summary): `LogLines` prints them."""
+
     def on_fit_end(self, result) -> None:
-        """After training stopped (completed or diverged; not on KeyboardInterrupt)."""
+        """After training stopped: completed, stopped, diverged or interrupted (``result.status``)."""
+
+
+#: ``metrics.png`` is redrawn at most this often during a run (and always at its end).
+PLOT_INTERVAL_SECONDS = 30.0
+
+
+class MetricsFiles(Callback):
+    """Writes ``metrics.csv`` after every epoch's checkpoint, and ``metrics.png`` when due.
+
+    The csv follows the checkpoint (it never holds an epoch the checkpoint lacks) and is
+    rewritten from the restored history when a run is resumed, so a kill between the two never
+    loses a row. The plot is redrawn when `PLOT_INTERVAL_SECONDS` have passed since the last
+    drawing, and at the end of the run (drawing takes 0.3-1 s).
+
+    Args:
+        output_dir: the run's directory.
+        plot: also draw ``metrics.png``.
+    """
+
+    def __init__(self, output_dir, *, plot: bool = True):
+        self.output_dir, self.plot = pathlib.Path(output_dir), plot
+        self._history: list[dict] = []
+        self._plotted_rows, self._plotted_at = 0, time.monotonic()
+
+    def on_resume(self, history: list[dict], best: dict | None) -> None:
+        remove_stale_temporaries(self.output_dir)  # left by a kill inside a metrics.csv/png write
+        self.on_epoch_saved(history, best)
+        self._draw(final=True)
+
+    def on_epoch_saved(self, history: list[dict], best: dict | None) -> None:
+        self._history = list(history)
+        if self._history:
+            write_metrics_csv(self.output_dir / "metrics.csv", self._history)
+            self._draw(final=False)
+        fault_point("metrics written")
+
+    def on_fit_end(self, result) -> None:
+        self._draw(final=True)
+
+    def _draw(self, final: bool) -> None:
+        if not self.plot or not self._history or self._plotted_rows == len(self._history):
+            return
+        if final or time.monotonic() - self._plotted_at >= PLOT_INTERVAL_SECONDS:
+            plot_history(self.output_dir / "metrics.png", self._history)
+            self._plotted_rows, self._plotted_at = len(self._history), time.monotonic()
+
+
+class LogLines(Callback):
+    """One line per epoch (losses, accuracy, metrics, seconds, whether it is the best) and fit's messages.
+
+    Args:
+        log: called with each line (e.g. `print`).
+        epochs: the run's number of epochs (for "epoch 3/10").
+        metrics: the names of fit's ``metrics`` (their ``validation_<name>`` columns are shown).
+    """
+
+    def __init__(self, log: Callable[[str], None], epochs: int, metrics: Sequence[str] = ()):
+        self.log, self.epochs, self.metrics = log, epochs, list(metrics)
+
+    def on_epoch_saved(self, history: list[dict], best: dict | None) -> None:
+        row = history[-1]
+        parts = [f"train loss {row['train_loss']:.4f}"]
+        if row.get("validation_loss") is not None:
+            parts.append(f"validation loss {row['validation_loss']:.4f}")
+        if row.get("validation_accuracy") is not None:
+            parts.append(f"validation accuracy {100 * row['validation_accuracy']:.2f}%")
+        parts += [f"validation {name} {row[f'validation_{name}']:.4g}" for name in self.metrics]
+        improved = best is not None and best["epoch"] == row["epoch"]
+        self.log(f"epoch {row['epoch']}/{self.epochs}: {', '.join(parts)} "
+                 f"({row['epoch_seconds']:.0f} s{', best' if improved else ''})")
+
+    def on_message(self, text: str) -> None:
+        self.log(text)
+
+    def on_fit_end(self, result) -> None:
+        if result.status == "interrupted":  # the other endings return their message to the caller
+            self.log(result.message)
 
 
 class ProgressBar(Callback):

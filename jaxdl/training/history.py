@@ -10,7 +10,7 @@ import csv
 import io
 import pathlib
 
-from jaxdl import checkpoint
+from jaxdl.checkpoint.files import write_bytes_atomic, write_text_atomic
 
 
 def history_columns(history: list[dict]) -> list[str]:
@@ -28,7 +28,7 @@ def write_metrics_csv(path, history: list[dict]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({key: "" if value is None else value for key, value in row.items()})
-    checkpoint.write_text_atomic(pathlib.Path(path), buffer.getvalue())
+    write_text_atomic(pathlib.Path(path), buffer.getvalue())
 
 
 def read_metrics_csv(path) -> list[dict]:
@@ -79,7 +79,7 @@ def plot_history(path, history: list[dict]) -> None:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    checkpoint.write_bytes_atomic(pathlib.Path(path), buffer.getvalue())
+    write_bytes_atomic(pathlib.Path(path), buffer.getvalue())
 
 
 def remove_stale_temporaries(output_dir) -> list[pathlib.Path]:

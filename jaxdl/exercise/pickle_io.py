@@ -38,7 +38,7 @@ import pickle
 from typing import Iterable
 
 from jaxdl.checkpoint.errors import CheckpointError
-from jaxdl.checkpoint.files import write_atomic
+from jaxdl.checkpoint.files import write_bytes_atomic
 
 #: The builtins a pickle may name: data types only (no eval, exec, getattr, __import__, open, ...).
 SAFE_BUILTINS = frozenset({
@@ -61,7 +61,7 @@ SAFE_GLOBALS = frozenset({
 #: Modules (and their submodules) whose own classes a pickle may name; `_REFUSED_MODULES` excepted.
 CLASS_MODULES = ("jaxdl.exercise", "jaxdl.core", "jaxdl.layers", "jaxdl.initializers", "jaxdl.regularizers",
                  "jaxdl.optimizers")
-_REFUSED_MODULES = ("jaxdl.exercise.scaffold", "jaxdl.exercise.__main__")
+_REFUSED_MODULES = ("jaxdl.exercise.scaffold", "jaxdl.exercise.__main__", "jaxdl.exercise.pickle_io")
 
 
 class UnsafePickleError(CheckpointError, pickle.UnpicklingError):
@@ -138,7 +138,7 @@ def save(filename: str | os.PathLike, obj) -> None:
     Raises:
         StorageError: (an OSError) when the file cannot be written, naming its directory and the cause.
     """
-    write_atomic(pathlib.Path(filename), lambda file: pickle.dump(obj, file, protocol=pickle.HIGHEST_PROTOCOL))
+    write_bytes_atomic(pathlib.Path(filename), pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def load(filename: str | os.PathLike, *, allowed_classes: Iterable[type] = ()):
