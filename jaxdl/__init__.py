@@ -38,6 +38,10 @@ from jaxdl.layers import (
     BatchNormalization, Conv, Dropout, Flatten, FullyConnected, Pooling, ReLU, Sigmoid, SoftMax, TanH,
     GRU, LSTM, RNN, elman_rnn, lstm_network, reset_memory,
 )
+from jaxdl.layers import (
+    GELU, AveragePooling, Embedding, GlobalAveragePooling, GlobalMaxPooling, LayerNorm, MultiHeadAttention,
+    PositionalEmbedding, RMSNorm, Reshape, SiLU,
+)
 from jaxdl.losses import accuracy, correct_predictions, cross_entropy, softmax_cross_entropy
 from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularization_loss
 from jaxdl.regularizers import L1Regularizer, L2Regularizer
@@ -58,6 +62,8 @@ __all__ = [
     "BatchNormalization", "Conv", "Dropout", "Flatten", "FullyConnected", "Pooling", "ReLU",
     "Sigmoid", "SoftMax", "TanH",
     "GRU", "LSTM", "RNN", "elman_rnn", "lstm_network", "reset_memory",
+    "AveragePooling", "Embedding", "GELU", "GlobalAveragePooling", "GlobalMaxPooling", "LayerNorm",
+    "MultiHeadAttention", "PositionalEmbedding", "RMSNorm", "Reshape", "SiLU",
     "accuracy", "correct_predictions", "cross_entropy", "softmax_cross_entropy",
     "Adam", "Optimizer", "Sgd", "SgdWithMomentum", "regularization_loss",
     "L1Regularizer", "L2Regularizer",

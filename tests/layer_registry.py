@@ -14,6 +14,9 @@ A new layer joins by appending an entry here.
 (uniform floats of the output's shape).
 """
 
+import dataclasses
+from typing import ClassVar
+
 import jax.numpy as jnp
 
 import jaxdl
@@ -70,4 +73,49 @@ TRAINING_CASES = [
      jaxdl.Adam(1e-3, regularizer=jaxdl.L1Regularizer(1e-3)), "classes"),
     ("lstm_network_memorize", jaxdl.lstm_network(4, 2, memorize=True), (3, 5, 3), squared_error,
      jaxdl.Sgd(0.1, regularizer=jaxdl.L2Regularizer(1e-2)), "targets"),
+]
+
+
+# ------------------------------------------------ issue 22: the layers researchers reach for
+@dataclasses.dataclass(frozen=True)
+class FromTokenIds(jaxdl.Layer):
+    """Test adapter: `jaxdl.Embedding` behind the registry's float inputs.
+
+    The generic properties draw float inputs; an Embedding takes integer ids. This runs
+    ``layer`` on ``floor(4 |x|) mod vocabulary_size`` (piecewise constant in x, so the input's
+    gradient is 0 and finite differences of x, steps of 1e-6, see the same ids) and returns
+    the vectors in x's dtype, so every property checks the table's gradients, jit, vmap, jvp,
+    HVP, float32 and bfloat16. tests/test_research_layers.py tests Embedding on integer ids.
+    """
+
+    layer: jaxdl.Embedding
+
+    regularized: ClassVar[tuple[str, ...]] = jaxdl.Embedding.regularized
+
+    def init(self, key, input_shape, dtype=jnp.float32):
+        return self.layer.init(key, input_shape, dtype)
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        ids = jnp.floor(4 * jnp.abs(x)).astype(jnp.int32) % self.layer.vocabulary_size
+        y, state = self.layer.apply(params, state, ids, key=key, train=train)
+        return y.astype(x.dtype), state
+
+
+LAYER_CASES += [
+    ("embedding", FromTokenIds(jaxdl.Embedding(7, 3)), (2, 4)),
+    ("positional_embedding", jaxdl.PositionalEmbedding(6), (2, 4, 3)),
+    ("layer_norm", jaxdl.LayerNorm(), (2, 3, 5)),
+    ("rms_norm", jaxdl.RMSNorm(), (3, 5)),
+    ("multi_head_attention", jaxdl.MultiHeadAttention(2), (2, 4, 6)),
+    ("average_pooling_overlapping", jaxdl.AveragePooling(2, stride=(1, 2)), (2, 2, 3, 6)),
+    ("global_average_pooling", jaxdl.GlobalAveragePooling(), (2, 3, 4, 5)),
+    ("global_max_pooling", jaxdl.GlobalMaxPooling(), (2, 3, 5)),
+    ("gelu", jaxdl.GELU(), (4, 5)),
+    ("silu", jaxdl.SiLU(), (4, 5)),
+    ("reshape", jaxdl.Reshape((-1, 2)), (2, 3, 4)),
+    # Causal attention with head_features, two axes normalized, tanh GELU, inside a Serial.
+    ("transformer_block", jaxdl.Serial(
+        FromTokenIds(jaxdl.Embedding(11, 4)), jaxdl.PositionalEmbedding(8), jaxdl.LayerNorm(axis=(1, 2)),
+        jaxdl.MultiHeadAttention(3, head_features=2, causal=True), jaxdl.FullyConnected(6),
+        jaxdl.GELU(approximate=True), jaxdl.FullyConnected(5)), (2, 5)),
 ]
