@@ -11,6 +11,7 @@ from jaxdl.layers.layer_norm import LayerNorm, RMSNorm
 from jaxdl.layers.normalization import BatchNormalization
 from jaxdl.layers.pooling import Pooling
 from jaxdl.layers.recurrent import GRU, LSTM, RNN, Recurrent, elman_rnn, lstm_network, reset_memory
+from jaxdl.layers.recurrent import Bidirectional, SequenceBatch, Stacked
 from jaxdl.layers.reshape import Flatten, Reshape
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "GRU", "LSTM", "RNN", "Recurrent", "elman_rnn", "lstm_network", "reset_memory",
     "AveragePooling", "Embedding", "GELU", "GlobalAveragePooling", "GlobalMaxPooling", "LayerNorm",
     "MultiHeadAttention", "PositionalEmbedding", "RMSNorm", "Reshape", "SiLU",
+    "Bidirectional", "SequenceBatch", "Stacked",
 ]
