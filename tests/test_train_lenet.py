@@ -96,7 +96,8 @@ def test_resumed_run_equals_unbroken_run_and_test_is_evaluated_once(tmp_path, da
                           resume_command="python scripts/train_lenet.py --resume")
     assert logs[-1].endswith("Continue with: python scripts/train_lenet.py --resume")
     monkeypatch.setattr(jaxdl, "fit", REAL_FIT)
-    assert checkpoint.read_manifest(tmp_path / "broken" / "checkpoints" / "last")["metadata"]["epoch"] == 1
+    last = checkpoint.find_step_dir(tmp_path / "broken" / "checkpoints", "last")
+    assert checkpoint.read_manifest(last)["metadata"]["epoch"] == 1
 
     resumed = lenet.train_lenet(config(tmp_path, "broken", resume=True), data, log=logs.append)
     assert any("Resuming" in line and "after epoch 1" in line for line in logs)
@@ -140,8 +141,9 @@ def test_command_line_outputs_and_final_line(cli_run, capsys):
     assert not any("test" in column for column in rows[0])
     with Image.open(out / "metrics.png") as image:
         assert image.format == "PNG"
+    assert printed[-2].startswith(f"Outputs: {out}/metrics.csv, metrics.png; checkpoints: last {out}/checkpoints/step_")
     for name in ("last", "best"):
-        manifest = checkpoint.read_manifest(out / "checkpoints" / name)
+        manifest = checkpoint.read_manifest(checkpoint.find_step_dir(out / "checkpoints", name))
         assert manifest["model_config"] == {"name": "lenet"}
         assert manifest["metadata"]["config"]["batch_size"] == 16
 
@@ -212,7 +214,7 @@ def test_learning_rate_schedules(tmp_path):
 
 def test_evaluate_script_reports_accuracy_confusion_and_writes_grid(cli_run, data, tmp_path):
     out, _, printed = cli_run
-    report = evaluate_lenet.evaluate_checkpoint(out / "checkpoints" / "best", data.test,
+    report = evaluate_lenet.evaluate_checkpoint(checkpoint.find_step_dir(out / "checkpoints", "best"), data.test,
                                                 grid_path=tmp_path / "errors.png")
     assert printed[-1].endswith(f"{100 * report['accuracy']:.2f}%")
     confusion = report["confusion"]
@@ -231,15 +233,17 @@ def test_evaluate_script_takes_a_run_directory_for_its_best_checkpoint(cli_run, 
     grid = ["--grid", str(tmp_path / "grid.png")]
     assert evaluate_lenet.main([str(out), *grid]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == f"Evaluating {out / 'checkpoints' / 'best'}, the best checkpoint of {out}"
-    assert printed[1].startswith(f"Checkpoint {out / 'checkpoints' / 'best'} (epoch 1, ")
+    best = checkpoint.find_step_dir(out / "checkpoints", "best")
+    assert printed[0] == f"Evaluating {best}, the best checkpoint of {out}"
+    assert printed[1].startswith(f"Checkpoint {best} (epoch 1, ")
     assert evaluate_lenet.main([str(out / "checkpoints"), *grid]) == 0
-    assert lenet.checkpoint_to_evaluate(out / "checkpoints" / "last") == out / "checkpoints" / "last"
+    assert lenet.checkpoint_to_evaluate(out / "checkpoints") == best
+    assert lenet.checkpoint_to_evaluate(best) == best
 
 
 def test_evaluating_a_run_without_a_best_checkpoint_says_what_to_do(tmp_path, capsys):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(lenet.ConfigError, match=r"run is a run directory, but .*run/checkpoints/best holds no "
+    with pytest.raises(lenet.ConfigError, match=r"run is a run directory, but .*run/checkpoints holds no best "
                                                 r"checkpoint .*resume that run") as caught:
         lenet.checkpoint_to_evaluate(tmp_path / "run")
     assert caught.value.run_dir == tmp_path / "run"  # the fact; the command line phrases the advice
@@ -247,7 +251,7 @@ def test_evaluating_a_run_without_a_best_checkpoint_says_what_to_do(tmp_path, ca
     assert (f"Finish that run with: python scripts/train_lenet.py --resume --output-dir {tmp_path / 'run'}"
             in capsys.readouterr().err)
     with pytest.raises(lenet.ConfigError, match="no checkpoint at .*: pass a checkpoint directory such as "
-                                                "runs/lenet/checkpoints/best"):
+                                                r"runs/lenet \(its best checkpoint"):
         lenet.checkpoint_to_evaluate(tmp_path / "nothing")
     assert lenet.checkpoint_to_evaluate(tmp_path) == tmp_path  # not a run: loading it will say what is missing
 
