@@ -2,7 +2,9 @@
 
 Architecture (one functional core, every other part uses it):
 
-* `jaxdl.core`: the layer contract (`Layer`, `Serial`, `output_shape`).
+* `jaxdl.core`: the layer contract (`Layer`, `Serial`, `output_shape`; what a layer declares:
+  its regularized params and its recurrent memory, `regularized_mask`, `memory_mask`).
+* `jaxdl.combinators`: `Residual`, `Parallel` and `Tied` (parameters shared by `Tie`).
 * `jaxdl.layers`: FullyConnected, Conv, Pooling, Flatten, activations, Dropout,
   BatchNormalization (one module each); the recurrent RNN, LSTM and GRU on `lax.scan` with a
   memorized state for truncated BPTT (`reset_memory`) and the exercise's `elman_rnn` and
@@ -33,6 +35,7 @@ Architecture (one functional core, every other part uses it):
 """
 
 from jaxdl.core import Layer, Serial, count_params, memory_mask, output_shape, regularized_mask
+from jaxdl.combinators import Parallel, Residual, Tie, Tied
 from jaxdl.initializers import Constant, He, UniformRandom, Xavier
 from jaxdl.layers import (
     BatchNormalization, Conv, Dropout, Flatten, FullyConnected, Pooling, ReLU, Sigmoid, SoftMax, TanH,
@@ -58,6 +61,7 @@ from jaxdl.version import __version__  # noqa: E402
 
 __all__ = [
     "Layer", "Serial", "count_params", "memory_mask", "output_shape", "regularized_mask",
+    "Parallel", "Residual", "Tie", "Tied",
     "Constant", "He", "UniformRandom", "Xavier",
     "BatchNormalization", "Conv", "Dropout", "Flatten", "FullyConnected", "Pooling", "ReLU",
     "Sigmoid", "SoftMax", "TanH",

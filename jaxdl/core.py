@@ -25,8 +25,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
+import inspect
 import re
 from typing import Any, Sequence
 
@@ -66,13 +68,16 @@ class Layer:
         if "init" in cls.__dict__:
             cls.init = _checking_dtype(cls.__dict__["init"])
 
-    def init(self, key: jax.Array, input_shape: Shape, dtype=jnp.float32) -> tuple[Params, State]:
+    def init(self, key: jax.Array, input_shape: Shape, dtype=jnp.float32, input_dtype=None) -> tuple[Params, State]:
         """Creates the parameters and state for an input of ``input_shape`` (batch included).
 
         Args:
             key: a `jax.random` key for the initializers.
             input_shape: the shape of the input, batch dimension first.
             dtype: the floating dtype of the parameters (float32 unless asked otherwise).
+            input_dtype: the input's dtype when it differs from ``dtype`` (integer token ids);
+                only a layer that traces or threads its input needs it (composites, this
+                default); a layer with parameters may leave it out of its own ``init``.
 
         Returns:
             ``(params, state)``, two (possibly empty) dicts of arrays.
@@ -82,7 +87,7 @@ class Layer:
                 layers without params or state, checks by tracing `apply` abstractly.
         """
         del key
-        x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
+        x = input_struct(f"{type(self).__name__}.init", input_shape, dtype, input_dtype)
         jax.eval_shape(lambda x: self.apply({}, {}, x, train=False), x)
         return {}, {}
 
@@ -157,7 +162,8 @@ def missing_entries_error(layer: Layer, params, state, x, error: KeyError) -> Ex
     the given trees lack entries of those; else the KeyError itself."""
     try:
         dtype = jnp.result_type(x) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else jnp.float32
-        expected = jax.eval_shape(lambda k: layer.init(k, tuple(jnp.shape(x)), dtype), jax.random.key(0))
+        expected = jax.eval_shape(lambda k: init_layer(layer, k, tuple(jnp.shape(x)), dtype, jnp.result_type(x)),
+                                  jax.random.key(0))
     except Exception:  # noqa: BLE001  (no expectation to tell: the input itself does not fit)
         return error
     missing = [f"{what} entries {', '.join(paths)}" for what, want, got in
@@ -282,103 +288,309 @@ def check_floating(layer: Layer, x) -> None:
         )
 
 
+#: A composite's child: a layer, or a ``(name, layer)`` pair that names its key.
+Child = Any
+
+
+def child_keys(owner: str, children: Sequence[Child]) -> tuple[tuple[str, ...], tuple[Layer, ...]]:
+    """The keys and layers of a composite's children (`Serial`'s layers, `Parallel`'s branches).
+
+    A ``(name, layer)`` pair is keyed by the user's ``name``; any other child by its
+    `Layer.name` and a counter per name, as Flax does (``conv_0``, ``conv_1``,
+    ``fully_connected_0``, ...). So inserting or removing a layer of another type (a Dropout, a
+    ReLU) renames nothing.
+
+    Args:
+        owner: the composite's name, for the messages.
+        children: the layers or ``(name, layer)`` pairs, in order.
+
+    Returns:
+        ``(keys, layers)``, two tuples as long as ``children``.
+
+    Raises:
+        TypeError: for a child that is neither a jaxdl layer nor a ``(str, layer)`` pair.
+        ValueError: for an empty name or one containing ``/`` (the path separator of
+            checkpoints and `jaxdl.Tie`), or for two children with the same key.
+    """
+    keys, layers, counts = [], [], {}
+    for position, child in enumerate(children):
+        name, layer = child if isinstance(child, tuple) and len(child) == 2 and isinstance(child[0], str) else (None, child)
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{owner}: expects jaxdl layers or (name, layer) pairs, got {child!r} "
+                            f"(type {type(child).__name__}) at position {position}.")
+        if name is None:
+            name = f"{layer.name}_{counts.get(layer.name, 0)}"
+            counts[layer.name] = counts.get(layer.name, 0) + 1
+        elif not name or "/" in name:
+            raise ValueError(f"{owner}: a layer's name must be a non-empty string without '/', got {name!r} "
+                             f"at position {position}.")
+        keys.append(name)
+        layers.append(layer)
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"{owner}: the layers' keys must be unique, got {', '.join(map(repr, repeated))} more "
+                         f"than once (keys {keys}); name the layers differently.")
+    return tuple(keys), tuple(layers)
+
+
+def children_repr(keys: Sequence[str], layers: Sequence[Layer]) -> str:
+    """The children as a composite's constructor takes them: ``(name, layer)`` where the key
+    is the user's, the bare layer where it is the automatic one (`child_keys`)."""
+    counts, parts = {}, []
+    for key, layer in zip(keys, layers):
+        if key == f"{layer.name}_{counts.get(layer.name, 0)}":
+            counts[layer.name] = counts.get(layer.name, 0) + 1
+            parts.append(repr(layer))
+        else:
+            parts.append(f"({key!r}, {layer!r})")
+    return ", ".join(parts)
+
+
+def child_apply_keys(owner: Layer, layers: Sequence[Layer], key, train: bool) -> list:
+    """One key per child for `apply`: split from ``key`` when training and a child needs one
+    (`require_key` tells the call to make when ``key`` is None), else Nones."""
+    if train and any(layer.needs_key_in_training for layer in layers):
+        return list(jax.random.split(require_key(owner, key), len(layers)))
+    return [None] * len(layers)
+
+
+def init_child(owner: str, place: str, layer: Layer, key, x: jax.ShapeDtypeStruct, dtype):
+    """``layer.init`` for an input like ``x`` and the output it gives, abstractly.
+
+    The one way composites initialize a child: the child is told the input's dtype when its
+    ``init`` takes ``input_dtype`` (`init_layer`), and a ValueError or TypeError it raises is
+    raised again with ``owner`` and ``place`` (`placed_error`).
+
+    Args:
+        owner: the composite's name.
+        place: where the child sits, e.g. ``"layer 'conv_0' (position 0)"``.
+        layer: the child.
+        key: its `jax.random` key.
+        x: the input's shape and dtype (a `jax.ShapeDtypeStruct`).
+        dtype: the parameter dtype.
+
+    Returns:
+        ``(params, state, output)``, ``output`` a `jax.ShapeDtypeStruct`.
+    """
+    try:
+        params, state = init_layer(layer, key, tuple(x.shape), dtype, x.dtype)
+        return params, state, apply_output(layer, params, state, x)
+    except (ValueError, TypeError) as error:
+        raise placed_error(f"{owner}: {place}: ", error) from error
+
+
+def apply_child(owner: str, place: str, layer: Layer, params, state, x, key, train: bool):
+    """``layer.apply`` for a composite, its ValueError or TypeError raised again with ``owner``
+    and ``place`` (`placed_error`)."""
+    try:
+        return layer.apply(params, state, x, key=key, train=train)
+    except (ValueError, TypeError) as error:
+        raise placed_error(f"{owner}: {place}: ", error) from error
+
+
+def placed_error(prefix: str, error: Exception) -> Exception:
+    """``error`` with ``prefix`` before its message: the same type and attributes when it can be
+    copied, else a plain ValueError or TypeError."""
+    message = f"{prefix}{error}"
+    try:
+        placed = copy.copy(error)
+        placed.args = (message,)
+        if str(placed) != message:
+            raise TypeError("the error's type formats its own message")
+    except Exception:  # noqa: BLE001  (an error type that cannot be copied: keep its base type)
+        placed = (ValueError if isinstance(error, ValueError) else TypeError)(message)
+        placed.__dict__.update(getattr(error, "__dict__", {}))
+    return placed
+
+
+@functools.lru_cache(maxsize=None)
+def takes_input_dtype(cls: type) -> bool:
+    """True when ``cls.init`` takes ``input_dtype`` (composites, and `Layer`'s default init)."""
+    return "input_dtype" in inspect.signature(cls.init).parameters
+
+
+def init_layer(layer: Layer, key, input_shape: Shape, dtype=jnp.float32, input_dtype=None):
+    """``layer.init(key, input_shape, dtype)``, with ``input_dtype`` when the layer takes it.
+
+    A layer's own ``dtype`` is its parameter dtype; a composite (or a parameter-free layer,
+    which traces its `apply`) also needs the dtype of its input, e.g. int32 token ids.
+    """
+    if input_dtype is not None and takes_input_dtype(type(layer)):
+        return layer.init(key, input_shape, dtype, input_dtype=input_dtype)
+    return layer.init(key, input_shape, dtype)
+
+
+def input_struct(owner: str, input_shape, dtype, input_dtype) -> jax.ShapeDtypeStruct:
+    """The abstract input of ``init``: ``input_shape`` of ``input_dtype`` (``dtype`` when None).
+
+    Raises:
+        TypeError: for an ``input_dtype`` that is not a dtype.
+    """
+    try:
+        return jax.ShapeDtypeStruct(tuple(input_shape), jnp.dtype(dtype if input_dtype is None else input_dtype))
+    except TypeError as error:
+        raise TypeError(f"{owner}: input_dtype must be a dtype such as jnp.int32, got {input_dtype!r}.") from error
+
+
 @dataclasses.dataclass(frozen=True, init=False)
 class Serial(Layer):
     """Applies ``layers`` one after the other.
 
-    Params and state are dicts keyed ``"<layer name>_<position>"`` (for example
-    ``"conv_0"``, ``"fully_connected_3"``); layers without params or state get no entry.
-    Input shapes are threaded through `init` with `jax.eval_shape`, so no layer needs a
-    hand-computed input size. In training mode the key is split across the layers that need
-    one.
+    Params and state are dicts keyed by each layer's `Layer.name` and a counter per name, as
+    Flax does (``"conv_0"``, ``"conv_1"``, ``"fully_connected_0"``), or by the name the user
+    gives in a ``(name, layer)`` pair (`child_keys`); layers without params or state get no
+    entry. Inserting or removing a layer of another type (a Dropout, an activation) renames no
+    parameter, so a trained model's params still fit. Input shapes and dtypes are threaded
+    through `init` with `jax.eval_shape`, so no layer needs a hand-computed input size and
+    integer inputs (token ids) reach the layer that takes them. In training mode the key is
+    split across the layers. A ValueError or TypeError of a layer's ``init`` or ``apply`` is
+    raised again (same type, original message) prefixed with the layer's key and position.
 
     Args:
-        *layers: the layers, first applied first.
+        *layers: the layers, first applied first; a ``(name, layer)`` pair keys that layer
+            ``name``.
+
+    Raises:
+        TypeError: for an argument that is neither a layer nor a ``(str, layer)`` pair.
+        ValueError: for two layers with the same key, or a bad name (see `child_keys`).
+
+    Example:
+        >>> model = jaxdl.Serial(("encoder", jaxdl.FullyConnected(4)), jaxdl.ReLU(), jaxdl.FullyConnected(2))
+        >>> model.names
+        ('encoder', 're_lu_0', 'fully_connected_0')
     """
 
     layers: tuple[Layer, ...]
+    names: tuple[str, ...]
 
-    def __init__(self, *layers: Layer):
-        for position, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(
-                    f"Serial expects jaxdl layers, got {layer!r} (type {type(layer).__name__}) "
-                    f"at position {position}."
-                )
-        object.__setattr__(self, "layers", tuple(layers))
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The key of each layer in the params/state dicts."""
-        return tuple(f"{layer.name}_{i}" for i, layer in enumerate(self.layers))
+    def __init__(self, *layers: Child):
+        names, layers = child_keys("Serial", layers)
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "names", names)
 
     @property
     def needs_key_in_training(self) -> bool:  # type: ignore[override]
         return any(layer.needs_key_in_training for layer in self.layers)
 
-    def init(self, key, input_shape, dtype=jnp.float32):
-        params, state = {}, {}
-        shape = tuple(input_shape)
-        keys = jax.random.split(key, max(len(self.layers), 1))
-        for name, layer, layer_key in zip(self.names, self.layers, keys):
-            layer_params, layer_state = layer.init(layer_key, shape, dtype)
-            if layer_params:
-                params[name] = layer_params
-            if layer_state:
-                state[name] = layer_state
-            shape = apply_shape(layer, layer_params, layer_state, shape, dtype)
-        return params, state
-
-    def apply(self, params, state, x, *, key=None, train=False):
-        new_state = {}
-        needs_key = [train and layer.needs_key_in_training for layer in self.layers]
-        if any(needs_key):
-            keys = list(jax.random.split(require_key(self, key), len(self.layers)))
-        else:
-            keys = [None] * len(self.layers)
-        for name, layer, layer_key in zip(self.names, self.layers, keys):
-            try:
-                x, layer_state = layer.apply(
-                    params.get(name, {}), state.get(name, {}), x, key=layer_key, train=train
-                )
-            except ValueError as error:
-                if not getattr(error, "missing_entries", False):
-                    raise
-                explained = ValueError(
-                    f"Serial: the layer at {name!r} was given params or state without entries it needs: {error} "
-                    f"The Serial's params have the keys {sorted(params)} and its state {sorted(state)}; this "
-                    f"model's layers are {list(self.names)}.")
-                explained.missing_entries = True
-                raise explained from error
-            if layer_state:
-                new_state[name] = layer_state
-        return x, new_state
-
     def sublayers(self) -> dict[str, Layer]:
         """``{key: layer}`` for every layer (`names`)."""
         return dict(zip(self.names, self.layers))
 
+    def init(self, key, input_shape, dtype=jnp.float32, input_dtype=None):
+        """Initializes every layer for the output of the one before.
+
+        Args:
+            key: a `jax.random` key, split across the layers.
+            input_shape: the input's shape, batch first.
+            dtype: the parameter dtype.
+            input_dtype: the input's dtype when it is not ``dtype`` (e.g. jnp.int32 token ids).
+
+        Returns:
+            ``(params, state)`` keyed by `names`.
+        """
+        params, state = {}, {}
+        x = input_struct("Serial.init", input_shape, dtype, input_dtype)
+        keys = jax.random.split(key, max(len(self.layers), 1))
+        for position, (name, layer, layer_key) in enumerate(zip(self.names, self.layers, keys)):
+            layer_params, layer_state, x = init_child(
+                "Serial", f"layer {name!r} (position {position})", layer, layer_key, x, dtype)
+            if layer_params:
+                params[name] = layer_params
+            if layer_state:
+                state[name] = layer_state
+        return params, state
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        new_state = {}
+        keys = child_apply_keys(self, self.layers, key, train)
+        for position, (name, layer, layer_key) in enumerate(zip(self.names, self.layers, keys)):
+            try:
+                x, layer_state = apply_child("Serial", f"layer {name!r} (position {position})", layer,
+                                             params.get(name, {}), state.get(name, {}), x, layer_key, train)
+            except ValueError as error:
+                if not getattr(error, "missing_entries", False):
+                    raise
+                raise self._missing_entries(name, params, state, error.__cause__ or error) from error
+            if layer_state:
+                new_state[name] = layer_state
+        return x, new_state
+
+    def _missing_entries(self, name: str, params, state, error: Exception) -> ValueError:
+        """The error for a layer given params or state without entries it needs, naming the old
+        positional keys when ``params`` has them."""
+        legacy = ""
+        positional = {f"{layer.name}_{i}" for i, layer in enumerate(self.layers)}
+        if isinstance(params, dict) and params and set(params) <= positional and not set(params) <= set(self.names):
+            legacy = (f" These params use the positional keys of jaxdl before 0.2 ('<layer>_<position>', e.g. "
+                      f"{sorted(set(params) - set(self.names))[0]!r}), not this Serial's keys per layer type; convert "
+                      f"them with jaxdl.core.from_positional_keys(model, params).")
+        explained = ValueError(
+            f"Serial: the layer at {name!r} was given params or state without entries it needs: {error} "
+            f"The Serial's params have the keys {sorted(params)} and its state {sorted(state)}; this "
+            f"model's layers are {list(self.names)}.{legacy}")
+        explained.missing_entries = True
+        return explained
+
     def __repr__(self):
-        inner = ", ".join(repr(layer) for layer in self.layers)
-        return f"Serial({inner})"
+        return f"Serial({children_repr(self.names, self.layers)})"
+
+
+def from_positional_keys(model: Serial, tree: dict) -> dict:
+    """A params or state tree keyed the old way (``"<layer>_<position>"``, jaxdl before 0.2)
+    keyed by ``model``'s keys (`Serial.names`), recursively for nested `Serial` layers.
+
+    Args:
+        model: the `Serial` the tree belongs to.
+        tree: its params or state with positional keys (e.g. ``conv_3``, ``fully_connected_7``).
+
+    Returns:
+        The same arrays under ``model``'s keys.
+
+    Raises:
+        ValueError: for a key that is not one of ``model``'s positional keys.
+    """
+    positional = {f"{layer.name}_{i}": (name, layer) for i, (name, layer) in enumerate(zip(model.names, model.layers))}
+    unknown = sorted(set(tree) - set(positional))
+    if unknown:
+        raise ValueError(f"from_positional_keys: the keys {unknown} are not positional keys of this model "
+                         f"({sorted(positional)}).")
+    converted = {}
+    for old, value in tree.items():
+        name, layer = positional[old]
+        converted[name] = from_positional_keys(layer, value) if isinstance(layer, Serial) else value
+    return converted
+
+
+def apply_output(layer: Layer, params, state, x: jax.ShapeDtypeStruct):
+    """The evaluation-mode output of ``layer`` (shape and dtype) for an input like ``x``, traced abstractly."""
+    return jax.eval_shape(lambda p, s, x: layer.apply(p, s, x, train=False)[0], params, state, x)
 
 
 def apply_shape(layer, params, state, input_shape, dtype) -> Shape:
     """The evaluation-mode output shape of ``layer`` with the given params, traced abstractly."""
-    x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
-    out = jax.eval_shape(lambda p, s, x: layer.apply(p, s, x, train=False)[0], params, state, x)
-    return tuple(out.shape)
+    return tuple(apply_output(layer, params, state, jax.ShapeDtypeStruct(tuple(input_shape), dtype)).shape)
 
 
-def output_shape(layer: Layer, input_shape: Shape, dtype=jnp.float32) -> Shape:
+def output_shape(layer: Layer, input_shape: Shape, dtype=jnp.float32, input_dtype=None) -> Shape:
     """The output shape of ``layer`` for an input of ``input_shape``, without computing it.
+
+    Args:
+        layer: the layer or model.
+        input_shape: the input's shape, batch first.
+        dtype: the parameter dtype.
+        input_dtype: the input's dtype when it is not ``dtype`` (e.g. jnp.int32 token ids).
+
+    Returns:
+        The output shape.
 
     Example:
         >>> jaxdl.output_shape(jaxdl.Conv(6, (5, 5), stride=2), (8, 1, 28, 28))
         (8, 6, 14, 14)
     """
-    params, state = jax.eval_shape(lambda k: layer.init(k, tuple(input_shape), dtype), jax.random.key(0))
-    return apply_shape(layer, params, state, input_shape, dtype)
+    x = input_struct("output_shape", input_shape, dtype, input_dtype)
+    params, state = jax.eval_shape(lambda k: init_layer(layer, k, tuple(input_shape), dtype, x.dtype),
+                                   jax.random.key(0))
+    return tuple(apply_output(layer, params, state, x).shape)
 
 
 def tree_float_dtype(tree) -> jnp.dtype:

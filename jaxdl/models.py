@@ -1,8 +1,9 @@
 """Ready-made models: the exercise's LeNet variant for MNIST, and rebuilding models from configs.
 
 A model config is a small JSON-compatible dict ``{"name": "lenet", **keyword arguments}`` that
-`build_model` turns back into the layer. Checkpoints store it (see `jaxdl.checkpoint`), so a
-saved run can be rebuilt without pickling code.
+`build_model` turns back into the layer through the registry of model builders. Checkpoints
+store it (see `jaxdl.checkpoint`), so a saved run can be rebuilt without pickling code. Your
+own models join the registry with `register_model` (`registered_models` lists them).
 
 Example:
     >>> import jax, jaxdl
@@ -91,8 +92,45 @@ def lenet_optimizer(learning_rate=5e-4, l2: float = 4e-4) -> Optimizer:
     return Adam(learning_rate, regularizer=regularizer)
 
 
-#: The model constructors `build_model` knows, by config name.
+#: The model builders `build_model` knows, by config name (extend it with `register_model`).
 MODELS: dict[str, Callable[..., Layer]] = {"lenet": lenet}
+
+
+def register_model(name: str, builder: Callable[..., Layer], *, replace: bool = False) -> None:
+    """Makes ``builder`` the model that `build_model` builds for configs named ``name``.
+
+    Args:
+        name: the config name (``{"name": name, **kwargs}``).
+        builder: a function of the config's other entries (JSON values, as keyword arguments)
+            that returns the model, a `jaxdl.Layer`.
+        replace: allow replacing a builder registered under ``name`` before.
+
+    Raises:
+        TypeError: for a ``name`` that is not a str or a ``builder`` that is not callable.
+        ValueError: for an empty name, or a name registered already (without ``replace``).
+
+    Example:
+        >>> def mlp(hidden=32, classes=10):
+        ...     return jaxdl.Serial(jaxdl.Flatten(), jaxdl.FullyConnected(hidden), jaxdl.ReLU(),
+        ...                         jaxdl.FullyConnected(classes))
+        >>> jaxdl.models.register_model("mlp", mlp)
+        >>> model = jaxdl.models.build_model({"name": "mlp", "hidden": 16})
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"register_model: name must be a str, got {name!r} (type {type(name).__name__}).")
+    if not name:
+        raise ValueError("register_model: name must be a non-empty str, got ''.")
+    if not callable(builder):
+        raise TypeError(f"register_model: builder must be callable (kwargs -> jaxdl Layer), got {builder!r}.")
+    if name in MODELS and not replace and MODELS[name] is not builder:
+        raise ValueError(f"register_model: a model named {name!r} is registered already ({MODELS[name]!r}); pass "
+                         f"replace=True to replace it.")
+    MODELS[name] = builder
+
+
+def registered_models() -> tuple[str, ...]:
+    """The names `build_model` knows, sorted."""
+    return tuple(sorted(MODELS))
 
 
 def model_config(name: str = "lenet", **kwargs: Any) -> dict:
@@ -105,16 +143,28 @@ def model_config(name: str = "lenet", **kwargs: Any) -> dict:
 def build_model(config: dict) -> Layer:
     """Rebuilds the model described by ``config`` (from `model_config` or a checkpoint).
 
+    Args:
+        config: ``{"name": name, **keyword arguments}``, ``name`` one of `registered_models`.
+
+    Returns:
+        The builder's model.
+
     Raises:
-        ValueError: for an unknown model name or arguments the constructor rejects.
+        ValueError: for an unknown model name (listing the registered ones), arguments the
+            builder rejects, or a builder that does not return a jaxdl layer.
     """
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"build_model: expected a dict with a 'name' entry, got {config!r}.")
     kwargs = dict(config)
     name = kwargs.pop("name")
     if name not in MODELS:
-        raise ValueError(f"build_model: unknown model {name!r}; known models: {sorted(MODELS)}.")
+        raise ValueError(f"build_model: unknown model {name!r}; registered models: {list(registered_models())} "
+                         f"(add yours with jaxdl.models.register_model(name, builder)).")
     try:
-        return MODELS[name](**kwargs)
+        model = MODELS[name](**kwargs)
     except TypeError as error:
         raise ValueError(f"build_model: invalid arguments for {name!r}: {kwargs!r} ({error}).") from error
+    if not isinstance(model, Layer):
+        raise ValueError(f"build_model: the builder of {name!r} must return a jaxdl Layer, got "
+                         f"{type(model).__name__}.")
+    return model

@@ -13,7 +13,9 @@ report the regularization loss. The update sequences are the exercise's exactly:
 
 With ``regularizer=``, each update also shrinks the current weights:
 w <- w - lr * regularizer.gradient(w) + (the step from the data gradient alone); the
-regularizer never enters momentum or Adam's moments (see `jaxdl.regularizers`).
+regularizer never enters momentum or Adam's moments (see `jaxdl.regularizers`). Which weights
+is the model's declaration (`jaxdl.Layer.regularized`): ``update(grads, opt_state, params,
+regularized=model)``, as `jaxdl.make_train_step` calls it.
 ``learning_rate`` may be a float or an optax schedule (a function of the step count).
 
 Errors (at construction): TypeError for a hyperparameter that is not a real number (a string,
@@ -54,25 +56,32 @@ class ShrinkState(NamedTuple):
     count: jax.Array
 
 
-def shrink_by_regularizer(regularizer, learning_rate) -> optax.GradientTransformation:
-    """Adds -learning_rate * regularizer.gradient(params) to the updates (needs params)."""
+def shrink_by_regularizer(regularizer, learning_rate) -> optax.GradientTransformationExtraArgs:
+    """Adds -learning_rate * regularizer.gradient(params) to the updates (needs params).
+
+    Which params it shrinks is the regularizer's ``mask``, else the model's declarations:
+    ``update(updates, state, params, regularized=model)`` with the model (a `jaxdl.Layer`) or
+    `jaxdl.regularized_mask` of it, as `jaxdl.make_train_step` passes it (an optax extra
+    argument, which `optax.chain` hands to the transformations that take it).
+    """
 
     def init(params):
         del params
         return ShrinkState(count=jnp.zeros((), jnp.int32))
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, *, regularized=None, **extra_args):
+        del extra_args
         if params is None:
             raise ValueError(
                 f"The optimizer with regularizer {regularizer!r} needs the current params: "
                 f"call update(grads, opt_state, params)."
             )
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        shrink = regularizer.gradient(params)
+        shrink = regularizer.gradient(params, regularized)
         updates = jax.tree.map(lambda u, s: u - jnp.asarray(lr, s.dtype) * s, updates, shrink)
         return updates, ShrinkState(count=optax.safe_increment(state.count))
 
-    return optax.GradientTransformation(init, update)
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def _optimizer(step: optax.GradientTransformation, learning_rate, regularizer) -> Optimizer:
@@ -115,9 +124,19 @@ def Adam(learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, *, regularizer=None) -
     return _optimizer(step, learning_rate, regularizer)
 
 
-def regularization_loss(optimizer, params) -> jax.Array:
-    """The norm of ``optimizer.regularizer`` over ``params`` (0 without a regularizer)."""
+def regularization_loss(optimizer, params, regularized=None) -> jax.Array:
+    """The norm of ``optimizer.regularizer`` over ``params`` (0 without a regularizer).
+
+    Args:
+        optimizer: a `jaxdl.Optimizer` (or any optax transformation: no regularizer, 0).
+        params: the params.
+        regularized: the model (a `jaxdl.Layer`) or `jaxdl.regularized_mask` of it: which
+            params the regularizer acts on (see `jaxdl.regularizers`).
+
+    Returns:
+        A scalar in the params' floating dtype.
+    """
     regularizer = getattr(optimizer, "regularizer", None)
     if regularizer is None:
         return jnp.zeros((), tree_float_dtype(params))  # a float32 model's loss stays float32
-    return regularizer.norm(params)
+    return regularizer.norm(params, regularized)

@@ -53,7 +53,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from jaxdl.core import Layer
+from jaxdl.core import Layer, init_layer
 from jaxdl.validation import check_dtype_available
 
 #: The compute dtypes by name. float64 needs ``jax_enable_x64``.
@@ -190,9 +190,23 @@ class MixedPrecision(Layer):
     def needs_key_in_training(self) -> bool:  # type: ignore[override]
         return self.layer.needs_key_in_training
 
-    def init(self, key, input_shape, dtype=jnp.float32):
+    @property
+    def regularized(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The inner layer's declaration (the params are the inner layer's)."""
+        return self.layer.regularized
+
+    @property
+    def memory(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The inner layer's declaration (the state is the inner layer's)."""
+        return self.layer.memory
+
+    def sublayers(self) -> dict[str, Layer]:
+        """The inner layer's children (the wrapper adds no nesting)."""
+        return self.layer.sublayers()
+
+    def init(self, key, input_shape, dtype=jnp.float32, input_dtype=None):
         self._check_x64()
-        return self.layer.init(key, input_shape, dtype)
+        return init_layer(self.layer, key, input_shape, dtype, input_dtype)
 
     def apply(self, params, state, x, *, key=None, train=False):
         self._check_x64()

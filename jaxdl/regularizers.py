@@ -5,13 +5,15 @@ Conventions (the exercise's, no factor 1/2):
 * ``L2Regularizer(alpha)``: norm = alpha * sum(w^2), gradient = alpha * w.
 * ``L1Regularizer(alpha)``: norm = alpha * sum(|w|), gradient = alpha * sign(w).
 
-Which leaves are regularized: by default the leaves named ``weights`` (FullyConnected and
-Conv kernels) and the recurrent matrices ``w_ih``, ``w_hh``; never biases or normalization
-parameters (``gamma``, ``beta``). This differs from the exercise, whose FullyConnected keeps
-the bias as the last row of its weight matrix and so regularizes it too (`jaxdl.exercise`
-reproduces that). Pass ``mask``, a predicate on the leaf's path (a tuple of strings such as
-``("fully_connected_0", "bias")``), to choose other leaves. A bare array (empty path) is
-always regularized.
+Which leaves are regularized: the ones the model's layers declare (`jaxdl.Layer.regularized`:
+FullyConnected and Conv ``weights``, the recurrent ``w_ih`` and ``w_hh``, an Embedding's table,
+a custom layer's own kernels); never biases or normalization parameters, whatever their names.
+`norm` and `gradient` take the model as ``regularized=`` (or its `jaxdl.regularized_mask`, a
+pytree of bools); the training step passes it for you. This differs from the exercise, whose
+FullyConnected keeps the bias as the last row of its weight matrix and so regularizes it too
+(`jaxdl.exercise` reproduces that). Pass ``mask``, a predicate on the leaf's path (a tuple of
+strings such as ``("fully_connected_0", "bias")``), to choose other leaves; it wins over the
+declarations. A bare array (not a tree) is always regularized.
 
 Two ways to use a regularizer:
 
@@ -37,24 +39,47 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxdl.core import path_names, tree_float_dtype
+from jaxdl.core import Layer, path_names, regularized_mask, tree_float_dtype
 from jaxdl.validation import real_number
 
-#: Leaf names regularized by default.
-REGULARIZED_NAMES = frozenset({"weights", "w_ih", "w_hh"})
+def leaf_mask(owner: str, tree, mask: Callable | None, regularized=None):
+    """Which leaves of ``tree`` a regularizer acts on: a pytree of bools like ``tree``.
+
+    ``mask`` (a predicate on the leaf's path) wins; else ``regularized``: a `jaxdl.Layer` (the
+    model, whose declarations `jaxdl.regularized_mask` reads) or such a pytree of bools; a bare
+    array needs neither.
+
+    Raises:
+        ValueError: for a tree (a dict of params) with neither ``mask`` nor ``regularized``,
+            or a ``regularized`` mask whose structure differs from the tree's.
+    """
+    if mask is not None:
+        return jax.tree_util.tree_map_with_path(lambda path, _: bool(mask(path_names(path))), tree)
+    if isinstance(regularized, Layer):
+        return regularized_mask(regularized, tree)
+    if regularized is None:
+        if jax.tree_util.treedef_is_leaf(jax.tree.structure(tree)) or not jax.tree.leaves(tree):
+            return jax.tree.map(lambda _: True, tree)  # a bare array (or nothing to regularize)
+        raise ValueError(
+            f"{owner}: which leaves of a params tree are regularized comes from the model's layers "
+            f"(Layer.regularized): pass regularized=model (or jaxdl.regularized_mask(model, params)), or build "
+            f"the regularizer with mask=lambda path: ...; got a tree with keys {sorted(tree) if isinstance(tree, dict) else type(tree).__name__}.")
+    if jax.tree.structure(regularized) != jax.tree.structure(tree):
+        raise ValueError(f"{owner}: regularized must be the model (a jaxdl Layer) or a pytree of bools with the "
+                         f"params' structure (jaxdl.regularized_mask(model, params)), got {regularized!r}.")
+    return regularized
 
 
-def default_mask(path: tuple[str, ...]) -> bool:
-    """True for weights (FC, Conv, recurrent), False for biases and normalization params."""
-    return len(path) == 0 or path[-1] in REGULARIZED_NAMES
+def _masked_map(fn, flags, tree):
+    """``fn`` of the flagged leaves, zeros elsewhere (flags Python bools, or arrays under a trace)."""
+    def leaf(w, flag):
+        if isinstance(flag, (bool, np.bool_)):
+            return fn(w) if flag else jnp.zeros_like(w)
+        return jnp.where(flag, fn(w), jnp.zeros_like(w))
 
-
-def _masked_map(fn, mask, tree):
-    mask = mask or default_mask
-    return jax.tree_util.tree_map_with_path(
-        lambda path, w: fn(w) if mask(path_names(path)) else jnp.zeros_like(w), tree
-    )
+    return jax.tree.map(leaf, tree, flags)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +98,40 @@ class _Regularizer:
     def _gradient(self, w):
         raise NotImplementedError
 
-    def norm(self, tree) -> jax.Array:
-        """alpha times the summed penalty over the regularized leaves (a scalar)."""
-        sums = [jnp.sum(leaf) for leaf in jax.tree.leaves(_masked_map(self._penalty, self.mask, tree))]
+    def norm(self, tree, regularized=None) -> jax.Array:
+        """alpha times the summed penalty over the regularized leaves (a scalar).
+
+        Args:
+            tree: a params tree, or a bare array.
+            regularized: the model (a `jaxdl.Layer`: its layers' declarations choose the leaves)
+                or `jaxdl.regularized_mask` of it; not needed with ``mask`` or for a bare array.
+
+        Returns:
+            The penalty, in the params' floating dtype.
+
+        Raises:
+            ValueError: for a params tree without ``regularized`` or ``mask`` (see `leaf_mask`).
+        """
+        flags = leaf_mask(f"{type(self).__name__}.norm", tree, self.mask, regularized)
+        sums = [jnp.sum(leaf) for leaf in jax.tree.leaves(_masked_map(self._penalty, flags, tree))]
         total = sum(sums[1:], sums[0]) if sums else jnp.zeros((), tree_float_dtype(tree))
         return self.alpha * total
 
-    def gradient(self, tree):
-        """The gradient of `norm`: a tree like ``tree``, zeros on unregularized leaves."""
-        return _masked_map(lambda w: self.alpha * self._gradient(w), self.mask, tree)
+    def gradient(self, tree, regularized=None):
+        """The gradient of `norm`: a tree like ``tree``, zeros on unregularized leaves.
+
+        Args:
+            tree: a params tree, or a bare array.
+            regularized: as for `norm`.
+
+        Returns:
+            A tree like ``tree``.
+
+        Raises:
+            ValueError: as for `norm`.
+        """
+        flags = leaf_mask(f"{type(self).__name__}.gradient", tree, self.mask, regularized)
+        return _masked_map(lambda w: self.alpha * self._gradient(w), flags, tree)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,6 +56,22 @@ LAYER_CASES = [
     ("gru_last_reverse", jaxdl.GRU(3, return_sequences=False, reverse=True), (2, 3, 4)),
 ]
 
+# The combinators (jaxdl.combinators): a residual block, parallel branches, tied weights.
+LAYER_CASES += [
+    ("residual", jaxdl.Residual(jaxdl.Serial(jaxdl.FullyConnected(5), jaxdl.TanH(), jaxdl.FullyConnected(5))), (3, 5)),
+    ("residual_projection_batch_norm", jaxdl.Residual(
+        jaxdl.Serial(jaxdl.Conv(3, (3, 3)), jaxdl.BatchNormalization(), jaxdl.TanH()),
+        projection=jaxdl.Conv(3, (1, 1))), (2, 2, 4, 4)),
+    ("parallel_sum", jaxdl.Parallel(jaxdl.FullyConnected(3), jaxdl.Serial(jaxdl.FullyConnected(3), jaxdl.Sigmoid())),
+     (4, 5)),
+    ("parallel_concat_dropout", jaxdl.Parallel(
+        ("wide", jaxdl.FullyConnected(2)), ("dropped", jaxdl.Serial(jaxdl.Dropout(0.3), jaxdl.FullyConnected(3))),
+        merge="concat"), (4, 5)),
+    ("tied_output_projection", jaxdl.Tied(
+        jaxdl.Serial(jaxdl.FullyConnected(3), jaxdl.TanH(), ("output", jaxdl.FullyConnected(5))),
+        jaxdl.Tie("output/weights", "fully_connected_0/weights", transpose=True)), (4, 5)),
+]
+
 
 _CASES = {name: (layer, shape) for name, layer, shape in LAYER_CASES}
 

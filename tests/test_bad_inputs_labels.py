@@ -273,7 +273,7 @@ def test_a_memorized_model_evaluates_a_partial_last_batch():
     result = jaxdl.evaluate(step, params, state, [(x[:4], y[:4]), (x[4:], y[4:])], jaxdl.cross_entropy)
     # reference: the last batch padded to the memorized batch size, the padding rows dropped
     padded = np.concatenate([x[4:], np.zeros((1, 5, 3), np.float32)])
-    first, carried = step(params, jaxdl.reset_memory(state), x[:4])
+    first, carried = step(params, jaxdl.reset_memory(model, state), x[:4])
     last, _ = step(params, carried, padded)
     outputs, labels = np.concatenate([first, last[:3]]), y[:, :, None]
     assert result["count"] == 7

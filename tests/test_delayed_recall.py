@@ -28,7 +28,7 @@ def test_validation_loss_carries_the_state_through_each_sequence():
     total, count = 0.0, 0
     for batch in recall.RecallChunks(SMALL, SMALL.test_batches, stream=1).epoch(0):
         if batch.reset:
-            state = jaxdl.reset_memory(state)
+            state = jaxdl.reset_memory(model, state)
         logits, state = eval_step(params, state, batch.x)
         total += float(per_example_losses(recall.recall_loss, logits, batch.labels).sum())
         count += batch.x.shape[0]

@@ -349,10 +349,10 @@ def test_serial_rejects_non_layers():
 def test_serial_names_params_readably():
     model = jaxdl.Serial(jaxdl.Conv(2, (3, 3)), jaxdl.ReLU(), jaxdl.Flatten(), jaxdl.FullyConnected(3))
     params, state = model.init(jax.random.key(0), (1, 1, 4, 4))
-    assert set(params) == {"conv_0", "fully_connected_3"}
+    assert set(params) == {"conv_0", "fully_connected_0"}
     assert set(params["conv_0"]) == {"weights", "bias"}
     assert state == {}
-    assert params["fully_connected_3"]["weights"].shape == (32, 3)
+    assert params["fully_connected_0"]["weights"].shape == (32, 3)
 
 
 def test_layers_are_hashable_and_compare_by_configuration():

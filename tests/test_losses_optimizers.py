@@ -169,7 +169,7 @@ def test_regularizer_never_enters_adam_moments():
     opt = jaxdl.Adam(0.1, regularizer=jaxdl.L2Regularizer(0.5))
     state = opt.init(params)
     zero = jax.tree.map(jnp.zeros_like, params)
-    updates, state = opt.update(zero, state, params)
+    updates, state = opt.update(zero, state, params, regularized={"fully_connected_0": {"weights": True, "bias": False}})
     adam_state = state[0][0]
     assert all(float(jnp.abs(leaf).sum()) == 0 for leaf in jax.tree.leaves(adam_state.mu))
     np.testing.assert_allclose(updates["fully_connected_0"]["weights"], -0.1 * 0.5 * np.ones(3))
@@ -180,13 +180,16 @@ def test_regularizer_masks_biases_and_normalization_by_default():
     model = jaxdl.Serial(jaxdl.Conv(2, (3, 3)), jaxdl.BatchNormalization(), jaxdl.Flatten(), jaxdl.FullyConnected(3))
     params, _ = model.init(jax.random.key(0), (1, 1, 4, 4))
     params = jax.tree.map(jnp.ones_like, params)
-    weights = params["conv_0"]["weights"].size + params["fully_connected_3"]["weights"].size
-    np.testing.assert_allclose(jaxdl.L1Regularizer(1.0).norm(params), weights)
-    grads = jaxdl.L2Regularizer(1.0).gradient(params)
-    assert float(jnp.sum(grads["batch_normalization_1"]["gamma"])) == 0.0
+    weights = params["conv_0"]["weights"].size + params["fully_connected_0"]["weights"].size
+    np.testing.assert_allclose(jaxdl.L1Regularizer(1.0).norm(params, model), weights)
+    grads = jaxdl.L2Regularizer(1.0).gradient(params, model)
+    assert float(jnp.sum(grads["batch_normalization_0"]["gamma"])) == 0.0
     assert float(jnp.sum(grads["conv_0"]["bias"])) == 0.0
     everything = jaxdl.L1Regularizer(1.0, mask=lambda path: True)
     np.testing.assert_allclose(everything.norm(params), jaxdl.count_params(params))
+    with pytest.raises(ValueError, match=r"L1Regularizer.norm: which leaves of a params tree are regularized comes "
+                                         r"from the model's layers .*regularized=model"):
+        jaxdl.L1Regularizer(1.0).norm(params)  # no name matching: the model declares its kernels
 
 
 def test_regularized_optimizer_needs_params():

@@ -364,10 +364,10 @@ def test_reset_memory_restores_zeros_and_keeps_other_state():
     params, state0 = model.init(jax.random.key(0), (B, T, F))
     _, state = apply(model, params, state0, random_input().astype(jnp.float32), train=True)
     assert float(jnp.abs(state["lstm_0"]["c"]).sum()) > 0
-    reset = jax.jit(reset_memory)(state)
+    reset = jax.jit(reset_memory, static_argnums=0)(model, state)
     jax.tree.map(np.testing.assert_array_equal, reset["lstm_0"], state0["lstm_0"])
-    jax.tree.map(np.testing.assert_array_equal, reset["rnn_1"], state0["rnn_1"])
-    jax.tree.map(np.testing.assert_array_equal, reset["batch_normalization_2"], state["batch_normalization_2"])
+    jax.tree.map(np.testing.assert_array_equal, reset["rnn_0"], state0["rnn_0"])
+    jax.tree.map(np.testing.assert_array_equal, reset["batch_normalization_0"], state["batch_normalization_0"])
     assert jax.tree.map(lambda v: v.dtype, reset) == jax.tree.map(lambda v: v.dtype, state)
 
 
@@ -376,8 +376,8 @@ def test_reset_memory_with_mask_resets_only_marked_sequences():
     params, state = model.init(jax.random.key(0), (B, T, F))
     _, state = apply(model, params, state, random_input().astype(jnp.float32))
     mask = jnp.array([True, False, True])
-    reset = reset_memory(state, mask)
-    for layer_name in ("lstm_0", "rnn_1"):
+    reset = reset_memory(model, state, mask)
+    for layer_name in ("lstm_0", "rnn_0"):
         for name, value in state[layer_name].items():
             np.testing.assert_array_equal(reset[layer_name][name][1], value[1])
             np.testing.assert_array_equal(reset[layer_name][name][0], jnp.zeros(H))
@@ -385,13 +385,16 @@ def test_reset_memory_with_mask_resets_only_marked_sequences():
 
 
 def test_reset_memory_rejects_bad_masks():
-    _, state = memorizing_model().init(jax.random.key(0), (B, T, F))
+    model = memorizing_model()
+    _, state = model.init(jax.random.key(0), (B, T, F))
     with pytest.raises(ValueError, match=r"mask has shape \(2,\).*lstm_0/[hc] has shape \(3, 6\)"):
-        reset_memory(state, jnp.array([True, False]))
+        reset_memory(model, state, jnp.array([True, False]))
     with pytest.raises(TypeError, match="boolean"):
-        reset_memory(state, jnp.array([1, 0, 1]))
+        reset_memory(model, state, jnp.array([1, 0, 1]))
     with pytest.raises(ValueError, match=r"shape \(batch,\)"):
-        reset_memory(state, jnp.ones((3, 1), bool))
+        reset_memory(model, state, jnp.ones((3, 1), bool))
+    with pytest.raises(TypeError, match=r"reset_memory: model must be the jaxdl layer.*reset_memory\(model, state"):
+        reset_memory(state, None)  # the old call, without the model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -473,9 +476,9 @@ def test_regularizer_sees_recurrent_weights_not_biases():
     params, _ = model.init(jax.random.key(0), (B, T, F))
     rnn = params["rnn_0"]
     expected = 0.1 * (jnp.sum(rnn["w_ih"] ** 2) + jnp.sum(rnn["w_hh"] ** 2)
-                      + jnp.sum(params["fully_connected_1"]["weights"] ** 2))
-    np.testing.assert_allclose(L2Regularizer(0.1).norm(params), expected, rtol=1e-6)
-    gradient = L2Regularizer(0.1).gradient(params)["rnn_0"]
+                      + jnp.sum(params["fully_connected_0"]["weights"] ** 2))
+    np.testing.assert_allclose(L2Regularizer(0.1).norm(params, model), expected, rtol=1e-6)
+    gradient = L2Regularizer(0.1).gradient(params, model)["rnn_0"]
     np.testing.assert_array_equal(gradient["b"], jnp.zeros(H))
     np.testing.assert_allclose(gradient["w_hh"], 0.1 * rnn["w_hh"], rtol=1e-6)
 

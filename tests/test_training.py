@@ -133,7 +133,7 @@ def test_reported_loss_adds_the_regularization_loss(regularizer):
     plain = jaxdl.NeuralNetwork(model, jaxdl.cross_entropy, jaxdl.Sgd(1e-3), input_shape=(100, 4))
     regularized = jaxdl.NeuralNetwork(model, jaxdl.cross_entropy, jaxdl.Sgd(1e-3, regularizer=regularizer),
                                       input_shape=(100, 4))
-    expected = float(regularizer.norm(regularized.params))
+    expected = float(regularizer.norm(regularized.params, model))
     assert expected > 0
     np.testing.assert_allclose(regularized.train_step(x, y) - plain.train_step(x, y), expected, rtol=1e-5)
 
@@ -146,7 +146,7 @@ def test_penalty_in_the_loss_is_differentiated():
     new_state, metrics = step(train_state, jnp.ones((3, 2)), None)
     w = train_state.params["fully_connected_0"]["weights"]
     np.testing.assert_allclose(new_state.params["fully_connected_0"]["weights"], w - 1.0 * 0.5 * 2 * w, rtol=1e-12)
-    np.testing.assert_allclose(metrics["loss"], penalty.norm(train_state.params), rtol=1e-12)
+    np.testing.assert_allclose(metrics["loss"], penalty.norm(train_state.params, model), rtol=1e-12)
 
 
 def test_train_step_updates_batch_norm_state_and_dropout_key():

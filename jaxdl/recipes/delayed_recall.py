@@ -142,7 +142,7 @@ def evaluate_recall(model, train_state, config: RecallConfig) -> dict:
     state = train_state.state
     for batch in RecallChunks(config, config.test_batches, 1).epoch(0):
         if batch.reset:
-            state = jaxdl.reset_memory(state)
+            state = jaxdl.reset_memory(model, state)
         logits, state = eval_step(train_state.params, state, batch.x)
         targets, weights = batch.labels
         correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)

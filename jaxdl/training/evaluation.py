@@ -97,9 +97,23 @@ def classification_labels(labels, outputs_shape: tuple, loss_fn: Callable | None
     return bool(np.all((values >= 0) & (values <= 1)) and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3))
 
 
+def _model_of(eval_step: Callable, model, state):
+    """The model whose memorized states `evaluate` resets: ``model``, else the eval step's own
+    (`jaxdl.make_eval_step` records it); None for an empty state (nothing to reset).
+
+    Raises:
+        ValueError: for a non-empty state without either.
+    """
+    model = getattr(eval_step, "model", None) if model is None else model
+    if model is None and jax.tree.leaves(state):
+        raise ValueError("evaluate: the eval step does not say its model (make_eval_step's does), so the memorized "
+                         "states in its state cannot be told apart; pass model=the model.")
+    return model
+
+
 def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Callable | None = None, *,
              reset: bool = True, threshold: float | None = None,
-             metrics: Mapping[str, Callable] | None = None) -> dict:
+             metrics: Mapping[str, Callable] | None = None, model=None) -> dict:
     """Mean loss per example, accuracy and ``metrics`` of the model over ``batches``, in evaluation mode.
 
     The state is carried from batch to batch: evaluation starts from ``state`` with every
@@ -142,6 +156,9 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
         metrics: name -> ``function(outputs, labels)`` returning one value per example (shape
             (batch,), or (batch, ...) averaged per example); jitted per batch. Each is reported
             as its mean over all examples under its name.
+        model: the model, whose layers declare which state is memorized (`jaxdl.Layer.memory`);
+            by default the ``model`` attribute of an eval step from `jaxdl.make_eval_step`.
+            Needed only for a non-empty state.
 
     Returns:
         ``{"accuracy": float or None, "loss": float or None, "count": int, <metric>: float...}``;
@@ -156,7 +173,8 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
         TypeError: for ``metrics`` that are not a dict of names to functions.
     """
     metrics = check_metrics(metrics, "evaluate")
-    state = reset_memory(state) if reset else state
+    model = _model_of(eval_step, model, state)
+    state = reset_memory(model, state) if reset and model is not None else state
     threshold = (0.5 if loss_fn is None else binary_threshold(loss_fn)) if threshold is None else float(threshold)
     # Per-batch counts and loss sums stay on the device until the end: fetching each one would
     # wait for its batch before the next is dispatched. Summed on the host (in float64).
@@ -165,12 +183,13 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
     for item in batches:
         batch = as_batch(item)
         seen += 1
-        if batch.reset:
-            state = reset_memory(state)
+        if batch.reset and model is not None:
+            state = reset_memory(model, state)
         rows = _rows(batch.x)
         if rows == 0:
             continue
-        state = memory_for_batch(state, global_rows(getattr(eval_step, "mesh", None), rows))
+        if model is not None:
+            state = memory_for_batch(model, state, global_rows(getattr(eval_step, "mesh", None), rows))
         result = eval_step(params, state, batch.x)
         outputs, state = result if isinstance(result, tuple) else (result, state)
         local_labels = as_labels(batch.labels)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxdl.core import init_layer, input_struct
 from jaxdl.validation import floating_dtype
 
 
@@ -48,7 +50,7 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-def create_train_state(model, optimizer, key, input_shape, dtype=jnp.float32) -> TrainState:
+def create_train_state(model, optimizer, key, input_shape, dtype=jnp.float32, *, input_dtype=None) -> TrainState:
     """Initializes ``model`` for ``input_shape`` and ``optimizer`` for its params.
 
     The initialization runs as one compiled program (eagerly, every initializer call would
@@ -68,18 +70,25 @@ def create_train_state(model, optimizer, key, input_shape, dtype=jnp.float32) ->
         key: a `jax.random` key, or an int seed (``jax.random.key(seed)``).
         input_shape: the input shape including the batch dimension.
         dtype: the parameters' dtype, a floating-point one.
+        input_dtype: the input's dtype when it is not ``dtype``, e.g. ``jnp.int32`` token ids
+            for a model that starts with an `jaxdl.Embedding`: the initialization traces the
+            layers with it (`jaxdl.core.init_layer`).
 
     Returns:
         The `TrainState` at step 0.
 
     Raises:
-        TypeError: for a non-floating ``dtype`` (integer parameters cannot be trained).
+        TypeError: for a non-floating ``dtype`` (integer parameters cannot be trained), or an
+            ``input_dtype`` that is not a dtype.
     """
     dtype = floating_dtype("create_train_state", dtype)
+    if input_dtype is not None:
+        input_dtype = input_struct("create_train_state", input_shape, dtype, input_dtype).dtype
     if isinstance(key, int) and not isinstance(key, bool):
         key = jax.random.key(key)
     init_key, train_key = jax.random.split(key)
     traced = isinstance(init_key, jax.core.Tracer)  # split is traced, so this holds in any caller's trace
-    init = jax.jit(model.init, static_argnums=(1, 2), compiler_options=init_compiler_options(traced))
-    params, state = init(init_key, tuple(input_shape), dtype)
+    init = jax.jit(functools.partial(init_layer, model), static_argnums=(1, 2, 3),
+                   compiler_options=init_compiler_options(traced))
+    params, state = init(init_key, tuple(input_shape), dtype, input_dtype)
     return TrainState(params, state, optimizer.init(params), train_key, jnp.zeros((), jnp.int32))

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdl.core import regularized_mask
 from jaxdl.losses import is_classification_loss, per_example_losses
 from jaxdl.optimizers import regularization_loss
 from jaxdl.training.parallel import parallel_eval_step, parallel_train_step
@@ -53,7 +54,8 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
     """Builds ``step(train_state, x, labels) -> (train_state, metrics)``.
 
     The step differentiates ``loss_fn(model output, labels)`` (plus ``penalty.norm(params)``
-    if a penalty regularizer is given) with `jax.value_and_grad`, the layers' new state as
+    if a penalty regularizer is given; regularizers act on the params the model's layers
+    declare, `jaxdl.regularized_mask`) with `jax.value_and_grad`, the layers' new state as
     aux, and applies ``optimizer``. ``metrics`` holds ``loss`` (data loss + regularization
     loss of the optimizer's regularizer + penalty, all at the params before the update, as the
     exercise's network reports it), ``data_loss`` (``loss_fn`` as it reduces the batch),
@@ -93,18 +95,20 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
     def step(train_state: TrainState, x, labels):
         check_opt_state(optimizer, train_state.params, train_state.opt_state)
         key, step_key = jax.random.split(train_state.key)
+        regularized = regularized_mask(model, train_state.params)  # what the layers declare (Layer.regularized)
 
         def objective(params):
             outputs, new_state = model.apply(params, train_state.state, x, key=step_key, train=True)
             output_shapes[_row_signature(x)] = tuple(outputs.shape)
             data_loss = loss_fn(outputs, labels)
-            total = data_loss if penalty is None else data_loss + penalty.norm(params)
+            total = data_loss if penalty is None else data_loss + penalty.norm(params, regularized)
             return total, (new_state, data_loss, outputs)
 
         (objective_value, (new_state, data_loss, outputs)), grads = jax.value_and_grad(
             objective, has_aux=True)(train_state.params)
-        decoupled = regularization_loss(optimizer, train_state.params)
-        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
+        decoupled = regularization_loss(optimizer, train_state.params, regularized)
+        extra = {"regularized": regularized} if getattr(optimizer, "regularizer", None) is not None else {}
+        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params, **extra)
         params = optax.apply_updates(train_state.params, updates)
         metrics = {
             "loss": objective_value + decoupled,
@@ -222,7 +226,8 @@ def make_eval_step(model, *, jit: bool = True, mesh: jax.sharding.Mesh | None = 
     unchanged. The returned state carries what evaluation changes: a recurrent layer with
     ``memorize=True`` returns its final hidden state, so a long sequence can be evaluated chunk
     by chunk (start from `jaxdl.reset_memory` of the training state, then pass each chunk's
-    new state to the next call). `jaxdl.evaluate` does exactly that.
+    new state to the next call). `jaxdl.evaluate` does exactly that. The returned function's
+    ``model`` attribute is ``model`` (`jaxdl.evaluate` reads the layers' memory declarations).
 
     With ``mesh`` (as for `make_train_step`): ``x`` and the outputs are batch-sharded over the
     mesh's ``"data"`` axis, params and state replicated; the function's ``mesh`` attribute
@@ -234,8 +239,11 @@ def make_eval_step(model, *, jit: bool = True, mesh: jax.sharding.Mesh | None = 
         return model.apply(params, state, x, train=False)
 
     if mesh is not None:
-        return parallel_eval_step(eval_step, mesh, returns_state=True, where="make_eval_step")
-    return jax.jit(eval_step) if jit else eval_step
+        compiled = parallel_eval_step(eval_step, mesh, returns_state=True, where="make_eval_step")
+    else:
+        compiled = jax.jit(eval_step) if jit else eval_step
+    compiled.model = model  # for jaxdl.evaluate: which state is memory (Layer.memory)
+    return compiled
 
 
 def make_predict(model, *, jit: bool = True, mesh: jax.sharding.Mesh | None = None) -> Callable:
