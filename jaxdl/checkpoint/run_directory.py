@@ -7,8 +7,9 @@ others; `check_not_file` and `check_writable` check the directory; `remove_run` 
 old run when the caller asks to overwrite it; `run_lock` keeps a second run out.
 
 The lock: an exclusive ``flock`` of ``<output_dir>/.jaxdl-run.lock`` (holding ``<pid>
-<host>``), held for the whole run by the process that writes. The operating system releases it
-when its process ends, however it ends, so a killed run never leaves the directory locked.
+<host>``), held for the whole run by the process that writes, and removed at its end. The
+operating system releases a ``flock`` when its process ends, however it ends, so a killed run
+never leaves the directory locked (only the file, which the next run takes over).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def remove_run(output_dir: pathlib.Path) -> list[str]:
 
 @contextlib.contextmanager
 def run_lock(output_dir: pathlib.Path, caller: str = "fit") -> Iterator[None]:
-    """Holds ``output_dir``'s run lock for the block (creating the directory).
+    """Holds ``output_dir``'s run lock for the block (creating the directory); the lock file is
+    removed at the end while still locked.
 
     Raises:
         RunDirectoryError: when another process holds it, naming its pid and host.
@@ -96,17 +98,33 @@ def run_lock(output_dir: pathlib.Path, caller: str = "fit") -> Iterator[None]:
     import fcntl
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(output_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    path = output_dir / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             words = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+            os.close(fd)
             holder = f"pid {words[0]} on host {words[1]}" if len(words) >= 2 else "its pid is not recorded yet"
             raise RunDirectoryError(f"{caller}: {output_dir} is in use by another training run ({holder}); wait "
                                     f"until it ends, stop it, or choose another output directory.") from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the previous holder removed that file after we opened it: open the path again
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
+        if _same_file(fd, path):
+            path.unlink(missing_ok=True)
         os.close(fd)  # releases the lock
+
+
+def _same_file(fd: int, path: pathlib.Path) -> bool:
+    try:
+        opened, current = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
