@@ -9,7 +9,7 @@ that dtype with float32 params through `jaxdl.MixedPrecision`. Data: `jaxdl.data
 training images, the last ``validation_size`` of tfds's train split held out for validation,
 and the 10,000 test images.
 
-Data hygiene: every epoch is evaluated on the validation images only; ``checkpoints/best``
+Data hygiene: every epoch is evaluated on the validation images only; the best checkpoint
 is chosen by validation accuracy; the test images are evaluated ONCE, after training, on
 the best checkpoint (`LeNetResult.test`). The defaults were chosen the same way, on
 validation accuracy over three seeds (benchmarks/RESULTS_lenet.md).
@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-from typing import Callable
+from typing import Callable, ClassVar
 
 import jax
 import optax
@@ -42,7 +42,17 @@ EVAL_BATCH_SIZE = 200
 
 @dataclasses.dataclass(frozen=True)
 class LeNetConfig:
-    """Everything a run needs. The first group are hyperparameters, stored in checkpoints."""
+    """Everything a run needs. The first group are hyperparameters, stored in checkpoints.
+
+    The model is the class's: a recipe on another MNIST model subclasses the config, sets
+    `model_name` (a `jaxdl.models` registry name) and `model_title`, and its own defaults
+    (`jaxdl.recipes.resnet.ResNetConfig`); `train_lenet` trains any of them.
+    """
+
+    #: The `jaxdl.models` name of the model this config trains (built with its defaults).
+    model_name: ClassVar[str] = "lenet"
+    #: The model's name in log lines.
+    model_title: ClassVar[str] = "LeNet"
 
     epochs: int = 8
     batch_size: int = 64
@@ -315,7 +325,8 @@ class LearningRateColumn(Callback):
 def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | None = print,
                 resume_command: str | None = None, evaluate_test: bool = True,
                 mesh: jax.sharding.Mesh | None = None) -> LeNetResult:
-    """Trains LeNet as configured with `jaxdl.fit`; then evaluates the best checkpoint on test once.
+    """Trains the config's model (LeNet; `LeNetConfig.model_name`) as configured with `jaxdl.fit`; then
+    evaluates the best checkpoint on test once.
 
     Args:
         config: the run's options (validated first).
@@ -359,13 +370,13 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
     train = EpochBatches(data.train.images, data.train.labels, config.batch_size, seed=config.seed, shuffle=True,
                          max_shift=config.shift, drop_remainder=True, shard=shard)
     validation = EpochBatches(data.validation.images, data.validation.labels, config.eval_batch_size, shard=shard)
-    model_config = models.model_config("lenet")
+    model_config = models.model_config(config.model_name)
     model = lenet_model(model_config, config.compute_dtype)
     schedule = learning_rate_schedule(config, train.steps_per_epoch)
     optimizer = models.lenet_optimizer(schedule, l2=config.l2)
     input_shape = (config.batch_size, *models.LENET_INPUT_SHAPE)
     train_state = jaxdl.create_train_state(model, optimizer, jax.random.key(config.seed), input_shape)
-    log and log(f"LeNet ({jaxdl.count_params(train_state.params):,} parameters) on {len(data.train):,} training and "
+    log and log(f"{config.model_title} ({jaxdl.count_params(train_state.params):,} parameters) on {len(data.train):,} training and "
                 f"{len(data.validation):,} validation images; {devices_words(mesh)}, compute dtype "
                 f"{config.compute_dtype}.")
     result = jaxdl.fit(

@@ -194,7 +194,7 @@ class EarlyStopping(Callback):
     An epoch improves on the best so far when its value is better by more than ``min_delta``
     (larger for mode "max", smaller for "min"); a non-finite value never improves. After
     ``patience`` epochs in a row without improvement, `fit` stops with status "stopped";
-    ``checkpoints/best`` still holds the best epoch by `fit`'s ``best_metric``. Counting starts
+    the best checkpoint still holds the best epoch by `fit`'s ``best_metric``. Counting starts
     with the epochs this `fit` call trains (a resumed run starts counting afresh).
 
     Args:
