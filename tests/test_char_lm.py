@@ -16,7 +16,6 @@ from plain_python import ROOT, described, run_plain
 
 import jaxdl
 from jaxdl.datasets import text
-from jaxdl.layers.recurrent.memory import memory_for_batch
 from jaxdl.layers.recurrent.stepping import initial_carry
 from jaxdl.recipes import char_lm
 
@@ -111,41 +110,86 @@ def test_bits_per_char_is_the_mean_cross_entropy_over_ln2():
 
 @pytest.fixture(scope="module")
 def small_lstm():
-    config = char_lm.CharLMConfig(hidden=8, sample_length=12, temperature=1e-6)
+    config = char_lm.CharLMConfig(hidden=8, embed=4, sample_length=12, temperature=1e-6)
     vocabulary = text.CharVocabulary("abcde")
     model = char_lm.build_model(config, vocabulary.size)
-    params, state = model.init(jax.random.key(0), (2, 7, vocabulary.size))
+    params, state = model.init(jax.random.key(0), (2, 7), input_dtype=jnp.int32)   # trained at batch 2
+    return config, vocabulary, model, params, state
+
+
+def fresh_state(model, length: int = 1):
+    """The model's state for a batch of one with zeroed memory (what a one-pass reference starts from)."""
+    return model.init(jax.random.key(0), (1, length), input_dtype=jnp.int32)[1]
+
+
+@pytest.fixture(scope="module")
+def small_transformer():
+    config = char_lm.CharLMConfig.for_model("transformer", width=8, layers=2, heads=2, length=6, sample_length=9,
+                                            temperature=1e-6)
+    vocabulary = text.CharVocabulary("abcde")
+    model = char_lm.build_model(config, vocabulary.size)
+    params, state = model.init(jax.random.key(1), (1, 6), input_dtype=jnp.int32)
     return config, vocabulary, model, params, state
 
 
 def test_one_character_at_a_time_from_a_carried_carry_equals_one_pass(small_lstm):
-    """What `char_lm.sample` relies on: the per-step API fed one character at a time gives
-    the logits of one pass over the whole sequence."""
+    """What `char_lm.sample` relies on for the LSTM: the per-step API fed one character at a
+    time gives the logits of one pass over the whole sequence."""
     config, vocabulary, model, params, state = small_lstm
-    x = char_lm.one_hot(np.array([[0, 3, 1, 4, 2, 2, 0]]), vocabulary.size)
-    whole, _ = jax.jit(model.apply)(params, memory_for_batch(jaxdl.reset_memory(state), 1), x)
-    step_fn = char_lm.sampling_step(model)
+    ids = jnp.array([[0, 3, 1, 4, 2, 2, 0]], jnp.int32)
+    whole, _ = jax.jit(model.apply)(params, fresh_state(model), ids)
+    step_fn = char_lm.sampling_step(model, config)
     carry, pieces = initial_carry(model, params, 1), []
     for t in range(7):
-        out, carry = step_fn(params, state, carry, x[:, t])
+        out, carry = step_fn(params, state, carry, ids[:, t])
         pieces.append(out)
     np.testing.assert_allclose(np.stack(pieces, axis=1), whole, rtol=1e-5, atol=1e-6)
 
 
-def test_sampling_at_a_tiny_temperature_is_greedy_decoding(small_lstm):
-    config, vocabulary, model, params, state = small_lstm
+def test_the_transformer_is_causal(small_transformer):
+    """What `char_lm.sample` relies on for the Transformer: the logits at position t do not
+    depend on the characters after t (so right padding changes nothing before it)."""
+    config, vocabulary, model, params, state = small_transformer
+    ids = jnp.array([[0, 3, 1, 4, 2, 2]], jnp.int32)
+    changed = ids.at[0, 3:].set(jnp.array([1, 0, 4], jnp.int32))
+    logits, _ = model.apply(params, state, ids)
+    other, _ = model.apply(params, state, changed)
+    np.testing.assert_allclose(other[0, :3], logits[0, :3], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(other[0, 3:], logits[0, 3:])
+
+
+@pytest.mark.parametrize("which", ["small_lstm", "small_transformer"])
+def test_sampling_at_a_tiny_temperature_is_greedy_decoding(which, request):
+    config, vocabulary, model, params, state = request.getfixturevalue(which)
     drawn = char_lm.sample(model, params, state, vocabulary, config, jax.random.key(3), prompt="ab")
-    assert len(drawn) == 12 and set(drawn) <= set(vocabulary.chars)
-    full = "ab" + drawn
-    x = char_lm.one_hot(vocabulary.encode(full)[None], vocabulary.size)
-    logits, _ = model.apply(params, memory_for_batch(jaxdl.reset_memory(state), 1), x)
-    greedy = vocabulary.decode(np.argmax(np.asarray(logits[0, 1:-1]), axis=-1))
-    assert drawn == greedy                                  # each drawn character is the argmax after its prefix
+    assert len(drawn) == config.sample_length and set(drawn) <= set(vocabulary.chars)
+    full = vocabulary.encode("ab" + drawn)
+    apply = jax.jit(model.apply)
+    if which == "small_lstm":                               # one pass: the prediction after every prefix
+        logits, _ = apply(params, fresh_state(model), jnp.asarray(full[None, :-1]))
+        greedy = np.argmax(logits[0, 1:], axis=-1)
+    else:                                                   # the prediction from each prefix's last T characters
+        greedy = [int(np.argmax(apply(params, state, jnp.asarray(full[None, max(0, end - config.length):end]))[0][0, -1]))
+                  for end in range(2, len(full))]
+    assert drawn == vocabulary.decode(greedy)               # each drawn character is the argmax after its prefix
     hot = dataclasses.replace(config, temperature=1.0)
     assert char_lm.sample(model, params, state, vocabulary, hot, jax.random.key(1), prompt="e") == \
         char_lm.sample(model, params, state, vocabulary, hot, jax.random.key(1), prompt="e")
     with pytest.raises(ValueError, match="CharVocabulary.encode: character 'z'"):
         char_lm.sample(model, params, state, vocabulary, config, jax.random.key(0), prompt="z")
+
+
+def test_the_transformer_recipe_learns_on_a_tiny_slice():
+    config = char_lm.CharLMConfig.for_model("transformer", width=16, layers=1, heads=2, length=16, batch=8,
+                                            eval_batch=2, epochs=1, max_batches=30, max_chars=6000,
+                                            sample_every=1, sample_length=20)
+    lines = []
+    result = char_lm.train_char_lm(config, test=True, log=lines.append)
+    uniform = char_lm.uniform_bits(result.vocabulary)
+    assert result.steps == 30 and math.isfinite(result.validation_bits) and math.isfinite(result.test_bits)
+    assert result.validation_bits < uniform - 1 and result.test_bits < uniform - 1
+    assert len(result.samples) == 1 and len(result.samples[0]) == 20
+    assert any(line.startswith("sample after epoch 1:") for line in lines)
 
 
 def test_config_errors_name_the_field():
@@ -159,6 +203,12 @@ def test_config_errors_name_the_field():
         char_lm.CharLMConfig(sample_every=-1)
     with pytest.raises(ValueError, match="CharLMConfig: temperature must be a finite number > 0"):
         char_lm.CharLMConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="CharLMConfig: heads must divide width, got width 10 and heads 4"):
+        char_lm.CharLMConfig(model="transformer", width=10)
+    with pytest.raises(ValueError, match=r"CharLMConfig.for_model: model must be one of \['lstm', 'transformer'\]"):
+        char_lm.CharLMConfig.for_model("gpt")
+    assert char_lm.CharLMConfig.for_model("transformer", length=None, batch=4).length == \
+        char_lm.MODEL_DEFAULTS["transformer"]["length"]
 
 
 @pytest.fixture(scope="module")
@@ -189,11 +239,13 @@ def test_the_script_learns_on_a_tiny_slice_and_prints_samples(tiny_run):
 @pytest.mark.parametrize("argv, message", [
     (["--batch", "0"], "argument --batch: expected an integer >= 1, got '0'"),
     (["--model", "gru"], "argument --model: invalid choice: 'gru'"),
+    (["--model", "transformer", "--width", "10"], "train_char_lm.py: error: CharLMConfig: heads must divide width"),
     (["--learning-rate", "nan"], "argument --learning-rate: expected a finite number > 0, got 'nan'"),
     (["--sample-every", "-1"], "argument --sample-every: expected an integer >= 0, got '-1'"),
     (["--corpus", ""], "argument --corpus: expected a path, got ''"),
-    (["--max-chars", "300", "--batch", "32"], "train_char_lm.py: error: StreamBatches: 32 streams of windows of 64 "
-                                             "characters need at least 2080 characters, got 270"),
+    (["--max-chars", "300", "--batch", "32", "--length", "64"],
+     "train_char_lm.py: error: StreamBatches: 32 streams of windows of 64 characters need at least 2080 characters, "
+     "got 270"),
     (["--corpus", "missing.txt"], "train_char_lm.py: error: load_text: no text file at missing.txt"),
 ])
 def test_bad_options_are_refused_clearly(argv, message, tmp_path, monkeypatch, capsys):

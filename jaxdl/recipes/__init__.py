@@ -2,5 +2,7 @@
 
 * `jaxdl.recipes.lenet`: the exercise's LeNet on MNIST (`scripts/train_lenet.py`).
 * `jaxdl.recipes.delayed_recall`: truncated BPTT with memorized states (`scripts/train_sequence.py`).
+* `jaxdl.recipes.char_lm`: character-level LSTM and Transformer language models on the bundled text
+  (`scripts/train_char_lm.py`).
 * `jaxdl.recipes.cli`: the option types the scripts' command lines share (ranges checked by argparse).
 """

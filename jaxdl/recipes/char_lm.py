@@ -5,18 +5,25 @@ is cut into train / validation / test parts (90 / 5 / 5 %, contiguous), and ever
 ``batch`` parallel streams read in consecutive windows of ``length`` characters
 (`jaxdl.datasets.text.StreamBatches`); the model predicts each next character.
 
-* ``lstm``: ``LSTM(hidden, memorize=True)`` and a ``FullyConnected(V)`` readout, trained with
-  truncated BPTT: the LSTM carries its final state from one window into the next (the
-  stream's continuation), gradients stop at window boundaries, and `jaxdl.fit` zeroes the
-  memorized state at each epoch's first batch (``reset=True``). The input is the one-hot
-  character (V columns), so the LSTM's ``w_ih`` rows are the characters' embeddings.
+* ``lstm``: ``Embedding(V, embed)``, ``LSTM(hidden, memorize=True)`` and a
+  ``FullyConnected(V)`` readout, trained with truncated BPTT: the LSTM carries its final state
+  from one window into the next (the stream's continuation), gradients stop at window
+  boundaries, and `jaxdl.fit` zeroes the memorized state at each epoch's first batch
+  (``reset=True``).
+* ``transformer``: a small causal Transformer (GPT-style, pre-norm): ``Embedding(V, width)``
+  and ``PositionalEmbedding(length)``, then ``layers`` blocks of
+  ``Residual(LayerNorm, MultiHeadAttention(heads, causal=True))`` and
+  ``Residual(LayerNorm, FullyConnected(4 width), GELU, FullyConnected(width))``, a final
+  ``LayerNorm`` and a ``FullyConnected(V)`` readout. Every window is one sequence: position t
+  sees the window's characters 0..t (nothing carries over between windows).
 
 The loss is `char_cross_entropy`: the mean cross-entropy per character in nats. Validation
 reports it as bits per character (``validation_bits_per_char`` = nats / ln 2; the uniform
 baseline is log2(V) = 6.23 bits); evaluation carries the LSTM's state through each
 validation stream as training did (`jaxdl.evaluate`). Samples are drawn one character at a
-time from a carried state (`sample`, on the per-step API
-`jaxdl.layers.recurrent.stepping`), after every ``sample_every`` epochs.
+time (`sample`), after every ``sample_every`` epochs: the LSTM from a carried state (the
+per-step API `jaxdl.layers.recurrent.stepping`), the Transformer from its last ``length``
+characters.
 """
 
 from __future__ import annotations
@@ -37,11 +44,17 @@ from jaxdl.datasets.text import CharVocabulary, StreamBatches, TextSplits, bits_
 from jaxdl.layers.recurrent.stepping import initial_carry, step as recurrent_step
 from jaxdl.losses import softmax_cross_entropy
 from jaxdl.recipes.cli import SEED_RANGE
-from jaxdl.training.data import Batch
 from jaxdl.validation import in_interval, positive_finite, positive_int
 
 #: The models this recipe builds.
-MODELS = ("lstm",)
+MODELS = ("lstm", "transformer")
+
+#: The settings chosen on the validation split for each model (benchmarks/RESULTS_models.md);
+#: `CharLMConfig.for_model` starts from them.
+MODEL_DEFAULTS = {
+    "lstm": {"learning_rate": 1e-2, "length": 64},
+    "transformer": {"learning_rate": 3e-3, "length": 128},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +64,10 @@ class CharLMConfig:
     Attributes:
         model: one of `MODELS`.
         hidden: the LSTM's hidden size.
+        embed: the LSTM's character embedding size.
+        width: the Transformer's feature size (its MLP has 4 * width).
+        layers: the Transformer's blocks.
+        heads: the Transformer's attention heads (they divide ``width``).
         batch: B, parallel streams per training batch.
         length: T, characters per window (truncated-BPTT length).
         eval_batch: parallel streams of the validation and test parts.
@@ -73,12 +90,16 @@ class CharLMConfig:
 
     model: str = "lstm"
     hidden: int = 256
+    embed: int = 64
+    width: int = 128
+    layers: int = 2
+    heads: int = 4
     batch: int = 32
     length: int = 64
     eval_batch: int = 8
-    epochs: int = 5
+    epochs: int = 6
     max_batches: int | None = None
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     clip: float = 1.0
     seed: int = 0
     max_chars: int | None = None
@@ -93,7 +114,8 @@ class CharLMConfig:
         owner = "CharLMConfig"
         if self.model not in MODELS:
             raise ValueError(f"{owner}: model must be one of {list(MODELS)}, got {self.model!r}.")
-        for name in ("hidden", "batch", "length", "eval_batch", "epochs", "sample_length"):
+        for name in ("hidden", "embed", "width", "layers", "heads", "batch", "length", "eval_batch", "epochs",
+                     "sample_length"):
             positive_int(owner, name, getattr(self, name))
         for name in ("max_batches", "max_chars"):
             if getattr(self, name) is not None:
@@ -108,6 +130,20 @@ class CharLMConfig:
         low, high = SEED_RANGE
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not low <= self.seed <= high:
             raise ValueError(f"{owner}: seed must be an int in [{low}, {high}], got {self.seed!r}.")
+        if self.model == "transformer" and self.width % self.heads:
+            raise ValueError(f"{owner}: heads must divide width, got width {self.width} and heads {self.heads}.")
+
+    @classmethod
+    def for_model(cls, model: str = "lstm", **fields) -> "CharLMConfig":
+        """The config of ``model`` with its `MODEL_DEFAULTS`, then ``fields`` (None values skipped).
+
+        Raises:
+            ValueError: for an unknown model, and as the config itself.
+        """
+        if model not in MODEL_DEFAULTS:
+            raise ValueError(f"CharLMConfig.for_model: model must be one of {list(MODELS)}, got {model!r}.")
+        chosen = {**MODEL_DEFAULTS[model], **{name: value for name, value in fields.items() if value is not None}}
+        return cls(model=model, **chosen)
 
 
 class CharData(NamedTuple):
@@ -146,56 +182,50 @@ def char_bits(logits, targets) -> jax.Array:
     return jnp.mean(nats, axis=-1) / math.log(2)
 
 
-class OneHotStreams:
-    """A `StreamBatches` whose inputs are one-hot float32 (batch, time, V) for the LSTM."""
-
-    def __init__(self, source: StreamBatches, vocabulary_size: int):
-        self.source, self.size = source, vocabulary_size
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.source.steps_per_epoch
-
-    def epoch(self, epoch: int):
-        for batch in self.source.epoch(epoch):
-            yield Batch(one_hot(batch.x, self.size), batch.labels, batch.reset)
+def lstm_model(config: CharLMConfig, vocabulary_size: int) -> jaxdl.Serial:
+    """Embedding, a memorized LSTM and a linear readout to the characters' logits."""
+    return jaxdl.Serial(jaxdl.Embedding(vocabulary_size, config.embed), jaxdl.LSTM(config.hidden, memorize=True),
+                        jaxdl.FullyConnected(vocabulary_size))
 
 
-def one_hot(ids, size: int) -> np.ndarray:
-    """Integer ids as one-hot float32 vectors (a new last axis of ``size``)."""
-    return np.eye(size, dtype=np.float32)[np.asarray(ids)]
+def transformer_block(width: int, heads: int) -> jaxdl.Serial:
+    """One pre-norm block: causal self-attention and a GELU MLP, each on a residual branch."""
+    attention = jaxdl.Serial(jaxdl.LayerNorm(), jaxdl.MultiHeadAttention(heads, causal=True))
+    mlp = jaxdl.Serial(jaxdl.LayerNorm(), jaxdl.FullyConnected(4 * width), jaxdl.GELU(), jaxdl.FullyConnected(width))
+    return jaxdl.Serial(("attention", jaxdl.Residual(attention)), ("mlp", jaxdl.Residual(mlp)))
+
+
+def transformer_model(config: CharLMConfig, vocabulary_size: int) -> jaxdl.Serial:
+    """Token and position embeddings, `transformer_block` x layers, LayerNorm, linear readout."""
+    blocks = [(f"block_{i}", transformer_block(config.width, config.heads)) for i in range(config.layers)]
+    return jaxdl.Serial(jaxdl.Embedding(vocabulary_size, config.width), jaxdl.PositionalEmbedding(config.length),
+                        *blocks, jaxdl.LayerNorm(), jaxdl.FullyConnected(vocabulary_size))
 
 
 def build_model(config: CharLMConfig, vocabulary_size: int) -> jaxdl.Serial:
-    """The `CharLMConfig.model` for a vocabulary of ``vocabulary_size`` characters."""
-    return jaxdl.Serial(jaxdl.LSTM(config.hidden, memorize=True), jaxdl.FullyConnected(vocabulary_size))
-
-
-def encode_inputs(config: CharLMConfig, ids, vocabulary_size: int):
-    """The model's input for int ``ids`` (one-hot for the LSTM)."""
-    return one_hot(ids, vocabulary_size)
-
-
-def data_source(config: CharLMConfig, ids, batch: int, vocabulary_size: int, max_batches=None):
-    """The epoch-indexed source of one part, inputs encoded as `encode_inputs` does."""
-    return OneHotStreams(StreamBatches(ids, batch, config.length, max_batches), vocabulary_size)
+    """The `CharLMConfig.model` for a vocabulary of ``vocabulary_size`` characters (int32 ids in)."""
+    return (lstm_model if config.model == "lstm" else transformer_model)(config, vocabulary_size)
 
 
 def sample(model, params, state, vocabulary: CharVocabulary, config: CharLMConfig, key, prompt: str = "\n",
            step_fn: Callable | None = None) -> str:
     """Draws `CharLMConfig.sample_length` characters after ``prompt``, one at a time.
 
-    The LSTM runs one time step at a time on a batch of one from a carried state
-    (`jaxdl.layers.recurrent.stepping`: ``initial_carry``, then ``step`` for each prompt
-    character and each drawn one). Each character is drawn from softmax(logits / temperature).
+    Each character is drawn from softmax(logits / temperature) of the model's prediction
+    after all characters so far. The LSTM runs one time step at a time on a batch of one from
+    a carried state (`jaxdl.layers.recurrent.stepping`: ``initial_carry``, then ``step`` for
+    each prompt character and each drawn one). The Transformer reads the last
+    `CharLMConfig.length` characters (its context), right-padded to that length (causal
+    attention: the padding does not change the positions before it), and takes the logits at
+    the last real one.
 
     Args:
-        model, params, state: the trained model (its memorized state is not used: the carry is).
+        model, params, state: the trained model (a memorized state is not used: the carry is).
         vocabulary: the corpus' characters.
-        config: the run (sample_length, temperature).
+        config: the run (model, length, sample_length, temperature).
         key: a `jax.random` key.
         prompt: the text to continue (characters of the vocabulary).
-        step_fn: `sampling_step(model)` to reuse (compiled once).
+        step_fn: `sampling_step(model, config)` to reuse (compiled once).
 
     Returns:
         The drawn characters (without the prompt).
@@ -203,24 +233,35 @@ def sample(model, params, state, vocabulary: CharVocabulary, config: CharLMConfi
     Raises:
         ValueError: for a prompt with a character not in the vocabulary, or an empty one.
     """
-    if not prompt:
-        raise ValueError("sample: prompt must be a non-empty string (the text to continue).")
-    step_fn = step_fn or sampling_step(model)
-    size = vocabulary.size
-    carry = initial_carry(model, params, 1)
-    for char in vocabulary.encode(prompt):
-        logits, carry = step_fn(params, state, carry, encode_inputs(config, np.array([char], np.int32), size))
-    drawn = []
-    for step_key in jax.random.split(key, config.sample_length):
-        char = int(jax.random.categorical(step_key, logits[0] / config.temperature))
-        drawn.append(char)
-        logits, carry = step_fn(params, state, carry, encode_inputs(config, np.array([char], np.int32), size))
-    return vocabulary.decode(drawn)
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"sample: prompt must be a non-empty string (the text to continue), got {prompt!r}.")
+    ids = [int(i) for i in vocabulary.encode(prompt)]
+    step_fn = step_fn or sampling_step(model, config)
+    keys = jax.random.split(key, config.sample_length)
+    if config.model == "lstm":
+        carry = initial_carry(model, params, 1)
+        for char in ids:
+            logits, carry = step_fn(params, state, carry, np.array([char], np.int32))
+        for step_key in keys:
+            ids.append(int(jax.random.categorical(step_key, logits[0] / config.temperature)))
+            logits, carry = step_fn(params, state, carry, np.array([ids[-1]], np.int32))
+    else:
+        for step_key in keys:
+            context = ids[-config.length:]
+            window = np.zeros((1, config.length), np.int32)
+            window[0, :len(context)] = context
+            logits = step_fn(params, state, window)[0, len(context) - 1]
+            ids.append(int(jax.random.categorical(step_key, logits / config.temperature)))
+    return vocabulary.decode(ids[len(prompt):])
 
 
-def sampling_step(model) -> Callable:
-    """``step(params, state, carry, x_t) -> (logits_t, carry)`` of ``model``, jit-compiled."""
-    return jax.jit(functools.partial(recurrent_step, model))
+def sampling_step(model, config: CharLMConfig) -> Callable:
+    """The jit-compiled function `sample` calls: for the LSTM ``step(params, state, carry,
+    ids_t) -> (logits_t, carry)``; for the Transformer ``predict(params, state, window) ->
+    logits``."""
+    if config.model == "lstm":
+        return jax.jit(functools.partial(recurrent_step, model))
+    return jaxdl.make_predict(model)
 
 
 class Sampler(jaxdl.Callback):
@@ -228,7 +269,7 @@ class Sampler(jaxdl.Callback):
 
     def __init__(self, model, vocabulary: CharVocabulary, config: CharLMConfig, log: Callable[[str], None]):
         self.model, self.vocabulary, self.config, self.log = model, vocabulary, config, log
-        self.step_fn = sampling_step(model)
+        self.step_fn = sampling_step(model, config)
         self.samples: list[str] = []
 
     def on_epoch_end(self, row: dict, train_state) -> None:
@@ -292,11 +333,12 @@ def train_char_lm(config: CharLMConfig, *, test: bool = False, output_dir=None, 
     """
     data = load_char_data(config)
     size = data.vocabulary.size
-    train = data_source(config, data.splits.train, config.batch, size, config.max_batches)
-    validation = data_source(config, data.splits.validation, config.eval_batch, size)
+    train = StreamBatches(data.splits.train, config.batch, config.length, config.max_batches)
+    validation = StreamBatches(data.splits.validation, config.eval_batch, config.length)
     model = build_model(config, size)
     optimizer = optax.chain(optax.clip_by_global_norm(config.clip), jaxdl.Adam(config.learning_rate))
-    train_state = jaxdl.create_train_state(model, optimizer, config.seed, (config.batch, config.length, size))
+    train_state = jaxdl.create_train_state(model, optimizer, config.seed, (config.batch, config.length),
+                                           input_dtype=jnp.int32)
     sampler = Sampler(model, data.vocabulary, config, log or (lambda line: None))
     start = time.perf_counter()
     fit_result = jaxdl.fit(model, char_cross_entropy, optimizer, train_state, train, epochs=config.epochs,
@@ -309,7 +351,7 @@ def train_char_lm(config: CharLMConfig, *, test: bool = False, output_dir=None, 
     if test:
         final = fit_result.train_state
         report = jaxdl.evaluate(jaxdl.make_eval_step(model), final.params, final.state,
-                                data_source(config, data.splits.test, config.eval_batch, size).epoch(0),
+                                StreamBatches(data.splits.test, config.eval_batch, config.length).epoch(0),
                                 char_cross_entropy, metrics={"bits_per_char": char_bits})
         test_bits = float(report["bits_per_char"])
     history = fit_result.history
@@ -322,5 +364,6 @@ def uniform_bits(vocabulary: CharVocabulary) -> float:
     return math.log2(vocabulary.size)
 
 
-__all__ = ["MODELS", "CharLMConfig", "CharLMResult", "CharData", "bits_per_char", "build_model",
-           "char_bits", "char_cross_entropy", "load_char_data", "sample", "train_char_lm", "uniform_bits"]
+__all__ = ["MODELS", "MODEL_DEFAULTS", "CharLMConfig", "CharLMResult", "CharData", "bits_per_char", "build_model",
+           "char_bits", "char_cross_entropy", "load_char_data", "lstm_model", "sample", "sampling_step",
+           "train_char_lm", "transformer_block", "transformer_model", "uniform_bits"]
