@@ -345,19 +345,10 @@ def prepare_mnist(data_dir: PathLike | None = None, *, cache_dir: PathLike | Non
     """Prepares MNIST as array_record under ``cache_dir`` once per source; returns tfds's ``data_dir``.
 
     The files in ``data_dir`` are checked (all four present, canonical sha256s) and hashed on
-    every call, before tfds sees them; the prepared data lives in
-    ``<cache_dir>/mnist-<key>/jaxdl_mnist/1.0.0/`` with ``<key>`` = `source_key` of their
-    sha256s (``download=True``: of tfds's registered sha256s), so a cache is only reused for
-    the same files (the layout is in the module docstring). Read it with
+    every call, before tfds sees them; the data prepared from them lives in
+    ``<cache_dir>/mnist-<key>/jaxdl_mnist/1.0.0/`` (the module docstring has the layout, the
+    one line preparing prints and the lock another process waits on). Read it with
     ``tfds.data_source("jaxdl_mnist", split=..., data_dir=prepare_mnist())``.
-
-    Preparing prints exactly one line, through ``log`` (default: to ``sys.stderr``), e.g.
-    ``preparing MNIST from data/mnist into <cache_dir>/mnist-<key>, once (about 10 s)``
-    (with ``download=True``: ``downloading MNIST with tensorflow-datasets into
-    <cache_dir>/downloads and preparing it into <cache_dir>/mnist-<key>, once``), and nothing
-    of tensorflow-datasets (`quiet_tfds`). Reusing prepared data prints nothing. Another
-    process preparing the same files at the same time is waited for (`preparation_lock`), and
-    its result used.
 
     Args:
         data_dir: the directory with the four ``.gz`` files; default the bundled
