@@ -45,6 +45,8 @@ from jaxdl.layers import (
     GELU, AveragePooling, Embedding, GlobalAveragePooling, GlobalMaxPooling, LayerNorm, MultiHeadAttention,
     PositionalEmbedding, RMSNorm, Reshape, SiLU,
 )
+from jaxdl.layers import Bidirectional, SequenceBatch, Stacked
+from jaxdl.sequence_losses import masked_sequence_cross_entropy, masked_sequence_loss
 from jaxdl.losses import accuracy, correct_predictions, cross_entropy, softmax_cross_entropy
 from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularization_loss
 from jaxdl.regularizers import L1Regularizer, L2Regularizer
@@ -68,6 +70,7 @@ __all__ = [
     "GRU", "LSTM", "RNN", "elman_rnn", "lstm_network", "reset_memory",
     "AveragePooling", "Embedding", "GELU", "GlobalAveragePooling", "GlobalMaxPooling", "LayerNorm",
     "MultiHeadAttention", "PositionalEmbedding", "RMSNorm", "Reshape", "SiLU",
+    "Bidirectional", "SequenceBatch", "Stacked", "masked_sequence_cross_entropy", "masked_sequence_loss",
     "accuracy", "correct_predictions", "cross_entropy", "softmax_cross_entropy",
     "Adam", "Optimizer", "Sgd", "SgdWithMomentum", "regularization_loss",
     "L1Regularizer", "L2Regularizer",

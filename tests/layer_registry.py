@@ -135,3 +135,13 @@ LAYER_CASES += [
         jaxdl.MultiHeadAttention(3, head_features=2, causal=True), jaxdl.FullyConnected(6),
         jaxdl.GELU(approximate=True), jaxdl.FullyConnected(5)), (2, 5)),
 ]
+
+# Stacked and bidirectional recurrent layers (issue 22): per-layer memorize, both output layouts,
+# PyTorch's num_layers=2 bidirectional stack.
+LAYER_CASES += [
+    ("stacked_lstm_gru_memorize", jaxdl.Stacked(jaxdl.LSTM(3, memorize=True), jaxdl.GRU(2, memorize=True)), (2, 3, 4)),
+    ("bidirectional_lstm", jaxdl.Bidirectional(jaxdl.LSTM(2)), (2, 3, 4)),
+    ("stacked_bidirectional_gru_last", jaxdl.Stacked(jaxdl.Bidirectional(jaxdl.GRU(2)),
+                                                     jaxdl.Bidirectional(jaxdl.RNN(2, return_sequences=False))),
+     (2, 3, 4)),
+]
