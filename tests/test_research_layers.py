@@ -24,6 +24,7 @@ from jax.test_util import check_grads
 
 import jaxdl
 from jaxdl.initializers import UniformRandom
+from jaxdl.layers import SequenceBatch
 from jaxdl.layers.attention import attention_reference
 
 #: float64: the same math in another library, differently ordered (rtol, atol).
@@ -133,6 +134,26 @@ def test_embedding_under_mixed_precision_and_regularized_declaration():
     assert set(jaxdl.MultiHeadAttention.regularized) == {
         "query_weights", "key_weights", "value_weights", "output_weights"}
     assert jaxdl.LayerNorm.regularized == () and jaxdl.RMSNorm.regularized == ()
+
+
+def test_a_causal_language_model_of_these_layers_trains_on_integer_ids():
+    vocabulary, time = 6, 5
+    model = jaxdl.Serial(jaxdl.Embedding(vocabulary, 8), jaxdl.PositionalEmbedding(time), jaxdl.LayerNorm(),
+                         jaxdl.MultiHeadAttention(2, causal=True), jaxdl.RMSNorm(), jaxdl.GELU(),
+                         jaxdl.FullyConnected(vocabulary))
+    assert jaxdl.output_shape(model, (4, time), input_dtype=jnp.int32) == (4, time, vocabulary)
+    optimizer = jaxdl.Adam(3e-2, regularizer=jaxdl.L2Regularizer(1e-4))
+    train_state = jaxdl.create_train_state(model, optimizer, 0, (4, time), input_dtype=jnp.int32)
+    mask = jaxdl.regularized_mask(model, train_state.params)
+    assert mask["embedding_0"] == {"embedding": True} and mask["positional_embedding_0"] == {"embedding": False}
+    assert not any(jax.tree.leaves(mask["layer_norm_0"])) and mask["multi_head_attention_0"]["key_weights"]
+    step = jaxdl.make_train_step(model, jaxdl.softmax_cross_entropy, optimizer)
+    ids = jnp.tile(jnp.arange(time + 1) % vocabulary, (4, 1)).astype(jnp.int32)  # predict the next id
+    losses = []
+    for _ in range(30):
+        train_state, metrics = step(train_state, ids[:, :-1], ids[:, 1:])
+        losses.append(float(metrics["loss"]))
+    assert np.isfinite(losses).all() and losses[-1] < 0.1 * losses[0], losses
 
 
 def test_positional_embedding_adds_the_first_rows():
@@ -279,6 +300,51 @@ def test_causal_attention_ignores_right_padding_and_head_features():
     assert not np.allclose(full.apply(params, {}, x)[0][:, :4], full.apply(params, {}, padded)[0][:, :4])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_with_lengths_matches_torch_key_padding_mask(dtype):
+    batch, time, features, num_heads = 2, 5, 4, 2
+    layer = jaxdl.MultiHeadAttention(num_heads, bias_initializer=UniformRandom(-0.5, 0.5))
+    params, _ = layer.init(jax.random.key(0), (batch, time, features), dtype)
+    x = jax.random.normal(jax.random.key(1), (batch, time, features), dtype)
+    lengths = jnp.array([5, 3])
+    valid = np.arange(time)[None, :] < np.asarray(lengths)[:, None]
+    cotangent = jax.random.normal(jax.random.key(2), x.shape, dtype) * valid[..., None]  # the loss ignores padding
+
+    def f(params, x):
+        return jnp.sum(layer.apply(params, {}, SequenceBatch(x, lengths))[0] * cotangent)
+    y, _ = layer.apply(params, {}, SequenceBatch(x, lengths))
+    grads, grad_x = jax.grad(f, argnums=(0, 1))(params, x)
+
+    module = _torch_attention(params, features, num_heads, dtype)
+    x_torch = _t(x, dtype, grad=True)
+    padding = torch.tensor(~valid)  # True: a padded key
+    y_torch, _ = module(x_torch, x_torch, x_torch, key_padding_mask=padding, need_weights=False)
+    (y_torch * _t(cotangent, dtype)).sum().backward()
+    _close(np.asarray(y)[valid], y_torch.detach().numpy()[valid], dtype)
+    assert np.all(np.asarray(y)[~valid] == 0)
+    _close(grad_x, x_torch.grad.numpy(), dtype, "input")
+    _close(grads["query_weights"], module.in_proj_weight.grad.numpy().T[:, :features], dtype, "query")
+    _close(grads["output_weights"], module.out_proj.weight.grad.numpy().T, dtype, "output")
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_attention_with_lengths_equals_each_example_alone(causal):
+    layer = jaxdl.MultiHeadAttention(2, head_features=3, causal=causal)
+    params, _ = layer.init(jax.random.key(0), (3, 4, 4), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (3, 4, 4), jnp.float64)
+    lengths = jnp.array([4, 1, 0])
+    for dtype in (jnp.float64, jnp.float32):
+        p, xs = jax.tree.map(lambda a: a.astype(dtype), (params, x))
+        y, _ = jax.jit(lambda p, x, n: layer.apply(p, {}, SequenceBatch(x, n)))(p, xs, lengths)
+        for b, n in enumerate(lengths.tolist()):
+            if n:
+                alone, _ = layer.apply(p, {}, xs[b:b + 1, :n])
+                _close(y[b, :n], alone[0], dtype, f"example {b}")
+            assert np.all(np.asarray(y[b, n:]) == 0)
+    check_grads(lambda p, x: layer.apply(p, {}, SequenceBatch(x, lengths))[0], (params, x), order=1,
+                modes=["rev"], eps=1e-6)  # the empty example included: finite, zero gradients
+
+
 # ----------------------------------------------------------------------- GELU, SiLU
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer,module", [
@@ -388,6 +454,9 @@ BAD_INPUTS = [
     ("attention_divisible", lambda: jaxdl.MultiHeadAttention(4).init(jax.random.key(0), (2, 3, 6)), ValueError, r"MultiHeadAttention\(.*\): the features \(6\) must be a multiple of num_heads \(4\) when head_features is None"),
     ("attention_rank", lambda: jaxdl.MultiHeadAttention(2).init(jax.random.key(0), (2, 6)), ValueError, r"MultiHeadAttention\(.*\) expects input of layout \(batch, time, features\), got shape \(2, 6\)"),
     ("attention_features", lambda: _apply_with(jaxdl.MultiHeadAttention(2), (1, 3, 4), F((1, 3, 6))), ValueError, r"MultiHeadAttention\(.*\) was initialized for 4 features, got input of shape \(1, 3, 6\)"),
+    ("attention_float_lengths", lambda: _apply_with(jaxdl.MultiHeadAttention(2), (1, 3, 4), SequenceBatch(F((1, 3, 4)), F((1,)))), TypeError, r"MultiHeadAttention\(.*\): lengths must be integers, got dtype float"),
+    ("attention_lengths_shape", lambda: _apply_with(jaxdl.MultiHeadAttention(2), (2, 3, 4), SequenceBatch(F((2, 3, 4)), jnp.array([3]))), ValueError, r"lengths must have shape \(batch,\) = \(2,\), got shape \(1,\)"),
+    ("attention_lengths_range", lambda: _apply_with(jaxdl.MultiHeadAttention(2), (1, 3, 4), SequenceBatch(F((1, 3, 4)), jnp.array([4]))), ValueError, r"lengths must lie in \[0, 3\]"),
     ("attention_integer_input", lambda: _apply_with(jaxdl.MultiHeadAttention(2), (1, 3, 4), jnp.ones((1, 3, 4), jnp.int32)), TypeError, r"expects a floating-point input, got dtype int32"),
     ("average_window", lambda: jaxdl.AveragePooling(0), ValueError, r"AveragePooling: window must be a positive int, got 0"),
     ("average_window_count", lambda: jaxdl.AveragePooling((2, 2, 2)), ValueError, r"AveragePooling: window must be a positive int or 1 or 2 positive ints, got \(2, 2, 2\)"),

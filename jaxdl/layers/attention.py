@@ -12,23 +12,32 @@ import numpy as np
 
 from jaxdl.core import Layer, check_floating, check_rank
 from jaxdl.initializers import Constant, Xavier
+from jaxdl.layers.recurrent.lengths import split_input, step_mask
 from jaxdl.validation import nonempty_training_batch, positive_int
 
 #: The four projections, in the order of PyTorch's ``in_proj_weight`` rows (then ``out_proj``).
 PROJECTIONS = ("query", "key", "value", "output")
 
 
-def attention_reference(query, key, value, *, causal: bool):
-    """softmax(q k^T / sqrt(head_features) [causal: -inf above the diagonal]) v in ``query``'s dtype.
+def attention_reference(query, key, value, *, causal: bool, lengths=None):
+    """softmax(q k^T / sqrt(head_features) + mask) v in ``query``'s dtype.
 
-    Layout (batch, time, heads, head_features), as `jax.nn.dot_product_attention`'s. The plain
-    path for float64 (`jax.nn.dot_product_attention` computes its softmax in float32, too
-    coarse for float64 finite differences) and the reference it is tested against.
+    Layout (batch, time, heads, head_features), as `jax.nn.dot_product_attention`'s. The mask
+    removes the keys after the query's position (``causal``) and the keys at positions
+    >= ``lengths[b]`` (padding), with a large finite negative number as that function does
+    (a query with no key left averages all keys uniformly; `MultiHeadAttention` zeroes it).
+    The plain path for float64 (`jax.nn.dot_product_attention` computes its softmax in float32,
+    too coarse for float64 finite differences) and the reference it is tested against.
     """
     logits = jnp.einsum("btnh,bsnh->bnts", query, key) / jnp.asarray(math.sqrt(query.shape[-1]), query.dtype)
+    t, s = logits.shape[-2:]
+    keep = jnp.ones((1, 1, t, s), bool)
     if causal:
-        t, s = logits.shape[-2:]
-        logits = jnp.where(jnp.tril(jnp.ones((t, s), bool)), logits, jnp.asarray(-jnp.inf, logits.dtype))
+        keep = keep & jnp.tril(jnp.ones((t, s), bool))
+    if lengths is not None:
+        keep = keep & step_mask(lengths, s)[:, None, None, :]
+    if causal or lengths is not None:
+        logits = jnp.where(keep, logits, jnp.asarray(-0.7 * jnp.finfo(logits.dtype).max, logits.dtype))
     weights = jax.nn.softmax(logits, axis=-1)
     return jnp.einsum("bnts,bsnh->btnh", weights, value)
 
@@ -53,11 +62,13 @@ class MultiHeadAttention(Layer):
     output_weights.T``.
 
     Masks: ``causal=True`` lets position t attend to positions 0..t only (a language model).
-    There is no padding mask argument (the layer contract passes one input array): with
-    ``causal=True``, padding at the END of a sequence never changes the outputs at the real
-    positions before it, so right-padded batches are exact there and only the loss must
-    ignore the padded positions. Without ``causal`` every position attends to every position,
-    padding included.
+    Padding: the input may be a `jaxdl.layers.SequenceBatch` ``(x, lengths)`` of sequences padded at
+    the end (``lengths`` (batch,) integers in [0, time], as the recurrent layers take): the
+    keys at positions >= ``lengths[b]`` are masked out, and the outputs there are zeros, so
+    each example's outputs equal those of the example alone, unpadded (PyTorch's
+    ``key_padding_mask``). The output is a plain array. With ``causal=True`` and a plain
+    array, padding at the END of a sequence already never changes the outputs at the real
+    positions before it.
 
     Computes in the input's dtype (`jaxdl.precision`) on `jax.nn.dot_product_attention`
     (``is_causal``; its softmax in float32, also for bfloat16 inputs); a float64 input takes
@@ -77,7 +88,8 @@ class MultiHeadAttention(Layer):
         ValueError: at construction for sizes < 1; at init and apply for a layout other than
             (batch, time, features), features that ``num_heads`` does not divide (when
             ``head_features`` is None), a feature count other than the params' and an empty
-            batch in training.
+            batch in training; for ``lengths`` not of shape (batch,) or (concrete) outside
+            [0, time] (a TypeError for non-integer lengths).
 
     Example:
         >>> layer = MultiHeadAttention(num_heads=2, causal=True)
@@ -128,6 +140,7 @@ class MultiHeadAttention(Layer):
         return params, {}
 
     def apply(self, params, state, x, *, key=None, train=False):
+        x, lengths = split_input(self, x)
         check_floating(self, x)
         check_rank(self, x, [3], "(batch, time, features)")
         features = params["query_weights"].shape[0]
@@ -144,7 +157,12 @@ class MultiHeadAttention(Layer):
 
         q, k, v = (project(name, x).reshape(batch, time, self.num_heads, head_size) for name in PROJECTIONS[:3])
         if dtype == jnp.float64:
-            attended = attention_reference(q, k, v, causal=self.causal)
+            attended = attention_reference(q, k, v, causal=self.causal, lengths=lengths)
         else:
-            attended = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
-        return project("output", attended.reshape(batch, time, self.num_heads * head_size)), state
+            lengths32 = None if lengths is None else lengths.astype(jnp.int32)
+            attended = jax.nn.dot_product_attention(
+                q, k, v, is_causal=self.causal, query_seq_lengths=lengths32, key_value_seq_lengths=lengths32)
+        y = project("output", attended.reshape(batch, time, self.num_heads * head_size))
+        if lengths is not None:
+            y = jnp.where(step_mask(lengths, time)[..., None], y, jnp.zeros((), dtype))
+        return y, state
