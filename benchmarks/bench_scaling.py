@@ -15,12 +15,12 @@ the devices, and measure:
 * all-reduce share: the pytree all-reduce / the step (the communication in the step, unless
   XLA overlaps it with the backward pass).
 
-CPU note: on one device, `jaxdl.layers.conv.fast_conv` computes the weight gradient in slices
-of `jaxdl.layers.conv.WEIGHT_GRAD_BLOCK` batch rows (1.3-1.5x faster). A mesh step traces
-under `jaxdl.layers.conv.whole_batch_weight_gradient`, because XLA's partitioner would move
-those slices of the batch-sharded activations between the devices (48 collective-permutes
-per LeNet step, through gloo between processes): the mesh step holds one all-reduce and no
-other collective.
+CPU note: on one device, `jaxdl.kernels.conv.fast_conv` computes the weight gradient in blocks
+of `jaxdl.kernels.conv.WEIGHT_GRAD_BLOCK` batch rows (1.3-1.5x faster). A mesh step builds its
+model with ``jaxdl.kernels.configure(model, blocked_weight_gradient=False)``, because XLA's
+partitioner would move those blocks of the batch-sharded activations between the devices (48
+collective-permutes per LeNet step, through gloo between processes): the mesh step holds one
+all-reduce and no other collective.
 
 Configurations: ``1 dev`` is the one-device step without a mesh (the baseline); ``N dev`` one
 process with N host devices (``jax_num_cpu_devices``); ``P proc x D dev`` P processes on

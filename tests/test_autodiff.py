@@ -53,8 +53,8 @@ SAME_MATH_TOL = {jnp.float64: (1e-9, 1e-11), jnp.float32: (2e-5, 2e-6)}
 def plain_paths():
     """Swaps the CPU fast paths for the plain ones they are tested equal to."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv, "fast_conv", conv.conv_reference)
-        patch.setattr(pooling, "tiled_max_pool", lambda x, pool: pooling.reduce_window_max_pool(x, pool, pool))
+        patch.setattr(conv, "fast_conv", lambda x, w, stride, padding, blocked: conv.conv_reference(x, w, stride, padding))
+        patch.setattr(pooling, "cpu_tiled_max_pool", lambda x, pool: pooling.reduce_window_max_pool(x, pool, pool))
         patch.setitem(recurrent_layers._IMPLEMENTATIONS, "fused", scan_sequence)
         yield
 

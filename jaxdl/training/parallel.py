@@ -50,7 +50,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxdl.layers.conv import whole_batch_weight_gradient
 from jaxdl.mesh import watchdog
 from jaxdl.mesh.cpu import check_cpu_mesh
 from jaxdl.mesh.sharding import (  # noqa: F401  (the mesh helpers, re-exported where they were)
@@ -66,16 +65,16 @@ def parallel_train_step(step: Callable, mesh: Mesh) -> Callable:
     state and the metrics replicated; the train state is donated. The returned function puts
     its arguments on the mesh first (`replicate`, `shard_batch`) and has the attributes
     ``mesh`` and ``jitted`` (the `jax.jit` object, e.g. for ``.lower``).
+
+    The model in ``step`` should compute `jaxdl.Conv`'s CPU weight gradient over the whole
+    batch (`jaxdl.kernels.configure` with ``blocked_weight_gradient=False``, as
+    `jaxdl.make_train_step` does for a mesh): row blocks that cut across the batch's shards
+    make XLA move activations between devices.
     """
     check_mesh(mesh, "make_train_step")
     check_cpu_mesh(mesh, "make_train_step")
     state_sharding, batch = replicated(mesh), batch_sharding(mesh)
-
-    def sharded_step(train_state, x, labels):
-        with whole_batch_weight_gradient():  # no CPU row blocks across the batch's shards
-            return step(train_state, x, labels)
-
-    jitted = jax.jit(sharded_step, in_shardings=(state_sharding, batch, batch), out_shardings=(state_sharding, state_sharding),
+    jitted = jax.jit(step, in_shardings=(state_sharding, batch, batch), out_shardings=(state_sharding, state_sharding),
                      donate_argnums=0)
 
     seen_shapes: set = set()

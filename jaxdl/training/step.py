@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdl import kernels
 from jaxdl.core import regularized_mask
 from jaxdl.losses import is_classification_loss, per_example_losses
 from jaxdl.optimizers import regularization_loss
@@ -74,6 +75,8 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
             it: `jaxdl.training.parallel.process_rows`), sharded over the devices; the train
             state is replicated, and donated (pass the returned state to the next call). The
             result equals the one-device step on the same global batch. Needs ``jit=True``.
+            The step computes `jaxdl.Conv`'s weight gradient over the whole batch
+            (`jaxdl.kernels.configure`), not in CPU row blocks.
         check_labels: check concrete labels on the host before each call of the jitted step
             (see the module docstring); without jit the loss checks them itself.
 
@@ -90,6 +93,8 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
             and the device count); the model's and the loss's own errors otherwise.
     """
     _check_mesh_and_jit("make_train_step", mesh, jit)
+    if mesh is not None:  # a batch sharded over devices: no CPU row blocks across its shards
+        model = kernels.configure(model, blocked_weight_gradient=False)
     output_shapes = {}
 
     def step(train_state: TrainState, x, labels):

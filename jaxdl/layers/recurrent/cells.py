@@ -9,7 +9,7 @@ Shared conventions (batch B, features F, hidden size H, G gates):
   step's partial derivatives that make the tangent step a linear map with them as constants.
   The plain path differentiates ``forward`` with JAX autodiff (and never computes the
   coefficients: unused scan outputs are removed); the fused path
-  (`jaxdl.layers.recurrent.sequence`) stacks them and uses the tangent map below.
+  (`jaxdl.kernels.recurrent`) stacks them and uses the tangent map below.
 * ``tangent_step(w_hh, dcarry, inputs) -> (dcarry, dh_t)``: given the tangent of the previous
   carry and ``inputs = (dz_x_t, [dz_h_t], *coefficients_t)``, where ``dz_x_t`` is the tangent
   of the input projection ``a_t = x_t w_ih + b`` (for Elman and LSTM also of the hidden
@@ -30,7 +30,7 @@ Shared conventions (batch B, features F, hidden size H, G gates):
 The weight terms are not in ``tangent_step``: they do not depend on the previous step, so the
 fused path computes them as single matrix products over all steps before the loop, or over
 each block of steps when the stacked gradients would be large
-(`jaxdl.layers.recurrent.sequence`).
+(`jaxdl.kernels.recurrent`).
 """
 
 from __future__ import annotations
@@ -38,20 +38,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
-
-
-def previous(seq, first, reverse: bool):
-    """The value before each step: ``seq`` (T, ...) shifted one step along the scan direction.
-
-    For a forward scan, entry t is ``seq[t-1]`` and entry 0 is ``first``; for a reverse scan
-    (steps run T-1, ..., 0) entry t is ``seq[t+1]`` and entry T-1 is ``first``. An empty
-    ``seq`` gives an empty result.
-    """
-    if seq.shape[0] == 0:
-        return seq
-    if reverse:
-        return jnp.concatenate([seq[1:], first[None]], axis=0)
-    return jnp.concatenate([first[None], seq[:-1]], axis=0)
 
 
 def _sigmoid_derivative(s):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxdl import kernels
 from jaxdl.core import Layer, Serial, check_floating, check_rank
 from jaxdl.initializers import Constant, Xavier
 from jaxdl.layers.activations import Sigmoid
@@ -66,12 +67,14 @@ class Recurrent(Layer):
         memorize: carry the final state to the next call (see above).
         unroll: time steps per loop iteration of `lax.scan` (a compile-time/speed trade-off;
             1 is usually fastest on CPU).
-        implementation: ``"fused"`` (default): a derivative rule whose reverse pass does one
-            matrix product per step and computes the weight and input gradients after the
-            loop as single matrix products over all steps (`jaxdl.layers.recurrent.sequence`);
-            ``"scan"``: JAX autodiff through `lax.scan`, the reference. Both support every
-            transformation (`jax.grad`, `jax.jvp`, `jax.hessian`, `jax.vmap`); same values and
-            derivatives up to rounding.
+        implementation: ``"fused"``: a derivative rule whose reverse pass does one matrix
+            product per step and computes the weight and input gradients after the loop as
+            single matrix products over all steps (`jaxdl.kernels.recurrent`); ``"scan"``:
+            JAX autodiff through `lax.scan`, the reference. Both support every transformation
+            (`jax.grad`, `jax.jvp`, `jax.hessian`, `jax.vmap`); same values and derivatives up
+            to rounding. None (default): ``"fused"``, or ``"scan"`` when the fast paths are
+            switched off when the layer is built (`jaxdl.kernels.use_fast_paths`,
+            ``JAXDL_FAST_PATHS``).
         weights_initializer: initializer of ``w_ih`` and ``w_hh``.
         bias_initializer: initializer of the biases.
 
@@ -91,7 +94,7 @@ class Recurrent(Layer):
     reverse: bool = False
     memorize: bool = False
     unroll: int = 1
-    implementation: str = "fused"
+    implementation: str | None = None
     weights_initializer: object = Xavier()
     bias_initializer: object = Constant(0.0)
 
@@ -102,6 +105,8 @@ class Recurrent(Layer):
         name = type(self).__name__
         object.__setattr__(self, "hidden_size", positive_int(name, "hidden_size", self.hidden_size))
         object.__setattr__(self, "unroll", positive_int(name, "unroll", self.unroll))
+        if self.implementation is None:
+            object.__setattr__(self, "implementation", "fused" if kernels.fast_paths_enabled() else "scan")
         if self.implementation not in _IMPLEMENTATIONS:
             raise ValueError(
                 f"{name}: implementation must be one of {sorted(_IMPLEMENTATIONS)}, "
@@ -396,7 +401,7 @@ def elman_rnn(hidden_size: int, output_size: int, *, memorize: bool = False,
     y_t = sigmoid(tanh(x_t w_ih + h_{t-1} w_hh + b) W_y + b_y) at every step. The exercise's
     ``RNN(input_size, hidden_size, output_size)`` with its (time, input_size) input is
     ``elman_rnn(hidden_size, output_size)`` on a rank-2 input. Params are keyed ``rnn_0`` and
-    ``fully_connected_1``; the memorized state (if any) ``rnn_0``.
+    ``fully_connected_0``; the memorized state (if any) ``rnn_0``.
 
     Args:
         hidden_size: the RNN's hidden size.
@@ -420,7 +425,7 @@ def lstm_network(hidden_size: int, output_size: int, *, memorize: bool = False,
     """The exercise's LSTM layer: ``Serial(LSTM, FullyConnected(output_size), Sigmoid())``.
 
     Like `elman_rnn` with an `LSTM` (``**options`` may include ``forget_bias``); params are
-    keyed ``lstm_0`` and ``fully_connected_1``.
+    keyed ``lstm_0`` and ``fully_connected_0``.
     """
     return _network(LSTM, hidden_size, output_size, memorize, weights_initializer, bias_initializer, options)
 

@@ -1,0 +1,211 @@
+"""`fused_sequence`: a recurrent cell over a sequence, with a fused derivative (the recurrent fast path).
+
+Both take time-major inputs ``xs`` (T, B, F) and a carry tuple of (B, H) arrays, and return
+``(hs, final_carry)`` with ``hs`` (T, B, H) aligned with ``xs`` (also when ``reverse``).
+
+* `jaxdl.layers.recurrent.sequence.scan_sequence`: ``lax.scan`` over the cell's ``forward``;
+  derivatives by JAX autodiff. The reference, in the layers.
+* `fused_sequence` (here): the same forward scan under a `jax.custom_jvp` whose tangent is arranged
+  so that its transpose (reverse mode) is the fast reverse pass. Autodiff through a scan
+  computes, at every step, the input gradient and the outer products x_t^T dz_t and
+  h_{t-1}^T dz_t, and carries two weight-sized running sums through the loop. Here the
+  tangent takes every term that does not depend on the previous step's tangent out of the
+  loop, as single matrix products over all T*B rows::
+
+      dZ = dX w_ih + X dw_ih + db + H_prev dw_hh          (before the loop)
+      dz_t = dZ_t + dh_{t-1} w_hh;  (dh_t, dc_t) = cell's linear step   (in the loop)
+
+  The loop is linear in (dZ, dh, dc) with per-step coefficients that the forward pass
+  computes and stacks (`jaxdl.layers.recurrent.cells`). Transposed by JAX, the loop does one matrix
+  product per step (dz_t w_hh^T) and returns the stacked pre-activation gradients dZ*, and
+  the products before the loop become, after it::
+
+      dw_ih = X^T dZ*,   dw_hh = H_prev^T dZ*,   db = sum_rows dZ*,   dX = dZ* w_ih^T
+
+  When the stacked gradients dZ* would be large (``STACKED_GRADIENT_BYTES``), the tangent
+  loop runs over blocks of up to ``BLOCK_STEPS`` time steps instead: each block computes its
+  dZ rows as one product over its k*B rows, then steps through them, so the reverse pass
+  accumulates dw_ih, dw_hh and db once per block and never stacks dZ* for all T steps (see
+  `_block_length`; the measurements are in benchmarks/RESULTS_rnn.md).
+
+  Forward mode (`jax.jvp`, `jax.jacfwd`), Hessian-vector products and `jax.hessian` work
+  through the same rule. Same math as `scan_sequence`: values and derivatives agree to
+  rounding (tests/test_recurrent.py, tests/test_kernels.py). Not platform-dependent: the
+  rule is the same program on every backend.
+
+The cell is an object with ``forward``, ``tangent_step``, ``hidden_bias_tangents``,
+``separate_hidden_projection`` and ``tangent_reads_outputs``
+(`jaxdl.layers.recurrent.cells`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+
+def _previous(seq, first, reverse: bool):
+    """``seq`` (T, ...) shifted one step along the scan direction, ``first`` filling the gap."""
+    if seq.shape[0] == 0:
+        return seq
+    if reverse:
+        return jnp.concatenate([seq[1:], first[None]], axis=0)
+    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _fused(cell, reverse, unroll, block_steps, params, xs, carry0):
+    del block_steps  # only the derivative uses it
+
+    def step(carry, x_t):
+        carry, outputs = cell.forward(params, carry, x_t)
+        return carry, outputs[0]
+
+    carry, hs = lax.scan(step, tuple(carry0), xs, reverse=reverse, unroll=unroll)
+    return hs, carry
+
+
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, SymbolicZero)
+
+
+def _sum_terms(terms):
+    terms = [t for t in terms if t is not None]
+    return sum(terms[1:], terms[0]) if terms else None
+
+
+def _weights(w):
+    """``w`` (K, N) kept as its transpose, so that ``a @ _weights(w)`` is ``a w`` and its
+    transpose (reverse mode) multiplies by the stored ``w^T``: an ordinary product in the loop."""
+    return _TransposedWeights(w.T)
+
+
+class _TransposedWeights:
+    """``w`` kept as its transpose; ``a @ weights`` is ``a w``."""
+
+    def __init__(self, transposed):
+        self.transposed = transposed
+
+    def __rmatmul__(self, a):
+        return lax.dot_general(a, self.transposed, (((a.ndim - 1,), (1,)), ((), ())))
+
+
+def _projection_tangents(cell, params, dparams, shape, dtype, dx, x, h_prev):
+    """The tangent terms that do not depend on the previous step: (dz_x, dz_h), each ``shape``.
+
+    Computed for a block of rows (k time steps of B sequences, stacked). ``dz_x`` is the input
+    projection's (dx w_ih + x dw_ih + db), ``dz_h`` the hidden projection's (h_prev dw_hh, plus
+    GRU's ``b_hn``). Cells whose hidden projection enters the same pre-activation as the input
+    projection (Elman, LSTM) get them summed into ``dz_x`` and ``dz_h = None``. ``dx``, ``x``
+    and ``h_prev`` are None where the tangent they multiply is zero (the term is skipped); an
+    all-zero result is zeros.
+    """
+    x_terms = [
+        None if dx is None else dx @ _weights(params["w_ih"]),
+        None if x is None else x @ dparams["w_ih"],
+        None if _is_zero(dparams["b"]) else dparams["b"],
+    ]
+    h_terms = [
+        None if h_prev is None else h_prev @ dparams["w_hh"],
+        *cell.hidden_bias_tangents(params, dparams),
+    ]
+
+    def summed(terms):
+        total = _sum_terms(terms)
+        return jnp.zeros(shape, dtype) if total is None else jnp.broadcast_to(total, shape)
+
+    if cell.separate_hidden_projection:
+        return summed(x_terms), summed(h_terms)
+    return summed(x_terms + h_terms), None
+
+
+#: Stacked pre-activation gradients (T, B, G*H) up to this size are kept whole (one block).
+#: Measured with jaxlib 0.10.2 on AMD EPYC Zen 4/5 (family 25 model 17, family 26 model 2), a
+#: KVM guest with glibc's malloc: benchmarks/RESULTS_rnn.md, "2026-12-02: the LSTM and GRU
+#: step's page faults, and the tangent loop in blocks". Not yet measured on Intel Xeon.
+STACKED_GRADIENT_BYTES = 8 * 2**20
+#: The most time steps per block above it (a divisor of T; 1 for a prime T > 10). Same
+#: jaxlib, CPUs and measurements.
+BLOCK_STEPS = 10
+
+
+def _block_length(steps: int, batch: int, width: int, itemsize: int) -> int:
+    """Time steps per block of the tangent loop: ``steps`` (one block) or a divisor of it.
+
+    One block is the layout of the module docstring: the products over all T*B rows outside
+    the loop, dZ* stacked whole. Above ``STACKED_GRADIENT_BYTES`` of stacked gradients, blocks
+    of up to ``BLOCK_STEPS`` steps keep the step's temporaries small (memory and its traffic,
+    not arithmetic); below it the per-block loop and sums cost more than they save.
+    """
+    if steps * batch * width * itemsize <= STACKED_GRADIENT_BYTES:
+        return steps
+    return max(d for d in range(1, min(steps, BLOCK_STEPS) + 1) if steps % d == 0)
+
+
+def _blocks(a, count: int, rows: bool):
+    """``a`` (T, B, ...) as ``count`` blocks along time: (count, k*B, ...) when ``rows``, else
+    (count, k, B, ...); without the leading axis for one block. A reshape: no copy."""
+    if a is None:
+        return None
+    shape = (a.shape[0] * a.shape[1] // count,) if rows else (a.shape[0] // count, a.shape[1])
+    return a.reshape(((count,) if count > 1 else ()) + shape + a.shape[2:])
+
+
+def _fused_jvp(cell, reverse, unroll, k, primals, tangents):
+    """The rule; ``k`` time steps per block of the tangent loop (`_block_length`)."""
+    params, xs, carry0 = primals
+    dparams, dxs, dcarry0 = tangents
+    carry, (hs, *coefficients) = lax.scan(
+        functools.partial(cell.forward, params), carry0, xs, reverse=reverse, unroll=unroll)
+    dcarry0 = tuple(jnp.zeros_like(c) if _is_zero(d) else d for c, d in zip(carry0, dcarry0))
+    if cell.tangent_reads_outputs:
+        coefficients = (hs, *coefficients)
+    projection_inputs = (
+        None if _is_zero(dxs) else dxs,
+        None if _is_zero(dparams["w_ih"]) else xs,
+        None if _is_zero(dparams["w_hh"]) else _previous(hs, carry0[0], reverse),
+    )
+    steps, batch = xs.shape[:2]
+    width = params["w_ih"].shape[1]
+    count = steps // k if k else 1  # an empty sequence is one (empty) block
+    # The step multiplies by w_hh written as (w_hh^T)^T: its transpose, the reverse pass, then
+    # multiplies by the stored w_hh^T, an ordinary product, inside the loop.
+    w_hh = _weights(params["w_hh"])
+
+    def step(dcarry, inputs):
+        return cell.tangent_step(w_hh, dcarry, inputs)
+
+    def block(dcarry, inputs):
+        projection, block_coefficients = inputs
+        dz = _projection_tangents(cell, params, dparams, (k * batch, width), xs.dtype, *projection)
+        dz = tuple(d.reshape((batch, width) if k == 1 else (k, batch, width)) for d in dz if d is not None)
+        if k == 1:  # one step per block: no inner loop (its inputs have no time axis)
+            return step(dcarry, dz + block_coefficients)
+        return lax.scan(step, dcarry, dz + block_coefficients, reverse=reverse, unroll=unroll)
+
+    # Reshapes only: known operations inside the loop body (slicing a block's coefficients)
+    # would make JAX stack their results as extra residuals.
+    inputs = (tuple(_blocks(a, count, rows=True) for a in projection_inputs),
+              tuple(_blocks(c, count, rows=k == 1) for c in coefficients))
+    if count == 1:
+        dcarry, dhs = block(dcarry0, inputs)
+    else:
+        dcarry, dhs = lax.scan(block, dcarry0, inputs, reverse=reverse)
+    return (hs, carry), (dhs.reshape(hs.shape), dcarry)
+
+
+_fused.defjvp(_fused_jvp, symbolic_zeros=True)
+
+
+def fused_sequence(cell, params, xs, carry0, *, reverse: bool = False, unroll: int = 1):
+    """`scan_sequence` with the fused derivative (see the module docstring).
+
+    ``params`` must hold exactly the cell's parameters.
+    """
+    steps, batch = xs.shape[:2]
+    block_steps = _block_length(steps, batch, params["w_ih"].shape[1], jnp.dtype(xs.dtype).itemsize)
+    return _fused(cell, reverse, unroll, block_steps, params, xs, tuple(carry0))
