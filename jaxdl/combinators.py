@@ -259,9 +259,18 @@ class Tie:
                              f"source {self.source!r}.")
 
     def value(self, params):
-        """The source entry of ``params`` as the target uses it (transposed if asked)."""
+        """The source entry of ``params`` as the target uses it (transposed if asked).
+
+        Raises:
+            ValueError: for ``transpose`` of an entry that is not an array of rank >= 2.
+        """
         value = _lookup(params, self.source)
-        return jnp.swapaxes(value, -1, -2) if self.transpose else value
+        if not self.transpose:
+            return value
+        if isinstance(value, dict) or jnp.ndim(value) < 2:
+            raise ValueError(f"Tie: transpose needs an array of rank >= 2 at the source {self.source!r}, got "
+                             f"{jax.tree.map(jnp.shape, value)}.")
+        return jnp.swapaxes(value, -1, -2)
 
 
 def _nested(a: str, b: str) -> bool:

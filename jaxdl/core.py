@@ -220,7 +220,7 @@ def regularized_mask(layer: Layer, params) -> Any:
         >>> model = jaxdl.Serial(jaxdl.FullyConnected(2))
         >>> params, _ = model.init(jax.random.key(0), (1, 3))
         >>> jaxdl.regularized_mask(model, params)
-        {'fully_connected_0': {'bias': False, 'weights': True}}
+        {'fully_connected_0': {'weights': True, 'bias': False}}
     """
     return _declared_mask(layer, params, "regularized")
 

@@ -67,7 +67,7 @@ LAYER_CASES += [
     ("parallel_concat_dropout", jaxdl.Parallel(
         ("wide", jaxdl.FullyConnected(2)), ("dropped", jaxdl.Serial(jaxdl.Dropout(0.3), jaxdl.FullyConnected(3))),
         merge="concat"), (4, 5)),
-    ("tied_output_projection", jaxdl.Tied(
+    ("shared_tied_output_projection", jaxdl.Tied(
         jaxdl.Serial(jaxdl.FullyConnected(3), jaxdl.TanH(), ("output", jaxdl.FullyConnected(5))),
         jaxdl.Tie("output/weights", "fully_connected_0/weights", transpose=True)), (4, 5)),
 ]

@@ -2,7 +2,7 @@
 gradients and Hessians of shared parameters, keys, errors, MixedPrecision and a mesh step.
 
 The generic properties (float64 finite differences, float32, jit, vmap, jvp/HVP) run over the
-combinators' entries of tests/layer_registry.py (``residual*``, ``parallel*``, ``tied*``).
+combinators' entries of tests/layer_registry.py (``residual*``, ``parallel*``, ``shared_tied*``).
 """
 
 import dataclasses
@@ -240,6 +240,9 @@ def test_tied_errors_name_paths_and_shapes():
     with pytest.raises(ValueError, match=r"Tied: 'dense_0/weights' is not an entry of Serial's params, whose entries "
                                          r"are \[.*'fully_connected_0/weights'"):
         jaxdl.Tied(body, jaxdl.Tie("dense_0/weights", "fully_connected_0/weights")).init(KEY, (2, 5))
+    with pytest.raises(ValueError, match=r"Tie: transpose needs an array of rank >= 2 at the source 'fully_connected_0', "
+                                         r"got \{'bias': \(3,\), 'weights': \(5, 3\)\}"):
+        jaxdl.Tied(body, jaxdl.Tie("fully_connected_1", "fully_connected_0", transpose=True)).init(KEY, (2, 5))
     with pytest.raises(ValueError, match=r"Tie: target and source must be separate entries"):
         jaxdl.Tie("fully_connected_0", "fully_connected_0/weights")
     with pytest.raises(ValueError, match=r"Tied: the target 'b' overlaps the source 'b' of another tie"):

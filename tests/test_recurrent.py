@@ -12,9 +12,10 @@ from jax.test_util import check_grads
 
 from jaxdl.core import Serial
 from jaxdl.initializers import Constant, UniformRandom
+from jaxdl.kernels import recurrent as recurrent_kernels
 from jaxdl.layers.dense import FullyConnected
 from jaxdl.layers.normalization import BatchNormalization
-from jaxdl.layers.recurrent import GRU, LSTM, RNN, elman_rnn, lstm_network, reset_memory, sequence
+from jaxdl.layers.recurrent import GRU, LSTM, RNN, elman_rnn, lstm_network, reset_memory
 from jaxdl.optimizers import Sgd
 from jaxdl.regularizers import L2Regularizer
 from jaxdl.training import create_train_state, make_train_step
@@ -129,8 +130,8 @@ def test_fused_blocks_match_python_loop_reference(kind, monkeypatch):
     gradients are large): T = 4 in two blocks of 2 steps, T = 5 (prime) in blocks of 1 step.
     Forward and reverse: outputs, final state and every gradient. (One block of all steps is
     what every other test here runs.)"""
-    monkeypatch.setattr(sequence, "STACKED_GRADIENT_BYTES", 0)
-    monkeypatch.setattr(sequence, "BLOCK_STEPS", 3)
+    monkeypatch.setattr(recurrent_kernels, "STACKED_GRADIENT_BYTES", 0)
+    monkeypatch.setattr(recurrent_kernels, "BLOCK_STEPS", 3)
     params, initial = random_params(kind(H)), random_state(kind(H))
     runs = [kind(H, reverse=reverse).run for reverse in (False, True)]
     runs += [lambda p, x, s, reverse=reverse: reference_run(kind, p, x, s, reverse) for reverse in (False, True)]
@@ -150,8 +151,8 @@ def test_fused_blocks_match_python_loop_reference(kind, monkeypatch):
 @pytest.mark.parametrize("kind", CELLS, ids=lambda k: k.__name__)
 def test_fused_blocks_forward_mode_and_hvp_match_scan(kind, monkeypatch):
     """Forward mode and Hessian-vector products through the blocked tangent loop."""
-    monkeypatch.setattr(sequence, "STACKED_GRADIENT_BYTES", 0)
-    monkeypatch.setattr(sequence, "BLOCK_STEPS", 2)
+    monkeypatch.setattr(recurrent_kernels, "STACKED_GRADIENT_BYTES", 0)
+    monkeypatch.setattr(recurrent_kernels, "BLOCK_STEPS", 2)
     params, x = random_params(kind(H)), random_input()
     directions = (random_params(kind(H), key=5), random_input(key=9))
 

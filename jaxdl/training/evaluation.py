@@ -149,8 +149,11 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
         batches: an iterable of (x, labels) or `Batch`; labels one-hot, integer or a pytree
             (Python lists of numbers are taken as arrays).
         loss_fn: optional ``loss_fn(outputs, labels) -> scalar`` with any reduction over the
-            batch: the reported loss is the mean over examples of ``loss_fn`` on each example
-            alone (`jaxdl.losses.per_example_losses`), so "sum" and "mean" report the same.
+            batch: the reported loss is the mean over examples of each example's loss
+            (`jaxdl.losses.per_example_losses`: ``loss_fn`` on the example alone, and for
+            sequence outputs (batch, T, ...) with labels (batch, T, ...) the mean over its steps
+            of ``loss_fn`` on each step alone), so "sum" and "mean" report the same: the loss
+            per example, or per step for sequences.
         reset: zero the memorized states before the first batch.
         threshold: the decision threshold of a one-column output (default: see above).
         metrics: name -> ``function(outputs, labels)`` returning one value per example (shape
