@@ -264,12 +264,19 @@ def correct_predictions(predictions, labels, *, threshold: float = 0.5) -> jax.A
 
 
 def per_example_losses(loss_fn, outputs, labels) -> jax.Array:
-    """``loss_fn`` applied to each example alone (a batch of one): shape (batch,).
+    """The loss of each example, shape (batch,): the mean over its steps of ``loss_fn`` on one step alone.
 
-    Whatever ``loss_fn`` reduces over the batch (a sum, a mean, a weighted mean over the
-    batch's time steps), a batch of one gives that example's own loss, so the mean of the
-    result is the mean loss per example for any reduction. ``labels`` may be a pytree
-    (e.g. ``(targets, weights)``) whose leaves have the batch first.
+    One convention for every reduction. A step is one row the loss judges: outputs (batch,
+    classes) or (batch, 1) have one step per example, and an example's loss is ``loss_fn`` on
+    a batch of that one example. Sequence outputs (batch, T, ...) whose labels are one array of
+    shape (batch, T, ...) have T steps per example: the example's loss is the mean over its T
+    steps of ``loss_fn`` on each step alone (a batch of one row). So a loss that sums over batch
+    and steps (`cross_entropy`'s default) and one that averages (``reduction="mean"``) give
+    the same value, the loss per step, never T times it; `jaxdl.evaluate`'s "loss" and
+    `jaxdl.fit`'s ``train_loss`` are its mean over the examples. Labels that are a pytree
+    (e.g. ``(targets, weights)`` or the lengths of `jaxdl.masked_sequence_loss`) are not split:
+    the example's loss is ``loss_fn`` on that example alone, reduced over its steps as the loss
+    does (use a mean over the valid steps for the same convention).
     """
     labels = as_labels(labels)
 
@@ -280,4 +287,12 @@ def per_example_losses(loss_fn, outputs, labels) -> jax.Array:
         row = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf)[1:], jnp.result_type(leaf)),
                            (outputs, labels))
         return jnp.zeros((0,), jax.eval_shape(one, *row).dtype)
+    if _has_steps(outputs, labels):  # per step, then the mean over each example's steps
+        return jnp.mean(jax.vmap(jax.vmap(one))(outputs, labels), axis=1)
     return jax.vmap(one)(outputs, labels)
+
+
+def _has_steps(outputs, labels) -> bool:
+    """Whether ``outputs`` are sequence outputs (batch, T, ...) with one array of labels (batch, T, ...)."""
+    return (isinstance(labels, (jax.Array, np.ndarray)) and jnp.ndim(outputs) >= 3 and jnp.ndim(labels) >= 2
+            and tuple(jnp.shape(labels)[:2]) == tuple(jnp.shape(outputs)[:2]))

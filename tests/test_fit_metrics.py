@@ -1,6 +1,7 @@
 """`fit` beyond classification (issue 21): a regression reports no accuracy and keeps `best` by
 its validation loss, the caller's metrics reach the history, metrics.csv and the plot, and
-`EarlyStopping` stops at the patience it was given.
+`EarlyStopping` stops at the patience it was given. The loss `evaluate` and `fit` report is
+one convention for summing and averaging losses, per step for sequence outputs (issue 22).
 """
 
 from __future__ import annotations
@@ -131,3 +132,54 @@ def test_a_classifier_still_keeps_best_by_validation_accuracy():
 ])
 def test_which_labels_get_an_accuracy(labels, shape, loss, expected):
     assert classification_labels(labels, shape, loss) is expected
+
+
+# ----------------------------------------------------------------------------------------
+# What "loss" means per example: one convention for summing and averaging losses.
+
+
+def sequence_problem():
+    rng = np.random.default_rng(3)
+    return rng.normal(size=(4, 7, 5)).astype(np.float32), rng.integers(0, 5, size=(4, 7)).astype(np.int32)
+
+
+def reference_loss_per_step(logits, labels):
+    """NumPy: -log softmax of the true class, averaged over every (example, step)."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return float(-np.take_along_axis(log_probs, labels[..., None], axis=-1).mean())
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_evaluate_reports_the_loss_per_step_of_sequence_outputs_for_any_reduction(reduction):
+    logits, labels = sequence_problem()
+    loss = lambda outputs, targets: jaxdl.softmax_cross_entropy(outputs, targets, reduction=reduction)  # noqa: E731
+    report = jaxdl.evaluate(lambda params, state, x: x, {}, {}, [(logits[:3], labels[:3]), (logits[3:], labels[3:])],
+                            loss)
+    assert report["loss"] == pytest.approx(reference_loss_per_step(logits, labels), rel=1e-5)
+    assert report["count"] == 4
+
+
+def test_the_per_example_loss_of_non_sequence_outputs_is_the_loss_of_the_example_alone():
+    logits, labels = sequence_problem()
+    flat, flat_labels = logits[:, 0], labels[:, 0]
+    for reduction in ("sum", "mean"):
+        values = jaxdl.losses.per_example_losses(
+            lambda o, t: jaxdl.softmax_cross_entropy(o, t, reduction=reduction), flat, flat_labels)
+        expected = [reference_loss_per_step(flat[i:i + 1, None], flat_labels[i:i + 1, None]) for i in range(4)]
+        np.testing.assert_allclose(np.asarray(values), expected, rtol=1e-5)
+
+
+def test_fit_train_loss_of_a_sequence_model_is_per_step_for_any_reduction():
+    logits, labels = sequence_problem()
+    model = jaxdl.Serial(jaxdl.FullyConnected(5))
+    losses = {}
+    for reduction in ("sum", "mean"):
+        optimizer = jaxdl.Sgd(1e-3)  # one step: its loss is the starting params'
+        state = jaxdl.create_train_state(model, optimizer, 0, (4, 7, 5))
+        result = jaxdl.fit(model, lambda o, t, r=reduction: jaxdl.softmax_cross_entropy(o, t, reduction=r),
+                           optimizer, state, [(logits, labels)], epochs=1, log=None, best_metric=None)
+        outputs = np.asarray(model.apply(state.params, state.state, logits)[0])
+        losses[reduction] = result.history[0]["train_loss"]
+        assert losses[reduction] == pytest.approx(reference_loss_per_step(outputs, labels), rel=1e-5)
+    assert losses["sum"] == pytest.approx(losses["mean"], rel=1e-6)

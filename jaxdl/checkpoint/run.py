@@ -65,7 +65,7 @@ class RunCheckpoints:
     """
 
     def __init__(self, directory: str | os.PathLike, *, best_mode: str = "max", read_only: bool = False):
-        self.directory = pathlib.Path(directory).absolute()
+        self.directory = pathlib.Path(directory)  # as given: the paths it names are printed
         check_not_older_format(self.directory)
         if best_mode not in ("max", "min"):
             raise ValueError(f"RunCheckpoints: best_mode must be 'max' or 'min', got {best_mode!r}.")
@@ -80,7 +80,7 @@ class RunCheckpoints:
             best_fn=_rank, best_mode="max",  # orbax writes the metrics (the ``metrics`` item) only with a best_fn
             temporary_path_class=digest.renaming_class(), cleanup_tmp_directories=not read_only,
             create=False, read_only=read_only)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(self.directory.absolute(), options=options)
 
     def save(self, step: int, tree, *, metadata: dict | None = None, model_config: dict | None = None,
              metric: float | None = None) -> None:
