@@ -8,7 +8,7 @@ with ``--test``, test) bits per character beside the uniform baseline log2(V).
 
 Usage:
     python scripts/train_char_lm.py                          # LSTM(256), a few minutes on 2 cores
-    python scripts/train_char_lm.py --model transformer      # 2 pre-norm blocks of width 128
+    python scripts/train_char_lm.py --model transformer      # 2 pre-norm blocks of width 64
     python scripts/train_char_lm.py --epochs 1 --max-batches 50 --sample-every 0
     python scripts/train_char_lm.py --test --output-dir runs/char_lstm
 """
@@ -26,7 +26,7 @@ from jaxdl.recipes.char_lm import MODEL_DEFAULTS, MODELS, CharLMConfig, train_ch
 
 SCRIPT = "train_char_lm.py"
 DEFAULTS = CharLMConfig()
-LENGTHS = ", ".join(f"{model} {MODEL_DEFAULTS[model]['length']}" for model in MODELS)
+EPOCHS = ", ".join(f"{model} {MODEL_DEFAULTS[model]['epochs']}" for model in MODELS)
 RATES = ", ".join(f"{model} {MODEL_DEFAULTS[model]['learning_rate']:g}" for model in MODELS)
 
 
@@ -41,10 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--heads", type=cli.positive_int, help=f"Transformer attention heads (default {DEFAULTS.heads})")
     add("--batch", type=cli.positive_int, help=f"parallel streams per training batch (default {DEFAULTS.batch})")
     add("--length", type=cli.positive_int,
-        help=f"characters per window: the truncated-BPTT length, the Transformer's context (default {LENGTHS})")
+        help=f"characters per window: the truncated-BPTT length, the Transformer's context (default {DEFAULTS.length})")
     add("--eval-batch", type=cli.positive_int,
         help=f"parallel streams of the validation and test text (default {DEFAULTS.eval_batch})")
-    add("--epochs", type=cli.positive_int, help=f"epochs (default {DEFAULTS.epochs})")
+    add("--epochs", type=cli.positive_int, help=f"epochs (default {EPOCHS})")
     add("--max-batches", type=cli.positive_int, help="at most this many batches per epoch (default: all)")
     add("--learning-rate", type=cli.positive_float, help=f"Adam's learning rate (default {RATES})")
     add("--clip", type=cli.positive_float, help=f"clip gradients to this global norm (default {DEFAULTS.clip})")

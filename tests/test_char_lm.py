@@ -207,8 +207,8 @@ def test_config_errors_name_the_field():
         char_lm.CharLMConfig(model="transformer", width=10)
     with pytest.raises(ValueError, match=r"CharLMConfig.for_model: model must be one of \['lstm', 'transformer'\]"):
         char_lm.CharLMConfig.for_model("gpt")
-    assert char_lm.CharLMConfig.for_model("transformer", length=None, batch=4).length == \
-        char_lm.MODEL_DEFAULTS["transformer"]["length"]
+    assert char_lm.CharLMConfig.for_model("transformer", learning_rate=None, batch=4).learning_rate == \
+        char_lm.MODEL_DEFAULTS["transformer"]["learning_rate"]
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,10 @@ MULTI_DEVICE_OPTIONS = ("--devices", "--num-processes", "--process-id", "--coord
 SMALL_LENET = ("--batch-size", "50", "--validation-size", "100")
 #: The delayed-recall demo in a few small steps.
 SMALL_SEQUENCE = ("--hidden", "8", "--chunks", "2", "--batches", "2", "--test-batches", "1", "--batch", "4")
+#: The character language models on the text's first 3,000 characters, a few steps.
+SMALL_CHAR_LM = ("--max-chars", "3000", "--batch", "4", "--length", "16", "--eval-batch", "2", "--epochs", "1",
+                 "--max-batches", "4", "--sample-length", "10", "--hidden", "16", "--width", "16", "--heads", "2",
+                 "--layers", "1")
 HELP = "run by test_every_script_shows_its_help"
 
 #: Each documented command (as it reads in the docs, whitespace collapsed), in the order they
@@ -79,6 +83,10 @@ DOCUMENTED_COMMANDS = {
         "Resuming the bfloat16 run with compute dtype float32.", "Test accuracy of the best-validation"]),
     "python scripts/evaluate_lenet.py runs/lenet_bf16": ((), [
         "Checkpoint runs/lenet_bf16/checkpoints/step_", "Accuracy: "]),
+    "python scripts/train_char_lm.py --help": HELP,
+    "python scripts/train_char_lm.py": (SMALL_CHAR_LM, ["lstm: validation ", "sample after epoch 1:"]),
+    "python scripts/train_char_lm.py --model transformer": (SMALL_CHAR_LM, [
+        "transformer: validation ", "sample after epoch 1:"]),
     "python scripts/train_sequence.py": (SMALL_SEQUENCE, [
         "Delayed recall: 4 symbols, delay 6", "memorize across chunks", "reset every chunk"]),
 }

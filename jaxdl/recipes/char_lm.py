@@ -52,8 +52,8 @@ MODELS = ("lstm", "transformer")
 #: The settings chosen on the validation split for each model (benchmarks/RESULTS_models.md);
 #: `CharLMConfig.for_model` starts from them.
 MODEL_DEFAULTS = {
-    "lstm": {"learning_rate": 1e-2, "length": 64},
-    "transformer": {"learning_rate": 3e-3, "length": 128},
+    "lstm": {"learning_rate": 1e-2, "epochs": 6},
+    "transformer": {"learning_rate": 3e-3, "epochs": 3},
 }
 
 
@@ -91,7 +91,7 @@ class CharLMConfig:
     model: str = "lstm"
     hidden: int = 256
     embed: int = 64
-    width: int = 128
+    width: int = 64
     layers: int = 2
     heads: int = 4
     batch: int = 32
