@@ -7,6 +7,7 @@ for records from orbax's sources), so training prints nothing from it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -15,28 +16,12 @@ import re
 import numpy as np
 
 
-class _OrbaxLogFilter(logging.Filter):
-    """Drops log records that come from orbax's source files."""
-
-    def __init__(self, package_dir: str):
-        super().__init__()
-        self.package_dir = package_dir
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.pathname.startswith(self.package_dir)
-
-
-_FILTER: _OrbaxLogFilter | None = None
-
-
+@functools.cache
 def orbax():
     """The ``orbax.checkpoint`` module (imported on first use), with its logging silenced."""
-    global _FILTER
-    if _FILTER is None:  # before the import: orbax logs while it imports
-        package_dir = list(importlib.util.find_spec("orbax").submodule_search_locations)[0]
-        _FILTER = _OrbaxLogFilter(os.path.join(package_dir, ""))
-        for name in ("absl", None):
-            logging.getLogger(name).addFilter(_FILTER)
+    package_dir = os.path.join(list(importlib.util.find_spec("orbax").submodule_search_locations)[0], "")
+    for name in ("absl", None):  # before the import: orbax logs while it imports
+        logging.getLogger(name).addFilter(lambda record: not record.pathname.startswith(package_dir))
     import orbax.checkpoint as ocp
 
     return ocp

@@ -15,6 +15,7 @@ file, a symbolic link, or a damaged digest is a `CheckpointCorruptedError` namin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -88,29 +89,23 @@ def verify(root: pathlib.Path) -> None:
                                            f"digest's).")
 
 
+@functools.cache
 def renaming_class():
     """`DigestedRename`: built on first use, as orbax is imported on first use."""
-    global _CLASS
-    if _CLASS is None:
-        from orbax.checkpoint._src.path import atomicity
+    orbax()
+    from orbax.checkpoint._src.path import atomicity
 
-        orbax()
+    class DigestedRename(atomicity.AtomicRenameTemporaryPath):
+        """Orbax's atomic rename, with the digest written into the step just before it."""
 
-        class DigestedRename(atomicity.AtomicRenameTemporaryPath):
-            """Orbax's atomic rename, with the digest written into the step just before it."""
+        async def finalize(self):
+            top = (pathlib.Path(self.get()) / "_CHECKPOINT_METADATA").exists()  # not an item's directory
+            if top:
+                fault_point("items written")
+                write(pathlib.Path(self.get()))
+                fault_point("digest written")
+            await super().finalize()
+            if top:
+                fault_point("committed")
 
-            async def finalize(self):
-                top = (pathlib.Path(self.get()) / "_CHECKPOINT_METADATA").exists()  # not an item's directory
-                if top:
-                    fault_point("items written")
-                    write(pathlib.Path(self.get()))
-                    fault_point("digest written")
-                await super().finalize()
-                if top:
-                    fault_point("committed")
-
-        _CLASS = DigestedRename
-    return _CLASS
-
-
-_CLASS = None
+    return DigestedRename

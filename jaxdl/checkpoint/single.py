@@ -173,15 +173,14 @@ def _checked_manifest(directory: pathlib.Path, manifest) -> dict:
     if not isinstance(manifest.get("metadata"), dict):
         raise bad("metadata", "an object")
     entries = manifest.get("entries")
-    if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("shape"), list)
-            and isinstance(e.get("dtype"), str) for e in entries):
-        raise bad("entries", "a list of {path, shape, dtype} objects")
-    for entry in entries:
-        try:
+    try:
+        for entry in entries:
+            if not (isinstance(entry["path"], str) and isinstance(entry["shape"], list)):
+                raise TypeError(f"entry {entry!r}")
             stored_signature(entry)
-        except (TypeError, ValueError, KeyError) as error:
-            raise bad("entries", f"valid entries ({entry.get('path')!r}: {error})") from None
+    except (TypeError, ValueError, KeyError) as error:
+        raise bad("entries", f"a list of valid {{path, shape, dtype}} objects ({type(error).__name__}: "
+                             f"{error})") from None
     return manifest
 
 

@@ -25,7 +25,8 @@ from jaxdl.training.state import TrainState, create_train_state
 from jaxdl.training.step import make_eval_step, make_predict, make_train_step
 
 __all__ = [
-    "Batch", "Callback", "EarlyStopping", "FitResult", "LogLines", "MetricsFiles", "NeuralNetwork", "ProgressBar", "TrainState", "TrainingDiverged",
+    "Batch", "Callback", "EarlyStopping", "FitResult", "LogLines", "MetricsFiles", "NeuralNetwork", "ProgressBar",
+    "TrainState", "TrainingDiverged",
     "create_train_state", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
     "data_mesh", "process_batches", "process_rows",
 ]

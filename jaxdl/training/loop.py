@@ -243,9 +243,9 @@ def _run(loop: _Loop, train_state, train_data, validation_data, epochs, output_d
             position = None
         except TrainingDiverged as error:
             good = last_good if loop.last_saved is None else loop.last_saved[1]
-            return _finish(loop, good, "diverged", _diverged_message(loop, error, output_dir), output_dir)
+            return _finish(loop, good, "diverged", _diverged_message(loop, error), output_dir)
         except KeyboardInterrupt:
-            message = f"Interrupted in epoch {epoch + 1}; {_last_checkpoint_words(loop, output_dir)}."
+            message = f"Interrupted in epoch {epoch + 1}; {_last_checkpoint_words(loop)}."
             if resume_command and loop.checkpoints is not None and loop.checkpoints.latest_step() is not None:
                 message += f" Continue with: {resume_command}"
             _finish(loop, train_state, "interrupted", message, output_dir)
@@ -255,8 +255,8 @@ def _run(loop: _Loop, train_state, train_data, validation_data, epochs, output_d
         if stopper is not None and epoch + 1 < epochs:
             reason = getattr(stopper, "stop_reason", None) or f"{type(stopper).__name__} asked to stop"
             return _finish(loop, train_state, "stopped", f"Stopped after epoch {epoch + 1} of {epochs}: {reason}. "
-                                                         f"{_summary(loop, output_dir)}", output_dir)
-    return _finish(loop, train_state, "completed", _summary(loop, output_dir), output_dir)
+                                                         f"{_summary(loop)}", output_dir)
+    return _finish(loop, train_state, "completed", _summary(loop), output_dir)
 
 
 def _restore(loop: _Loop, train_state, output_dir: pathlib.Path, epochs: int):
@@ -410,14 +410,6 @@ def _check_positive(**values) -> None:
             raise ValueError(f"fit: {name} must be a positive int, got {value!r}.")
 
 
-def history_columns_known(has_validation: bool, metrics: Mapping[str, Callable]) -> list[str]:
-    """The metric columns every epoch's row has (before any callback adds its own)."""
-    columns = ["train_loss"]
-    if has_validation:
-        columns += ["validation_loss", "validation_accuracy", *(f"validation_{name}" for name in metrics)]
-    return columns
-
-
 def _resolve_best(best_metric, best_mode, loss_fn, has_validation: bool, metrics: Mapping[str, Callable],
                   callbacks) -> tuple[str | None, str]:
     """``best_metric`` and ``best_mode`` with "auto" and None decided (see `fit`), checked."""
@@ -427,7 +419,8 @@ def _resolve_best(best_metric, best_mode, loss_fn, has_validation: bool, metrics
         raise TypeError(f"fit: best_metric must be a history column's name, 'auto' or None, got {best_metric!r}.")
     if not has_validation and best_metric is not None and best_metric.startswith("validation_"):
         best_metric = None
-    known = history_columns_known(has_validation, metrics)
+    known = ["train_loss", *(["validation_loss", "validation_accuracy", *(f"validation_{name}" for name in metrics)]
+                             if has_validation else [])]
     if best_metric is not None and best_metric not in known and not callbacks:
         raise ValueError(f"fit: best_metric {best_metric!r} is not a column of the history; expected one of {known} "
                          f"(or a column a callback adds), or None for no best checkpoint.")
@@ -488,23 +481,21 @@ def _check_output_dir(output_dir: pathlib.Path, resume: bool, overwrite: bool, m
         run_directory.check_writable(output_dir)
 
 
-def _last_checkpoint_words(loop: _Loop, output_dir) -> str:
+def _last_checkpoint_words(loop: _Loop) -> str:
     if loop.checkpoints is None:
         return "no checkpoint is written without an output_dir"
-    if loop.last_saved is not None:
-        return f"the last checkpoint is {loop.last_saved[0]}"
-    latest = loop.checkpoints.step_dir(loop.checkpoints.latest_step())
+    latest = loop.last_saved[0] if loop.last_saved else loop.checkpoints.step_dir(loop.checkpoints.latest_step())
     return "no checkpoint was written yet" if latest is None else f"the last checkpoint is {latest}"
 
 
-def _diverged_message(loop: _Loop, error: TrainingDiverged, output_dir) -> str:
+def _diverged_message(loop: _Loop, error: TrainingDiverged) -> str:
     state = ("the returned state is that checkpoint's" if loop.last_saved is not None else
              f"the returned state is the one after epoch {len(loop.history)}" if loop.history else
              "the returned state is the one training started from")
-    return f"Training stopped: {error}. {_last_checkpoint_words(loop, output_dir).capitalize()}; {state}."
+    return f"Training stopped: {error}. {_last_checkpoint_words(loop).capitalize()}; {state}."
 
 
-def _summary(loop: _Loop, output_dir) -> str:
+def _summary(loop: _Loop) -> str:
     if not loop.history:
         return "Nothing to do."
     summary = f"Done: {len(loop.history)} epochs, {loop.history[-1]['elapsed_seconds']:.0f} s"
