@@ -8,7 +8,9 @@ Architecture (one functional core, every other part uses it):
 * `jaxdl.layers`: FullyConnected, Conv, Pooling, Flatten, activations, Dropout,
   BatchNormalization (one module each); the recurrent RNN, LSTM and GRU on `lax.scan` with a
   memorized state for truncated BPTT (`reset_memory`) and the exercise's `elman_rnn` and
-  `lstm_network` (the package `jaxdl.layers.recurrent`).
+  `lstm_network` (the package `jaxdl.layers.recurrent`); for research models Embedding,
+  PositionalEmbedding, LayerNorm, RMSNorm, MultiHeadAttention, AveragePooling,
+  GlobalAveragePooling, GlobalMaxPooling, GELU, SiLU and Reshape.
 * `jaxdl.initializers`, `jaxdl.losses`, `jaxdl.regularizers`, `jaxdl.optimizers` (optax).
 * `jaxdl.precision`: the dtype rule every layer follows and `MixedPrecision`, the wrapper that
   keeps float32 parameters and computes in bfloat16 or float16.
