@@ -85,7 +85,7 @@ def test_embedding_gradient_is_finite_differences_and_ids_of_any_rank_and_intege
     layer = jaxdl.Embedding(6, 3)
     params, _ = layer.init(jax.random.key(0), (2, 3, 4), jnp.float64)
     ids = jax.random.randint(jax.random.key(1), (2, 3, 4), 0, 6, jnp.int32)
-    check_grads(lambda p: layer.apply(p, {}, ids)[0], (params,), order=2, modes=["fwd", "rev"], eps=1e-6)
+    check_grads(jax.jit(lambda p: layer.apply(p, {}, ids)[0]), (params,), order=2, modes=["fwd", "rev"], eps=1e-6)
     for int_dtype in (jnp.int8, jnp.uint8, jnp.int64):
         y, _ = layer.apply(params, {}, ids.astype(int_dtype))
         np.testing.assert_array_equal(y, np.asarray(params["embedding"])[np.asarray(ids)])
@@ -120,7 +120,7 @@ def test_embedding_attend_ties_input_and_output_weights():
     assert out.shape == (2, 4, 7)
     table = np.asarray(params["embedding"])
     np.testing.assert_allclose(out, np.tanh(table[np.asarray(ids)]) @ table.T, rtol=1e-12)
-    check_grads(logits, (params,), order=1, modes=["rev"], eps=1e-6)  # both uses reach the one table
+    check_grads(jax.jit(logits), (params,), order=1, modes=["rev"], eps=1e-6)  # both uses reach the one table
     assert layer.attend(params, jnp.ones((4, 3), jnp.float32)).dtype == jnp.float32  # x's dtype
 
 
@@ -314,8 +314,8 @@ def test_attention_with_lengths_matches_torch_key_padding_mask(dtype):
 
     def f(params, x):
         return jnp.sum(layer.apply(params, {}, SequenceBatch(x, lengths))[0] * cotangent)
-    y, _ = layer.apply(params, {}, SequenceBatch(x, lengths))
-    grads, grad_x = jax.grad(f, argnums=(0, 1))(params, x)
+    y, _ = jax.jit(lambda p, x: layer.apply(p, {}, SequenceBatch(x, lengths)))(params, x)
+    grads, grad_x = jax.jit(jax.grad(f, argnums=(0, 1)))(params, x)
 
     module = _torch_attention(params, features, num_heads, dtype)
     x_torch = _t(x, dtype, grad=True)
@@ -343,7 +343,7 @@ def test_attention_with_lengths_equals_each_example_alone(causal):
                 alone, _ = layer.apply(p, {}, xs[b:b + 1, :n])
                 _close(y[b, :n], alone[0], dtype, f"example {b}")
             assert np.all(np.asarray(y[b, n:]) == 0)
-    check_grads(lambda p, x: layer.apply(p, {}, SequenceBatch(x, lengths))[0], (params, x), order=1,
+    check_grads(jax.jit(lambda p, x: layer.apply(p, {}, SequenceBatch(x, lengths))[0]), (params, x), order=1,
                 modes=["rev"], eps=1e-6)  # the empty example included: finite, zero gradients
 
 
