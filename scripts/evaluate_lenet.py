@@ -5,9 +5,9 @@
                                      [--data-dir DIR] [--cache-dir DIR] [--download]
 
 CHECKPOINT defaults to runs/lenet: a run directory (or its checkpoints/) stands for its best
-step, checkpoints/step_<n> (`jaxdl.recipes.lenet.checkpoint_to_evaluate`). The model is rebuilt from the config in
-the checkpoint's manifest and only its params and state are restored (safe format, no
-pickle). Prints the accuracy and the confusion matrix (rows: true digit, columns:
+step, checkpoints/step_<n> (`jaxdl.recipes.lenet.checkpoint_to_evaluate`). The model is
+rebuilt from the config in the checkpoint's manifest and only its params and state are
+restored (safe format, no pickle). Prints the accuracy and the confusion matrix (rows: true digit, columns:
 prediction), and writes a PNG grid of misclassified digits (default: misclassified.png
 next to the checkpoint directory's run, i.e. <run>/misclassified.png).
 """

@@ -346,8 +346,8 @@ def reference(out: pathlib.Path) -> None:
     results["params_difference"] = max(float(np.max(np.abs(a - b))) for a, b in zip(own, from_processes))
     results["processes_agree"] = all(np.array_equal(a, b) for a, b in zip(from_processes,
                                                                           load_leaves(out / "params_1.npz")))
-    restored, manifest = jaxdl.checkpoint.load_checkpoint(jaxdl.checkpoint.find_step_dir(out / "run" / "checkpoints", "last"),
-                                                         small_state())
+    last = jaxdl.checkpoint.find_step_dir(out / "run" / "checkpoints", "last")
+    restored, manifest = jaxdl.checkpoint.load_checkpoint(last, small_state())
     results["restored_difference"] = max_difference(restored.params, after_two.params)
     results["restored_step"] = int(restored.step)
     continued = fit_small(small_state(), out / "run", 3, resume=True)  # the 2-process run, now on 1 device

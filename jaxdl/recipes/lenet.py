@@ -286,7 +286,8 @@ def checkpoint_to_evaluate(path) -> pathlib.Path:
     path = pathlib.Path(path)
     if not str(path).strip() or not path.exists():
         raise ConfigError(f"no checkpoint at {str(path)!r}: pass a checkpoint directory such as "
-                          f"{LeNetConfig.output_dir} (its best checkpoint; train one with python scripts/train_lenet.py).")
+                          f"{LeNetConfig.output_dir} (its best checkpoint; train one with python "
+                          f"scripts/train_lenet.py).")
     if any((path / name).exists() for name in ("jaxdl_digest.json", "manifest", "manifest.json")):
         return path
     checkpoints = path / "checkpoints" if (path / "checkpoints").is_dir() else path
