@@ -317,6 +317,16 @@ def test_every_data_file_flipped_or_truncated_is_refused_naming_it(pristine, tmp
             checkpoint.load_checkpoint(target, template)
 
 
+@pytest.mark.parametrize("damage", [flip, truncate], ids=["flipped", "truncated"])
+def test_orbax_commit_records_are_not_digested_and_cannot_change_the_arrays(pristine, tmp_path, damage):
+    for name in ("_CHECKPOINT_METADATA", "commit_success.txt"):
+        target = tmp_path / name
+        shutil.copytree(pristine, target)
+        damage(target / name)
+        restored, manifest = checkpoint.load_checkpoint(target, trained_state(steps=0))
+        assert_trees_equal(restored, trained_state())
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: (d / "state" / "extra").write_bytes(b"x"), "state/extra is not part of the checkpoint"),
     (lambda d: (d / "manifest" / "metadata").unlink(), "manifest/metadata is missing"),
