@@ -170,8 +170,11 @@ def test_evaluate_resets_declared_memory_through_the_eval_steps_model():
     dirty = {"cumulative_sum_0": {"carry": jnp.full((1, 1), 5.0, jnp.float32)}}
     x, labels = jnp.ones((1, 2, 1), jnp.float32), jnp.zeros((1, 2, 1), jnp.float32)
     squared = lambda y, t: jnp.sum((y - t) ** 2)  # noqa: E731
-    assert jaxdl.evaluate(step, params, dirty, [(x, labels)], squared)["loss"] == pytest.approx(1 + 4)
-    assert jaxdl.evaluate(step, params, dirty, [(x, labels)], squared, reset=False)["loss"] == pytest.approx(36 + 49)
+    clean = jaxdl.evaluate(step, params, state, [(x, labels)], squared)["loss"]  # outputs 1, 2: squares 1 + 4
+    assert clean > 0
+    assert jaxdl.evaluate(step, params, dirty, [(x, labels)], squared)["loss"] == pytest.approx(clean)
+    carried = jaxdl.evaluate(step, params, dirty, [(x, labels)], squared, reset=False)["loss"]  # outputs 6, 7
+    assert carried == pytest.approx(clean * (36 + 49) / (1 + 4))
     with pytest.raises(ValueError, match=r"evaluate: the eval step does not say its model .* pass model="):
         jaxdl.evaluate(lambda p, s, x: model.apply(p, s, x), params, dirty, [(x, labels)], squared)
 
