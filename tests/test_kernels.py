@@ -5,8 +5,9 @@
 * Each fast path (Conv, Pooling, the recurrent layers' fused derivative) equals the plain path
   in value and gradient (float64 and float32), the same layer built with the switch on and
   off; each comparison first checks that the two programs really differ.
-* The conv weight gradient in row blocks is one `lax.scan`: the program does not grow with the
-  batch (issue 24), and a mesh step computes it over the whole batch instead.
+* The conv weight gradient in row blocks: above `UNROLLED_BLOCKS` blocks one `lax.scan`, so
+  the program stops growing with the batch (issue 24); a mesh step computes it over the whole
+  batch instead.
 """
 
 import jax
@@ -18,7 +19,7 @@ from test_layer_properties import DTYPES, FLOAT32_GRAD_TOL, FLOAT32_VALUE_TOL, a
 import jaxdl
 from jaxdl import kernels
 from jaxdl.kernels import recurrent as recurrent_kernels
-from jaxdl.kernels.conv import WEIGHT_GRAD_BLOCK
+from jaxdl.kernels.conv import UNROLLED_BLOCKS, WEIGHT_GRAD_BLOCK
 
 #: Same math, differently ordered float operations: (rtol, atol relative to the largest entry).
 TOLERANCES = {jnp.float64: ((1e-10, 1e-12), (1e-10, 1e-12)), jnp.float32: (FLOAT32_VALUE_TOL, FLOAT32_GRAD_TOL)}
@@ -139,10 +140,10 @@ def test_bad_switch_values_are_clear_errors(monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels,num_kernels,batch,kernel,stride,padding", [
     (1, 4, 3, (5, 5), 1, "same"),            # one channel: shifted slices
-    (6, 16, 70, (5, 5), 1, "same"),           # kernels padded (float32); 2 whole blocks (scan) + 6 rows
-    (3, 4, 96, (3, 4), (2, 3), "same"),       # 3 whole blocks, no partial one
+    (6, 16, 70, (5, 5), 1, "same"),           # kernels padded (float32); 2 whole blocks + 6 rows
+    (3, 4, (UNROLLED_BLOCKS + 2) * WEIGHT_GRAD_BLOCK, (3, 4), (2, 3), "same"),  # a scan over blocks
     (2, 5, 40, (3,), 2, "valid"),             # 1-D; 1 whole block + 8 rows
-], ids=["one-channel", "padded-kernels", "three-blocks", "1d"])
+], ids=["one-channel", "padded-kernels", "scan-blocks", "1d"])
 def test_conv_fast_path_equals_lax_conv(channels, num_kernels, batch, kernel, stride, padding, dtype):
     shape = (batch, channels) + (9, 10)[:len(kernel)]
     assert_fast_equals_plain(lambda: jaxdl.Conv(num_kernels, kernel, stride=stride, padding=padding),
@@ -167,7 +168,7 @@ def test_recurrent_fused_derivative_equals_scan_autodiff(layer_type, blocks, dty
 
 def test_conv_forward_mode_and_hessian_vector_product_equal_the_plain_path():
     fast, plain = both(lambda: jaxdl.Conv(3, (3, 3)))
-    shape = (3 * WEIGHT_GRAD_BLOCK + 5, 2, 5, 5)  # the scan over blocks and a partial block
+    shape = ((UNROLLED_BLOCKS + 2) * WEIGHT_GRAD_BLOCK + 5, 2, 5, 5)  # the scan over blocks and a partial block
     params, _ = fast.init(jax.random.key(0), shape, jnp.float64)
     x = jax.random.normal(jax.random.key(1), shape, jnp.float64)
     direction = jax.tree.map(lambda a: jax.random.normal(jax.random.key(2), a.shape, a.dtype), params)
@@ -195,9 +196,12 @@ def _convolutions_in_gradient(model, batch: int) -> int:
 
 def test_conv_gradient_program_does_not_grow_with_the_batch():
     model = jaxdl.Conv(4, (3, 3))
-    counts = {batch: _convolutions_in_gradient(model, batch) for batch in (3 * WEIGHT_GRAD_BLOCK, 31 * WEIGHT_GRAD_BLOCK + 8)}
-    assert counts[3 * WEIGHT_GRAD_BLOCK] <= 4, counts  # forward, input gradient, one blocked weight gradient
-    assert counts[31 * WEIGHT_GRAD_BLOCK + 8] == counts[3 * WEIGHT_GRAD_BLOCK] + 1, counts  # + the partial block
+    small, large = (UNROLLED_BLOCKS + 1) * WEIGHT_GRAD_BLOCK, 31 * WEIGHT_GRAD_BLOCK + 8
+    counts = {batch: _convolutions_in_gradient(model, batch) for batch in (small, large)}
+    assert counts[small] == 2, counts  # forward and one blocked weight gradient (no input gradient)
+    assert counts[large] == counts[small] + 1, counts  # + the partial block
+    # up to UNROLLED_BLOCKS blocks, one convolution each
+    assert _convolutions_in_gradient(model, UNROLLED_BLOCKS * WEIGHT_GRAD_BLOCK) == 1 + UNROLLED_BLOCKS
 
 
 def test_mesh_step_computes_the_weight_gradient_over_the_whole_batch():
@@ -207,10 +211,10 @@ def test_mesh_step_computes_the_weight_gradient_over_the_whole_batch():
     state = jaxdl.create_train_state(model, optimizer, 0, (batch, 2, 6, 6))
     args = (state, jnp.ones((batch, 2, 6, 6)), jnp.zeros((batch,), jnp.int32))
 
-    def loops(step) -> int:
-        return getattr(step, "jitted", step).lower(*args).as_text().count("stablehlo.while")
+    def convolutions(step) -> int:
+        return getattr(step, "jitted", step).lower(*args).as_text().count("stablehlo.convolution")
 
     one_device = jaxdl.make_train_step(model, jaxdl.softmax_cross_entropy, optimizer)
     on_mesh = jaxdl.make_train_step(model, jaxdl.softmax_cross_entropy, optimizer, mesh=jaxdl.data_mesh(jax.devices()[:1]))
-    assert loops(one_device) == loops(on_mesh) + 1  # the scan over row blocks
+    assert convolutions(one_device) == convolutions(on_mesh) + 1  # two blocks, one whole batch
     assert model.layers[0].fast_paths.blocked_weight_gradient  # the caller's model is unchanged

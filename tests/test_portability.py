@@ -7,8 +7,7 @@ platform at a time, show the CPU fast paths only in the CPU module:
 
 * `fast_conv`: LeNet's first layer (one input channel) is shifted slices on CPU, so its
   forward pass has no convolution; the second layer's 16 kernels are padded to 32; the weight
-  gradients are summed over blocks of 32 batch rows (one convolution per layer, in a
-  `lax.scan` over the blocks, whatever the batch).
+  gradients are summed over blocks of 32 batch rows (2 convolutions per layer at batch 64).
 * `tiled_max_pool`: the forward pass records each window's arg-max as an int8, on CPU only.
 """
 
@@ -59,8 +58,8 @@ def test_cpu_fast_paths_appear_only_in_the_cpu_lowering(lenet_step, platform):
     padded = [c for c in convolutions if f"tensor<{BATCH}x32x" in c]
     positions = "xi8>" in module  # the pooling windows' arg-max positions
     if platform == "cpu":
-        # conv2 forward (padded), conv2 input gradient, one block-wise weight gradient per layer
-        assert len(convolutions) == 4, convolutions
+        # conv2 forward (padded), conv2 input gradient, 2 + 2 block-wise weight gradients
+        assert len(convolutions) == 6, convolutions
         assert padded and positions
     else:
         # conv1 and conv2 forward, conv2 input gradient, 2 whole-batch weight gradients

@@ -7,8 +7,9 @@ explicit padding per spatial axis. On CPU (chosen at lowering by `lax.platform_d
 * float32, 2-D, 2 to ``LIBRARY_CHANNELS - 1`` input channels and 16 to ``LIBRARY_KERNELS - 1``
   kernels: the kernels zero-padded to ``LIBRARY_KERNELS`` and the extra outputs dropped;
 * bfloat16 and float16: computed in float32, rounded once;
-* the weight gradient summed over blocks of ``WEIGHT_GRAD_BLOCK`` batch rows (a `lax.scan`
-  over the blocks, so the program and its compile time do not grow with the batch), unless
+* the weight gradient summed over blocks of ``WEIGHT_GRAD_BLOCK`` batch rows (above
+  ``UNROLLED_BLOCKS`` blocks a `lax.scan` over them, so the program and its compile time stop
+  growing with the batch), unless
   the caller asks for the whole batch (a batch sharded over a device mesh).
 
 Why these help, and by how much, is in benchmarks/RESULTS.md ("Where the time goes", "Speed,
@@ -29,6 +30,12 @@ from jax.custom_derivatives import SymbolicZero
 #: Zen 4 (family 25, model 17) and Zen 5 (family 26, model 2), LeNet's two layers:
 #: benchmarks/RESULTS.md, "Speed, second round". Not yet measured on Intel Xeon.
 WEIGHT_GRAD_BLOCK = 32
+
+#: Up to this many whole blocks are written out one convolution each (LeNet's step at batch
+#: 128: the scan's loop made it slower, 26.7 -> 36.6 ms CPU time per step, AMD EPYC Zen 4,
+#: jaxlib 0.10.2, benchmarks/RESULTS_compile.md); more go through one `lax.scan`, so the
+#: program stops growing there.
+UNROLLED_BLOCKS = 4
 
 #: XLA:CPU (jaxlib 0.10.2) runs a convolution with at least this many kernels through
 #: YNNPACK, smaller ones through Eigen; measured on AMD EPYC Zen 4/5 (family 25 model 17,
@@ -131,8 +138,9 @@ def _weight_tangent(x, dweights, stride, padding, blocked: bool):
     """``conv_reference(x, dweights)``; on CPU with ``blocked``, in blocks of `WEIGHT_GRAD_BLOCK` rows.
 
     Linear in ``dweights``; its transpose, the weight gradient, is then a sum of block-wise
-    weight gradients. The whole blocks go through one `lax.scan` (one convolution in the
-    program, whatever the batch) and a last partial block through one more convolution.
+    weight gradients. Up to `UNROLLED_BLOCKS` whole blocks are one convolution each; more go
+    through one `lax.scan` (one convolution in the program, whatever the batch); a last
+    partial block is one more convolution.
     """
     def whole(x, dweights):
         return conv_reference(x, dweights, stride, padding)
@@ -142,8 +150,8 @@ def _weight_tangent(x, dweights, stride, padding, blocked: bool):
         if count == 0 or (count == 1 and rest == 0):
             return whole(x, dweights)
         split = count * WEIGHT_GRAD_BLOCK
-        if count == 1:
-            parts = [whole(x[:split], dweights)]
+        if count <= UNROLLED_BLOCKS:
+            parts = [whole(x[start:start + WEIGHT_GRAD_BLOCK], dweights) for start in range(0, split, WEIGHT_GRAD_BLOCK)]
         else:
             blocks = x[:split].reshape((count, WEIGHT_GRAD_BLOCK) + x.shape[1:])
             _, outputs = lax.scan(lambda carry, block: (carry, whole(block, dweights)), None, blocks)
