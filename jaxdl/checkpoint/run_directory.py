@@ -3,8 +3,8 @@
 `jaxdl.fit` writes ``<output_dir>/checkpoints/`` (`jaxdl.checkpoint.RunCheckpoints`: one
 ``step_<n>`` directory per step, and orbax's temporary ``step_<n>.orbax-checkpoint-tmp*``
 while one is written), ``metrics.csv`` and ``metrics.png``. `foreign_entries` lists the
-others; `check_not_file` and `check_writable` check the directory; `remove_run` removes an
-old run when the caller asks to overwrite it; `run_lock` keeps a second run out.
+others; `check_not_file` checks the directory; `run_lock` keeps a second run out (and finds
+a directory it cannot write); `remove_run` removes an old run when asked to overwrite it.
 
 The lock: an exclusive ``flock`` of ``<output_dir>/.jaxdl-run.lock`` (holding ``<pid>
 <host>``), held for the whole run by the process that writes, and removed at its end. The
@@ -21,7 +21,6 @@ import pathlib
 import re
 import shutil
 import socket
-import uuid
 from typing import Iterator
 
 from jaxdl.checkpoint.errors import RunDirectoryError, cause_words
@@ -58,20 +57,6 @@ def foreign_entries(output_dir: pathlib.Path) -> list[str]:
     return sorted(found)
 
 
-def check_writable(directory: pathlib.Path, caller: str = "fit") -> None:
-    """Raises RunDirectoryError unless a file can be created (and removed) in ``directory`` (created if needed)."""
-    probe = directory / f".jaxdl-write-test-{uuid.uuid4().hex}"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        probe.unlink()
-    except OSError as error:
-        advice = ("free space or choose another output directory" if error.errno in (errno.ENOSPC, errno.EDQUOT)
-                  else "choose a directory you can write to")
-        raise RunDirectoryError(f"{caller}: cannot write the output directory {directory}: {cause_words(error)}; "
-                                f"{advice}.") from error
-
-
 def remove_run(output_dir: pathlib.Path) -> list[str]:
     """Removes what a jaxdl run wrote in ``output_dir`` (its checkpoints, metrics files and their
     temporaries; nothing else); returns the removed names."""
@@ -93,14 +78,21 @@ def run_lock(output_dir: pathlib.Path, caller: str = "fit") -> Iterator[None]:
     removed at the end while still locked.
 
     Raises:
-        RunDirectoryError: when another process holds it, naming its pid and host.
+        RunDirectoryError: when another process holds it (naming its pid and host), or the
+            directory cannot be created or written (naming the cause).
     """
     import fcntl
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            advice = ("free space or choose another output directory" if error.errno in (errno.ENOSPC, errno.EDQUOT)
+                      else "choose a directory you can write to")
+            raise RunDirectoryError(f"{caller}: cannot write the output directory {output_dir}: "
+                                    f"{cause_words(error)}; {advice}.") from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

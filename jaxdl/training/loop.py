@@ -206,7 +206,7 @@ def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data
                  checkpoint_every_steps)
     with contextlib.ExitStack() as stack:
         if output_dir is not None:
-            _check_output_dir(output_dir, resume, overwrite, main)
+            _check_output_dir(output_dir, resume, overwrite)
             if main:  # one run at a time (see jaxdl.checkpoint.run_directory)
                 stack.enter_context(run_directory.run_lock(output_dir))
             with distributed.main_process_first("fit: open the run directory"):
@@ -456,9 +456,9 @@ def resume_checkpoint_dir(output_dir) -> pathlib.Path | None:
     return find_step_dir(pathlib.Path(output_dir) / run_directory.CHECKPOINTS, "last")
 
 
-def _check_output_dir(output_dir: pathlib.Path, resume: bool, overwrite: bool, main: bool) -> None:
+def _check_output_dir(output_dir: pathlib.Path, resume: bool, overwrite: bool) -> None:
     """Checks, in every process and before anything collective, that ``output_dir`` fits the
-    request (see `fit`'s Raises); the writing process checks it can write there."""
+    request (see `fit`'s Raises)."""
     latest = resume_checkpoint_dir(output_dir)
     if resume and latest is None:
         raise RunDirectoryError(f"fit: resume=True but {output_dir / 'checkpoints'} holds no checkpoint (no epoch "
@@ -477,8 +477,6 @@ def _check_output_dir(output_dir: pathlib.Path, resume: bool, overwrite: bool, m
                 f"fit: {output_dir} holds files that are not a jaxdl run's ({shown}{note}); choose another output "
                 f"directory, or pass overwrite=True to write the run there (files a run does not write are left "
                 f"as they are; metrics.csv and metrics.png are replaced).")
-    if main:
-        run_directory.check_writable(output_dir)
 
 
 def _last_checkpoint_words(loop: _Loop) -> str:
