@@ -30,3 +30,30 @@ os.environ["XLA_FLAGS"] = " ".join(
 import jax  # noqa: E402  (after XLA_FLAGS is set)
 
 jax.config.update("jax_enable_x64", True)
+
+
+#: Modules whose tests of one registry case share work (test_layer_properties.shared).
+_GROUPED_BY_CASE = ("test_layer_properties.py", "test_autodiff.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Runs the tests of one registry case (parameter ``name``) of a grouped module one after
+    the other, in the module's place: xdist's work stealing hands out contiguous runs of tests,
+    so they land on the same worker and share their initialization, applies and compiled
+    programs. The order is the same on every worker (xdist requires it)."""
+    def case(item):
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("name") if callspec else None
+
+    start = 0
+    while start < len(items):
+        path = items[start].path
+        end = start
+        while end < len(items) and items[end].path == path:
+            end += 1
+        if path.name in _GROUPED_BY_CASE:
+            first = {}
+            for item in items[start:end]:
+                first.setdefault(case(item), len(first))
+            items[start:end] = sorted(items[start:end], key=lambda item: first[case(item)])
+        start = end

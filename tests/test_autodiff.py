@@ -21,6 +21,12 @@ checks that the swap takes effect where there is a fast path.
 Each layer runs in training mode with a fixed key (dropout masks and batch statistics
 included); the scalar is ``sum(sin(outputs) * weights)`` so that second derivatives are not
 trivially zero.
+
+Shared work: each (case, dtype) sets up and compiles its fast-path programs once per process
+(`fast_setup`, `jitted_jvp`; tests/conftest.py runs a case's tests one after the other), the
+float32 JVP test reuses the float64 test's compiled JVP, and a plain-paths program is compiled
+only when it differs from the fast one (`plain_paths_result`): where the traced programs are
+the same, so would be their results, and the comparison could not fail.
 """
 
 import contextlib
@@ -37,6 +43,7 @@ from test_layer_properties import (
     IDS,
     _init,
     assert_trees_close,
+    shared,
     to_float64,
 )
 
@@ -75,22 +82,55 @@ def _setup(layer, shape, dtype):
     return outputs, scalar, (params, x), directions
 
 
-def _hvp(scalar, primals, directions):
-    return jax.jit(lambda p, d: jax.jvp(jax.grad(scalar, argnums=(0, 1)), p, d)[1])(primals, directions)
+def fast_setup(layer, shape, dtype):
+    """`_setup` with the fast paths, once per process for each case and dtype."""
+    return shared("autodiff-setup", layer, shape, dtype, lambda: _setup(layer, shape, dtype))
+
+
+def jitted_jvp(layer, shape, dtype):
+    """The jitted ``(primals, directions) -> jax.jvp(outputs, ...)`` of `fast_setup`, compiled
+    once per process (the float32 test reuses the float64 one)."""
+    outputs = fast_setup(layer, shape, dtype)[0]
+    return shared("autodiff-jvp", layer, shape, dtype, lambda: jax.jit(lambda p, d: jax.jvp(outputs, p, d)))
+
+
+def _hvp_function(scalar):
+    return jax.jit(lambda p, d: jax.jvp(jax.grad(scalar, argnums=(0, 1)), p, d)[1])
+
+
+def _hessian_function(scalar):
+    return jax.jit(jax.hessian(scalar, argnums=1))
+
+
+def plain_paths_result(make_function, layer, shape, dtype, arguments, fast_function, fast_result):
+    """``make_function(scalar)(*arguments)`` with `plain_paths`, where ``scalar`` is `_setup`'s.
+
+    When the plain paths trace to the same program as ``fast_function`` (a layer without a
+    fast path), the result is ``fast_result``: the same program on the same arguments (the
+    same initialization) gives the same numbers, so compiling it again could change nothing.
+    The jaxprs are compared as text, which names every primitive, shape and dtype (and shows
+    a `custom_jvp_call` where a fast path is).
+    """
+    fast_program = str(jax.make_jaxpr(fast_function)(*arguments))
+    with plain_paths():
+        _, plain_scalar, _, _ = _setup(layer, shape, dtype)
+        plain_function = make_function(plain_scalar)
+        if str(jax.make_jaxpr(plain_function)(*arguments)) == fast_program:
+            return fast_result
+        return plain_function(*arguments)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_jvp_matches_finite_differences(name, layer, shape, dtype):
-    outputs, _, primals, directions = _setup(layer, shape, dtype)
-    y, tangent = jax.jit(lambda p, d: jax.jvp(outputs, p, d))(primals, directions)
+    outputs, _, primals, directions = fast_setup(layer, shape, dtype)
+    y, tangent = jitted_jvp(layer, shape, dtype)(primals, directions)
     if dtype == jnp.float64:
         eps = 1e-6
         shifted = jax.jit(lambda sign: outputs(*jax.tree.map(lambda p, d: p + sign * eps * d, primals, directions)))
         assert_trees_close(tangent, (shifted(1.0) - shifted(-1.0)) / (2 * eps), 1e-5, 1e-6, err_msg="jvp vs finite differences")
         return
-    outputs64, _, _, _ = _setup(layer, shape, jnp.float64)
-    y64, tangent64 = jax.jit(lambda p, d: jax.jvp(outputs64, p, d))(to_float64(primals), to_float64(directions))
+    y64, tangent64 = jitted_jvp(layer, shape, jnp.float64)(to_float64(primals), to_float64(directions))
     assert_trees_close(to_float64(y), y64, *FLOAT32_VALUE_TOL, err_msg="outputs vs float64")
     assert_trees_close(to_float64(tangent), tangent64, *FLOAT32_GRAD_TOL, err_msg="jvp vs float64")
 
@@ -98,11 +138,10 @@ def test_jvp_matches_finite_differences(name, layer, shape, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_hessian_vector_product_equals_the_plain_paths(name, layer, shape, dtype):
-    _, scalar, primals, directions = _setup(layer, shape, dtype)
-    hvp = _hvp(scalar, primals, directions)
-    with plain_paths():
-        _, plain_scalar, _, _ = _setup(layer, shape, dtype)
-        reference = _hvp(plain_scalar, primals, directions)
+    _, scalar, primals, directions = fast_setup(layer, shape, dtype)
+    hvp_function = _hvp_function(scalar)
+    hvp = hvp_function(primals, directions)
+    reference = plain_paths_result(_hvp_function, layer, shape, dtype, (primals, directions), hvp_function, hvp)
     assert_trees_close(hvp, reference, *SAME_MATH_TOL[dtype], scale="tree", err_msg="HVP vs plain paths")
     if dtype == jnp.float64:  # and against central differences of the gradient
         eps = 1e-5
@@ -115,19 +154,18 @@ def test_hessian_vector_product_equals_the_plain_paths(name, layer, shape, dtype
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_hessian_equals_the_plain_paths(name, layer, shape, dtype=jnp.float64):
     """float64 only: in float32 the Hessian is made of the same HVPs the test above checks."""
-    _, scalar, (params, x), _ = _setup(layer, shape, dtype)
-    hessian = jax.jit(jax.hessian(scalar, argnums=1))(params, x)
+    _, scalar, (params, x), _ = fast_setup(layer, shape, dtype)
+    hessian_function = _hessian_function(scalar)
+    hessian = hessian_function(params, x)
     assert hessian.shape == x.shape * 2
-    with plain_paths():
-        _, plain_scalar, _, _ = _setup(layer, shape, dtype)
-        reference = jax.jit(jax.hessian(plain_scalar, argnums=1))(params, x)
+    reference = plain_paths_result(_hessian_function, layer, shape, dtype, (params, x), hessian_function, hessian)
     assert_trees_close(hessian, reference, *SAME_MATH_TOL[dtype], scale="tree", err_msg="hessian vs plain paths")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_linearize_then_transpose_equals_vjp(name, layer, shape, dtype):
-    outputs, _, primals, _ = _setup(layer, shape, dtype)
+    outputs, _, primals, _ = fast_setup(layer, shape, dtype)
     cotangent = jax.random.normal(jax.random.key(23), jax.eval_shape(outputs, *primals).shape, dtype)
 
     @jax.jit

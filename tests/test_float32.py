@@ -11,8 +11,10 @@
   jitted float32 computation as this process, with the default dtypes everywhere and JAX's
   "float64 is not available, truncated to float32" warning turned into an error. The results
   must be float32 and equal this process's float32 results within a few ulps. The subprocess
-  starts with this module's first test and writes each case's results as it finishes them,
-  so it runs alongside the tests here.
+  starts (and imports JAX) with this module's first test and computes the cases this process
+  asks for, one at a time: a test asks for its case, computes the x64-on result while the
+  subprocess computes the x64-off one, and compares. Under xdist each worker has its own
+  subprocess, which computes only that worker's cases.
 """
 
 import functools
@@ -134,14 +136,18 @@ X64_OFF_CASES = ([(f"layer-{name}", layer_results, (layer, shape)) for name, lay
 
 
 def _x64_off_main(directory: str) -> None:
-    """The subprocess: every case of `X64_OFF_CASES` in float32 with x64 off.
+    """The subprocess: the cases of `X64_OFF_CASES` named on its standard input (one a line),
+    in float32 with x64 off, in the order asked, until the input ends.
 
     Writes ``<case>.npz`` (the flattened results) or ``<case>.error`` as soon as each case is
-    done, so the tests compare while later cases still run.
+    done.
     """
     assert jnp.arange(1).dtype == jnp.int32 and jnp.zeros(()).dtype == jnp.float32, "x64 is on"
     warnings.filterwarnings("error", message=r".*is not available, and will be truncated")
-    for case, fn, args in X64_OFF_CASES:
+    cases = {case: (fn, args) for case, fn, args in X64_OFF_CASES}
+    for line in sys.stdin:
+        case = line.strip()
+        fn, args = cases[case]
         path, partial = Path(directory, case), Path(directory, "partial.npz")
         try:
             np.savez(partial, **flatten(fn(*args)))
@@ -163,10 +169,11 @@ test_float32._x64_off_main(sys.argv[1])
 
 
 class _X64OffRun:
-    """The subprocess (started once per module); `case` waits for one case's results."""
+    """The subprocess (started once per module): `ask` for a case, then `case` waits for its
+    results."""
 
-    #: Seconds the whole subprocess may take (about 20 on an idle 2-core machine).
-    TIMEOUT = 600.0
+    #: Seconds one case may take in the subprocess (about 1 on an idle 2-core machine).
+    TIMEOUT = 300.0
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -174,7 +181,16 @@ class _X64OffRun:
         self.log = open(directory / "output.txt", "w+")
         self.process = subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(directory)], env={**os.environ, "JAX_ENABLE_X64": "0"},
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def ask(self, case: str) -> None:
+        """Has the subprocess compute ``case`` next (`case` then waits for it)."""
+        self.deadline = time.monotonic() + self.TIMEOUT
+        try:
+            self.process.stdin.write(case + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it ended: `case` reports how
+            pass
 
     def case(self, case: str) -> dict:
         path = self.directory / case
@@ -193,6 +209,11 @@ class _X64OffRun:
             time.sleep(0.05)
 
     def close(self):
+        try:
+            self.process.stdin.close()  # the end of its input: it exits
+            self.process.wait(timeout=10)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            pass
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
@@ -273,6 +294,7 @@ def test_train_step_float32_agrees_with_float64(name):
 
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=LAYER_IDS)
 def test_layer_with_x64_off_matches_x64_on(name, layer, shape, x64_off):
+    x64_off.ask(f"layer-{name}")
     expected = flatten(layer_results(layer, shape, jnp.float32))
     actual = x64_off.case(f"layer-{name}")
     _assert_all_float32(actual, f"{name} with x64 off")
@@ -281,6 +303,7 @@ def test_layer_with_x64_off_matches_x64_on(name, layer, shape, x64_off):
 
 @pytest.mark.parametrize("name", TRAINING_IDS)
 def test_train_step_with_x64_off_matches_x64_on(name, x64_off):
+    x64_off.ask(f"training-{name}")
     expected = flatten(training_results(name, jnp.float32))
     actual = x64_off.case(f"training-{name}")
     _assert_all_float32(actual, f"{name} with x64 off")

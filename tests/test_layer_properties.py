@@ -15,7 +15,15 @@ Every test is parametrized by dtype; the tolerances follow the dtype:
 * Dtypes: outputs, new state and gradients keep the dtype of the input and params, and the
   traced program of a float32 apply and its gradient contains no float64 value at all (a
   silent promotion that is cast back at the end is still a float64 computation).
+
+Shared work: the tests of one (layer case, dtype) use the same initialization, the same eager
+apply in each mode and the same eager VJP in each mode, computed once per process by
+`shared` (tests/conftest.py runs a case's tests one after the other, so they land on the
+same xdist worker). Every check still runs on those values; the determinism test applies the
+layer once more and compares with the shared result.
 """
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +49,60 @@ FLOAT32_VALUE_TOL = (1e-6, 1e-6)
 FLOAT32_GRAD_TOL = (1e-5, 1e-6)
 
 
+#: The key of every shared apply (`applied`, `applied_vjp`).
+APPLY_KEY_SEED = 1
+
+
 def _init(layer, shape, dtype=jnp.float64, seed=0):
     params, state = layer.init(jax.random.key(seed), shape, dtype)
     x = jax.random.normal(jax.random.key(seed + 100), shape, dtype)
     return params, state, x
+
+
+_SHARED: dict = {}
+
+
+def shared(what: str, layer, shape, dtype, compute: Callable[[], object]):
+    """``compute()``, once per process for each (``what``, layer, shape, dtype).
+
+    Keyed by the layer's identity (a registry entry, or the docs' custom layer), which the
+    cache keeps alive so that the identity is not reused. A ``compute`` that raises is not
+    cached: every test that needs it fails with the error.
+    """
+    key = (what, id(layer), tuple(shape), jnp.dtype(dtype).name)
+    if key not in _SHARED:
+        _SHARED[key] = (layer, compute())
+    return _SHARED[key][1]
+
+
+def initialized(layer, shape, dtype):
+    """`_init` (seed 0), shared by the tests of one case and dtype."""
+    return shared("init", layer, shape, dtype, lambda: _init(layer, shape, dtype))
+
+
+def applied(layer, shape, dtype) -> dict:
+    """``{train: (outputs, new state)}``: the eager apply of `initialized` with
+    ``key(APPLY_KEY_SEED)`` in evaluation and in training mode."""
+    def compute():
+        params, state, x = initialized(layer, shape, dtype)
+        key = jax.random.key(APPLY_KEY_SEED)
+        return {train: layer.apply(params, state, x, key=key, train=train) for train in (False, True)}
+
+    return shared("apply", layer, shape, dtype, compute)
+
+
+def applied_vjp(layer, shape, dtype, train: bool):
+    """``(outputs, new state, cotangent, gradients of (params, x))``: the eager VJP of the apply
+    of `initialized` with ``key(APPLY_KEY_SEED)`` and a normal cotangent (``key(8)``)."""
+    def compute():
+        params, state, x = initialized(layer, shape, dtype)
+        key = jax.random.key(APPLY_KEY_SEED)
+        y, vjp, new_state = jax.vjp(lambda p, x: layer.apply(p, state, x, key=key, train=train), params, x,
+                                    has_aux=True)
+        cotangent = jax.random.normal(jax.random.key(8), y.shape, dtype)
+        return y, new_state, cotangent, vjp(cotangent)
+
+    return shared(f"vjp-{train}", layer, shape, dtype, compute)
 
 
 def _floating(leaf) -> bool:
@@ -127,48 +185,43 @@ def describe_float64(found: dict) -> str:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_output_shape_matches_apply(name, layer, shape, dtype):
-    params, state, x = _init(layer, shape, dtype)
-    for train in (False, True):
-        y, _ = layer.apply(params, state, x, key=jax.random.key(1), train=train)
-        assert y.shape == jaxdl.output_shape(layer, shape, dtype)
-        assert y.dtype == dtype
+    for train, (y, _) in applied(layer, shape, dtype).items():
+        assert y.shape == jaxdl.output_shape(layer, shape, dtype), f"train={train}"
+        assert y.dtype == dtype, f"train={train}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_state_structure_is_preserved(name, layer, shape, dtype):
-    params, state, x = _init(layer, shape, dtype)
+    _, state, _ = initialized(layer, shape, dtype)
     for leaf in jax.tree.leaves(state):
         assert not _floating(leaf) or leaf.dtype == dtype, f"initial state leaf {leaf.dtype}"
-    for train in (False, True):
-        _, new_state = layer.apply(params, state, x, key=jax.random.key(1), train=train)
-        assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    for train, (_, new_state) in applied(layer, shape, dtype).items():
+        assert jax.tree.structure(new_state) == jax.tree.structure(state), f"train={train}"
         for old, new in zip(jax.tree.leaves(state), jax.tree.leaves(new_state)):
-            assert old.shape == new.shape and old.dtype == new.dtype
+            assert old.shape == new.shape and old.dtype == new.dtype, f"train={train}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_jit_equals_eager(name, layer, shape, dtype):
-    params, state, x = _init(layer, shape, dtype)
+    params, state, x = initialized(layer, shape, dtype)
     rtol, atol = JIT_TOL[dtype]
-    for train in (False, True):
-        key = jax.random.key(3)
-        eager = layer.apply(params, state, x, key=key, train=train)
-        jitted = jax.jit(lambda p, s, x, k: layer.apply(p, s, x, key=k, train=train))(params, state, x, key)
+    for train, eager in applied(layer, shape, dtype).items():
+        jitted = jax.jit(lambda p, s, x, k: layer.apply(p, s, x, key=k, train=train))(
+            params, state, x, jax.random.key(APPLY_KEY_SEED))
         assert_trees_close(jitted, eager, rtol, atol, err_msg=f"train={train}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_deterministic_for_fixed_key(name, layer, shape, dtype):
-    params_a, state_a, x = _init(layer, shape, dtype, seed=5)
-    params_b, state_b, _ = _init(layer, shape, dtype, seed=5)
-    for a, b in zip(jax.tree.leaves((params_a, state_a)), jax.tree.leaves((params_b, state_b))):
+    """A second initialization and a second training-mode apply (same keys) equal the shared ones."""
+    params, state, x = _init(layer, shape, dtype)
+    for a, b in zip(jax.tree.leaves((params, state, x)), jax.tree.leaves(initialized(layer, shape, dtype))):
         np.testing.assert_array_equal(a, b)
-    y1, _ = layer.apply(params_a, state_a, x, key=jax.random.key(9), train=True)
-    y2, _ = layer.apply(params_a, state_a, x, key=jax.random.key(9), train=True)
-    np.testing.assert_array_equal(y1, y2)
+    y, _ = layer.apply(params, state, x, key=jax.random.key(APPLY_KEY_SEED), train=True)
+    np.testing.assert_array_equal(y, applied(layer, shape, dtype)[True][0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -176,8 +229,8 @@ def test_deterministic_for_fixed_key(name, layer, shape, dtype):
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_gradients_are_correct(name, layer, shape, train, dtype):
     """float64: against finite differences; float32: against the float64 gradient."""
-    params, state, x = _init(layer, shape, dtype)
-    key = jax.random.key(7)
+    params, state, x = initialized(layer, shape, dtype)
+    key = jax.random.key(APPLY_KEY_SEED)
 
     def f(params, state, x):
         return layer.apply(params, state, x, key=key, train=train)[0]
@@ -186,9 +239,7 @@ def test_gradients_are_correct(name, layer, shape, train, dtype):
         check_grads(lambda p, x: f(p, state, x), (params, x), order=1, modes=["rev"],
                     eps=1e-6, atol=1e-5, rtol=1e-5)
         return
-    y, vjp = jax.vjp(lambda p, x: f(p, state, x), params, x)
-    cotangent = jax.random.normal(jax.random.key(8), y.shape, dtype)
-    grads = vjp(cotangent)
+    y, _, cotangent, grads = applied_vjp(layer, shape, dtype, train)
     y64, vjp64 = jax.vjp(lambda p, x: f(p, to_float64(state), x), *to_float64((params, x)))
     reference = vjp64(to_float64(cotangent))
     rtol, atol = FLOAT32_GRAD_TOL
@@ -199,7 +250,7 @@ def test_gradients_are_correct(name, layer, shape, train, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_vmap_over_an_extra_axis_equals_a_loop(name, layer, shape, dtype):
-    params, state, _ = _init(layer, shape, dtype)
+    params, state, _ = initialized(layer, shape, dtype)
     xs = jax.random.normal(jax.random.key(11), (3, *shape), dtype)
     batched = jax.vmap(lambda x: layer.apply(params, state, x)[0])(xs)
     looped = jnp.stack([layer.apply(params, state, x)[0] for x in xs])
@@ -211,25 +262,24 @@ def test_vmap_over_an_extra_axis_equals_a_loop(name, layer, shape, dtype):
 @pytest.mark.parametrize("name,layer,shape", LAYER_CASES, ids=IDS)
 def test_apply_and_gradient_keep_the_dtype(name, layer, shape, dtype):
     """Outputs, new state and gradients keep the dtype; float32 computes nothing in float64."""
-    params, state, x = _init(layer, shape, dtype)
+    params, state, x = initialized(layer, shape, dtype)
     for leaf in jax.tree.leaves(params):
         assert leaf.dtype == dtype
     for train in (False, True):
-        def forward_and_backward(params, x, key, cotangent):
-            def f(params, x):
-                return layer.apply(params, state, x, key=key, train=train)
-            y, vjp, new_state = jax.vjp(f, params, x, has_aux=True)
-            return y, new_state, vjp(cotangent)
-
-        y_shape = jaxdl.output_shape(layer, shape, dtype)
-        args = (params, x, jax.random.key(1), jnp.ones(y_shape, dtype))
-        y, new_state, grads = forward_and_backward(*args)
+        y, new_state, cotangent, grads = applied_vjp(layer, shape, dtype, train)
         assert y.dtype == dtype, f"train={train}: output {y.dtype}"
         for old, new in zip(jax.tree.leaves(state), jax.tree.leaves(new_state)):
             assert new.dtype == old.dtype, f"train={train}: state {old.dtype} -> {new.dtype}"
         for leaf, grad in zip(jax.tree.leaves((params, x)), jax.tree.leaves(grads)):
             assert grad.dtype == leaf.dtype, f"train={train}: gradient {grad.dtype} of a {leaf.dtype} value"
         if dtype == jnp.float32:
+            def forward_and_backward(params, x, key, cotangent):
+                def f(params, x):
+                    return layer.apply(params, state, x, key=key, train=train)
+                y, vjp, new_state = jax.vjp(f, params, x, has_aux=True)
+                return y, new_state, vjp(cotangent)
+
+            args = (params, x, jax.random.key(APPLY_KEY_SEED), cotangent)
             promoted = float64_values_in(jax.make_jaxpr(forward_and_backward)(*args).jaxpr)
             assert not promoted, (
                 f"train={train}: the float32 apply and its gradient compute in float64 at:{describe_float64(promoted)}")
