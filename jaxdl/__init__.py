@@ -15,14 +15,16 @@ Architecture (one functional core, every other part uses it):
 * `jaxdl.precision`: the dtype rule every layer follows and `MixedPrecision`, the wrapper that
   keeps float32 parameters and computes in bfloat16 or float16.
 * `jaxdl.training`: the ONE training step (`make_train_step`), the evaluation step
-  (`make_eval_step`, `evaluate`), the ONE loop (`fit`: validation, last/best and mid-epoch
-  checkpoints, metrics, resume, NaN guard) and `NeuralNetwork`, the one-object convenience over it.
+  (`make_eval_step`, `evaluate`), the ONE loop (`fit`: validation, orbax checkpoint steps,
+  resume, NaN guard; log lines, metrics files, progress and early stopping as callbacks) and
+  `NeuralNetwork`, the one-object convenience over it.
 * `jaxdl.training.parallel`, `jaxdl.distributed`: data parallelism on a device mesh
   (`data_mesh`, ``mesh=`` of the steps, `fit` and `NeuralNetwork`) and multi-process runs
   (`jaxdl.distributed.start`: devices, `jax.distributed`, failing fast).
-* `jaxdl.models` (LeNet, `build_model` from a config), `jaxdl.checkpoint` (orbax-checkpoint
-  arrays with a hash-sealed manifest, atomic; `CheckpointSet` for a run's last and best; the
-  exercise's pickle `save`/`load`) and `jaxdl.datasets` (MNIST through tensorflow-datasets
+* `jaxdl.models` (LeNet, `build_model` from a config), `jaxdl.checkpoint` (a thin layer
+  over orbax-checkpoint: one plain directory per checkpoint with a digest of its files;
+  `RunCheckpoints`, orbax's CheckpointManager keeping a run's last and best step) and
+  `jaxdl.datasets` (MNIST through tensorflow-datasets
   without TensorFlow, `EpochBatches`: the grain input pipeline, seeded per-epoch shuffling,
   augmentation, batching, sharding by process, prefetching, checkpointable iterators;
   imported on first use because tensorflow-datasets is slow to import).
