@@ -13,14 +13,17 @@
   `ArraySource` (in-memory arrays) or a `TfdsSource` (a tensorflow-datasets data source).
 """
 
-from jaxdl.datasets.mnist import (
-    MNIST, MNISTChecksumError, MNISTSplits, Split, default_cache_dir, load_mnist, prepare_mnist, prepared_dir,
-    require_mnist_files, source_key,
-)
-from jaxdl.datasets.pipeline import (
-    ArraySource, BatchIterator, EpochBatches, RandomShift, TfdsSource, augmentation_seed, epoch_order, num_batches,
-    process_shard, random_shift, scale_images, shift_images,
-)
+import importlib
+
+#: The public names and the submodule each lives in. They are imported on first access
+#: (PEP 562), so ``import jaxdl.datasets.text`` does not load tensorflow-datasets (seconds).
+_NAMES = {
+    "mnist": ("MNIST", "MNISTChecksumError", "MNISTSplits", "Split", "default_cache_dir", "load_mnist",
+              "prepare_mnist", "prepared_dir", "require_mnist_files", "source_key"),
+    "pipeline": ("ArraySource", "BatchIterator", "EpochBatches", "RandomShift", "TfdsSource", "augmentation_seed",
+                 "epoch_order", "num_batches", "process_shard", "random_shift", "scale_images", "shift_images"),
+}
+_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
 
 __all__ = [
     "MNIST", "MNISTChecksumError", "MNISTSplits", "Split", "default_cache_dir", "load_mnist", "prepare_mnist", "prepared_dir",
@@ -28,3 +31,16 @@ __all__ = [
     "ArraySource", "BatchIterator", "EpochBatches", "RandomShift", "TfdsSource", "augmentation_seed", "epoch_order",
     "num_batches", "process_shard", "random_shift", "scale_images", "shift_images",
 ]
+
+
+def __getattr__(name: str):
+    """Imports the submodule that defines ``name`` on first access."""
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f"jaxdl.datasets.{_MODULE_OF[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jaxdl.datasets' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
