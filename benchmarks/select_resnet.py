@@ -5,7 +5,7 @@ Trains `jaxdl.recipes.resnet.train_resnet` for every (peak learning rate, L2, ep
 grid with ``evaluate_test=False``: the test images are never evaluated here. Each run appends a
 JSON line (per-epoch validation accuracy and loss, wall time, training samples/s) to
 ``--results``; a rerun skips what is there. The summary ranks the configurations by their best
-validation accuracy (the epoch whose checkpoint is ``best``). The chosen one becomes the
+validation accuracy (the epoch whose checkpoint is ``best``), a tie by the validation loss there. The chosen one becomes the
 `ResNetConfig` defaults, and ``python scripts/train_resnet.py`` evaluates it on test once.
 
     python benchmarks/select_resnet.py --learning-rates 2e-3 4e-3 8e-3 --results benchmarks/select_resnet.jsonl
@@ -69,14 +69,28 @@ def run(learning_rate: float, l2: float, epochs: int, seed: int, data, runs_dir:
             shutil.rmtree(output, ignore_errors=True)
 
 
+def best_epoch(row: dict) -> int:
+    """The index of the epoch `jaxdl.fit` keeps as ``best``: the first of the highest validation accuracy."""
+    accuracies = row["validation_accuracy"]
+    return accuracies.index(max(accuracies)) if accuracies else -1
+
+
+def rank(row: dict) -> tuple:
+    """Best validation accuracy first; a tie goes to the lower validation loss at that epoch."""
+    if not row["validation_accuracy"]:
+        return (0.0, float("inf"))
+    epoch = best_epoch(row)
+    return (-row["validation_accuracy"][epoch], row["validation_loss"][epoch])
+
+
 def summary(rows: list[dict]) -> str:
-    ranked = sorted(rows, key=lambda row: -max(row["validation_accuracy"], default=0.0))
-    lines = ["| peak lr | l2 | epochs | best validation accuracy | per epoch | wall s | samples/s |",
-             "|---|---|---|---|---|---|---|"]
-    for row in ranked:
+    lines = ["| peak lr | l2 | epochs | best validation accuracy (epoch) | its validation loss | per epoch | wall s "
+             "| samples/s |", "|---|---|---|---|---|---|---|---|"]
+    for row in sorted(rows, key=rank):
         accuracies = " ".join(f"{100 * value:.2f}" for value in row["validation_accuracy"])
+        epoch = best_epoch(row)
         lines.append(f"| {row['learning_rate']:g} | {row['l2']:g} | {row['epochs']} | "
-                     f"{100 * max(row['validation_accuracy'], default=0.0):.2f}% | {accuracies} | "
+                     f"{-100 * rank(row)[0]:.2f}% ({epoch + 1}) | {rank(row)[1]:.4f} | {accuracies} | "
                      f"{row['seconds']:.0f} | {row['train_samples_per_second']:.0f} |")
     return "\n".join(lines)
 

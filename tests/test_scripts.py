@@ -87,6 +87,10 @@ DOCUMENTED_COMMANDS = {
     "python scripts/train_char_lm.py": (SMALL_CHAR_LM, ["lstm: validation ", "sample after epoch 1:"]),
     "python scripts/train_char_lm.py --model transformer": (SMALL_CHAR_LM, [
         "transformer: validation ", "sample after epoch 1:"]),
+    "python scripts/train_resnet.py --help": HELP,
+    "python scripts/train_resnet.py": (("--epochs", "1", *SMALL_LENET), [
+        "ResNet (78,090 parameters) on 300 training and 100 validation images", "Done: 1 epoch",
+        "Outputs: runs/resnet/metrics.csv", "Test accuracy of the best-validation checkpoint (epoch 1)"]),
     "python scripts/train_sequence.py": (SMALL_SEQUENCE, [
         "Delayed recall: 4 symbols, delay 6", "memorize across chunks", "reset every chunk"]),
 }
@@ -153,7 +157,8 @@ def test_every_script_shows_its_help(script, tmp_path):
 
 
 def test_the_scripts():
-    assert SCRIPT_NAMES == ["evaluate_lenet.py", "train_char_lm.py", "train_lenet.py", "train_sequence.py"]
+    assert SCRIPT_NAMES == ["evaluate_lenet.py", "train_char_lm.py", "train_lenet.py", "train_resnet.py",
+                            "train_sequence.py"]
 
 
 # ------------------------------------------------------------------ the documented commands on small data

@@ -4,5 +4,7 @@
 * `jaxdl.recipes.delayed_recall`: truncated BPTT with memorized states (`scripts/train_sequence.py`).
 * `jaxdl.recipes.char_lm`: character-level LSTM and Transformer language models on the bundled text
   (`scripts/train_char_lm.py`).
+* `jaxdl.recipes.resnet`: a small residual CNN on MNIST on the LeNet recipe's machinery
+  (`scripts/train_resnet.py`).
 * `jaxdl.recipes.cli`: the option types the scripts' command lines share (ranges checked by argparse).
 """

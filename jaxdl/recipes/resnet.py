@@ -110,9 +110,9 @@ class ResNetConfig(LeNetConfig):
     model_name: ClassVar[str] = "resnet_mnist"
     model_title: ClassVar[str] = "ResNet"
 
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 128
-    learning_rate: float = 4e-3
+    learning_rate: float = 8e-3
     warmup_epochs: float = 0.25
     l2: float = 4e-4
     shift: int = 2
