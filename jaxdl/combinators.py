@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxdl.core import (
     Child, Layer, apply_child, child_apply_keys, child_keys, children_repr, init_child, init_layer, input_struct,
+    split_lengths, with_lengths,
 )
 
 #: How `Parallel` merges its branches' outputs.
@@ -65,6 +66,7 @@ class Residual(Layer):
 
     block: Layer
     projection: Layer | None = None
+    takes_lengths = True  # hands a SequenceBatch's lengths to the children that take them
 
     def __post_init__(self):
         _require_layer("Residual", "block", self.block)
@@ -98,9 +100,11 @@ class Residual(Layer):
         children = self.sublayers()
         keys = dict(zip(children, child_apply_keys(self, list(children.values()), key, train)))
         outputs, new_state = {}, {}
+        x, lengths = split_lengths(x)
         for name, layer in children.items():
             outputs[name], layer_state = apply_child("Residual", f"the {name}", layer, params.get(name, {}),
-                                                     state.get(name, {}), x, keys[name], train)
+                                                     state.get(name, {}), with_lengths(layer, x, lengths, jnp.shape(x)[:2]),
+                                                     keys[name], train)
             if layer_state:
                 new_state[name] = layer_state
         skip = outputs.get("projection", x)
@@ -146,6 +150,7 @@ class Parallel(Layer):
     names: tuple[str, ...]
     merge: str = "sum"
     axis: int = -1
+    takes_lengths = True  # hands a SequenceBatch's lengths to the children that take them
 
     def __init__(self, *branches: Child, merge: str = "sum", axis: int = -1):
         names, layers = child_keys("Parallel", branches)
@@ -184,9 +189,11 @@ class Parallel(Layer):
     def apply(self, params, state, x, *, key=None, train=False):
         outputs, new_state = [], {}
         keys = child_apply_keys(self, self.branches, key, train)
+        x, lengths = split_lengths(x)
         for position, (name, layer, layer_key) in enumerate(zip(self.names, self.branches, keys)):
             y, layer_state = apply_child("Parallel", f"branch {name!r} (position {position})", layer,
-                                         params.get(name, {}), state.get(name, {}), x, layer_key, train)
+                                         params.get(name, {}), state.get(name, {}),
+                                         with_lengths(layer, x, lengths, jnp.shape(x)[:2]), layer_key, train)
             outputs.append(y)
             if layer_state:
                 new_state[name] = layer_state
@@ -335,6 +342,7 @@ class Tied(Layer):
     """
 
     layer: Layer
+    takes_lengths = True  # hands a SequenceBatch's lengths to the children that take them
     ties: tuple[Tie, ...]
 
     def __init__(self, layer: Layer, *ties: Tie):
@@ -391,6 +399,8 @@ class Tied(Layer):
         return params, state
 
     def apply(self, params, state, x, *, key=None, train=False):
+        x, lengths = split_lengths(x)
+        x = with_lengths(self.layer, x, lengths, jnp.shape(x)[:2])
         return self.layer.apply(self.full_params(params), state, x, key=key, train=train)
 
     def full_params(self, params):

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxdl.sequence_batch import SequenceBatch
 from jaxdl.validation import check_dtype_available
 
 Params = dict[str, Any]
@@ -60,6 +61,11 @@ class Layer:
     #: The keys of this layer's own state dict that hold recurrent memory: `jaxdl.reset_memory`
     #: zeroes exactly these and `memory_for_batch` resizes exactly these. See `memory_mask`.
     memory: tuple[str, ...] = ()
+
+    #: True when `apply` takes a `jaxdl.SequenceBatch` ``(x, lengths)`` (the recurrent layers,
+    #: attention, and the composites, which hand the lengths on: `with_lengths`). Any other
+    #: layer given one raises a TypeError naming it.
+    takes_lengths: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -147,6 +153,11 @@ def _explaining_missing_entries(apply):
 
     @functools.wraps(apply)
     def checked_apply(self, params, state, x, *args, **kwargs):
+        if isinstance(x, SequenceBatch) and not self.takes_lengths:
+            raise TypeError(
+                f"{self!r}: x must be an array, got a SequenceBatch (lengths are for the layers that take them: "
+                f"recurrent layers and attention); inside a Serial (or another combinator) the lengths reach those "
+                f"layers and this one gets the array, or pass sequence_batch.x.")
         try:
             return apply(self, params, state, x, *args, **kwargs)
         except KeyError as error:
@@ -388,6 +399,20 @@ def apply_child(owner: str, place: str, layer: Layer, params, state, x, key, tra
         raise placed_error(f"{owner}: {place}: ", error) from error
 
 
+def split_lengths(x) -> tuple[Any, Any]:
+    """``(x, lengths)`` of a composite's input: a `SequenceBatch`, or an array (lengths None)."""
+    return (x.x, x.lengths) if isinstance(x, SequenceBatch) else (x, None)
+
+
+def with_lengths(layer: Layer, x, lengths, batch_time: tuple[int, ...]):
+    """The input of a composite's child: ``SequenceBatch(x, lengths)`` for a child that takes
+    lengths (`Layer.takes_lengths`) while ``x`` keeps the composite input's leading (batch,
+    time) axes ``batch_time``; else ``x``."""
+    if lengths is None or not layer.takes_lengths or tuple(jnp.shape(x)[:2]) != tuple(batch_time):
+        return x
+    return SequenceBatch(x, lengths)
+
+
 def placed_error(prefix: str, error: Exception) -> Exception:
     """``error`` with ``prefix`` before its message: the same type and attributes when it can be
     copied, else a plain ValueError or TypeError."""
@@ -445,6 +470,10 @@ class Serial(Layer):
     integer inputs (token ids) reach the layer that takes them. In training mode the key is
     split across the layers. A ValueError or TypeError of a layer's ``init`` or ``apply`` is
     raised again (same type, original message) prefixed with the layer's key and position.
+    Given a `jaxdl.SequenceBatch` ``(x, lengths)``, it hands the lengths to every layer that
+    takes them (`Layer.takes_lengths`: recurrent layers, attention) until a layer's output loses
+    the input's leading (batch, time) axes or an axis (a recurrent layer's last state, a
+    `Flatten`), and the plain arrays to the others; its output is an array.
 
     Args:
         *layers: the layers, first applied first; a ``(name, layer)`` pair keys that layer
@@ -462,6 +491,7 @@ class Serial(Layer):
 
     layers: tuple[Layer, ...]
     names: tuple[str, ...]
+    takes_lengths = True
 
     def __init__(self, *layers: Child):
         names, layers = child_keys("Serial", layers)
@@ -503,16 +533,22 @@ class Serial(Layer):
     def apply(self, params, state, x, *, key=None, train=False):
         new_state = {}
         keys = child_apply_keys(self, self.layers, key, train)
+        x, lengths = split_lengths(x)
+        batch_time = tuple(jnp.shape(x)[:2])
         for position, (name, layer, layer_key) in enumerate(zip(self.names, self.layers, keys)):
+            rank = jnp.ndim(x)
             try:
                 x, layer_state = apply_child("Serial", f"layer {name!r} (position {position})", layer,
-                                             params.get(name, {}), state.get(name, {}), x, layer_key, train)
+                                             params.get(name, {}), state.get(name, {}),
+                                             with_lengths(layer, x, lengths, batch_time), layer_key, train)
             except ValueError as error:
                 if not getattr(error, "missing_entries", False):
                     raise
                 raise self._missing_entries(name, params, state, error.__cause__ or error) from error
             if layer_state:
                 new_state[name] = layer_state
+            if lengths is not None and (jnp.ndim(x) < rank or tuple(jnp.shape(x)[:2]) != batch_time):
+                lengths = None  # the time axis is gone (e.g. a recurrent layer's last state): for good
         return x, new_state
 
     def _missing_entries(self, name: str, params, state, error: Exception) -> ValueError:

@@ -200,6 +200,11 @@ class MixedPrecision(Layer):
         """The inner layer's declaration (the state is the inner layer's)."""
         return self.layer.memory
 
+    @property
+    def takes_lengths(self) -> bool:  # type: ignore[override]
+        """The inner layer's (it is given the `jaxdl.SequenceBatch` as it comes)."""
+        return self.layer.takes_lengths
+
     def sublayers(self) -> dict[str, Layer]:
         """The inner layer's children (the wrapper adds no nesting)."""
         return self.layer.sublayers()

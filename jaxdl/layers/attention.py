@@ -105,6 +105,7 @@ class MultiHeadAttention(Layer):
     bias_initializer: object = Constant(0.0)
 
     regularized: ClassVar[tuple[str, ...]] = tuple(f"{p}_weights" for p in PROJECTIONS)
+    takes_lengths: ClassVar[bool] = True  # a SequenceBatch input masks the padded keys
 
     def __post_init__(self):
         object.__setattr__(self, "num_heads", positive_int("MultiHeadAttention", "num_heads", self.num_heads))

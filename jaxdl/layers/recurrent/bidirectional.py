@@ -50,6 +50,7 @@ class Bidirectional(Layer):
     """
 
     layer: Recurrent
+    takes_lengths = True  # a SequenceBatch input: each direction over each example's valid steps
 
     def __post_init__(self):
         if not isinstance(self.layer, Recurrent):

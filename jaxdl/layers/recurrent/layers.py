@@ -100,6 +100,7 @@ class Recurrent(Layer):
 
     cell: ClassVar[type] = None
     regularized = ("w_ih", "w_hh")
+    takes_lengths = True  # a SequenceBatch input masks the padded steps (jaxdl.layers.recurrent.lengths)
 
     def __post_init__(self):
         name = type(self).__name__

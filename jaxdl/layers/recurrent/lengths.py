@@ -18,28 +18,12 @@ carry where the step is padding (plain autodiff: every transformation works).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-
-class SequenceBatch(NamedTuple):
-    """A padded batch of sequences and each sequence's length (a pytree: jit/vmap pass it).
-
-    Attributes:
-        x: (batch, T, features), padded at the end of the time axis.
-        lengths: (batch,) integers in [0, T]: the valid steps of each example.
-
-    Example:
-        >>> x = jnp.zeros((2, 5, 3))
-        >>> y, _ = jaxdl.LSTM(4).apply(params, {}, jaxdl.SequenceBatch(x, jnp.array([5, 2])))
-    """
-
-    x: jax.Array
-    lengths: jax.Array
+from jaxdl.sequence_batch import SequenceBatch
 
 
 def split_input(layer, x):

@@ -51,6 +51,7 @@ class Stacked(Layer):
     """
 
     layers: tuple[Layer, ...]
+    takes_lengths = True  # passes a SequenceBatch's lengths to every layer
 
     def __init__(self, *layers: Layer):
         if not layers:
