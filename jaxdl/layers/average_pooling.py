@@ -57,7 +57,8 @@ class AveragePooling(Layer):
 
     Example:
         >>> layer = AveragePooling(2)
-        >>> layer.apply({}, {}, jnp.arange(16.0).reshape(1, 1, 4, 4))[0][0, 0]
+        >>> y, _ = layer.apply({}, {}, jnp.arange(16.0).reshape(1, 1, 4, 4))
+        >>> y[0, 0]
         Array([[ 2.5,  4.5],
                [10.5, 12.5]], dtype=float32)
     """
