@@ -134,8 +134,9 @@ CASES = [
     ("create_train_state_int_dtype", lambda: jaxdl.create_train_state(
         small_conv_model(), jaxdl.Sgd(0.1), KEY, (2, 1, 8, 8), dtype=jnp.int32),
      TypeError, r"create_train_state: dtype must be a floating-point dtype \(e.g. jnp.float32\), got <class '.*int32'>"),
+    # (a Flatten before the same FullyConnected would not differ: Serial keys count per layer type)
     ("opt_state_of_other_model", lambda: train_step_with_opt_state_of(
-        jaxdl.Serial(jaxdl.Flatten(), jaxdl.FullyConnected(10), jaxdl.SoftMax())),
+        jaxdl.Serial(jaxdl.FullyConnected(10), jaxdl.FullyConnected(10), jaxdl.SoftMax())),
      ValueError, r"make_train_step: expected an opt_state matching optimizer.init\(params\).*tree structure"),
     ("opt_state_of_other_sizes", lambda: train_step_with_opt_state_of(
         jaxdl.Serial(jaxdl.FullyConnected(5), jaxdl.SoftMax())),

@@ -60,7 +60,7 @@ SAFE_GLOBALS = frozenset({
 
 #: Modules (and their submodules) whose own classes a pickle may name; `_REFUSED_MODULES` excepted.
 CLASS_MODULES = ("jaxdl.exercise", "jaxdl.core", "jaxdl.layers", "jaxdl.initializers", "jaxdl.regularizers",
-                 "jaxdl.optimizers")
+                 "jaxdl.optimizers", "jaxdl.kernels")
 _REFUSED_MODULES = ("jaxdl.exercise.scaffold", "jaxdl.exercise.__main__", "jaxdl.exercise.pickle_io")
 
 
