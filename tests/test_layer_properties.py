@@ -236,11 +236,13 @@ def test_gradients_are_correct(name, layer, shape, train, dtype):
         return layer.apply(params, state, x, key=key, train=train)[0]
 
     if dtype == jnp.float64:
-        check_grads(lambda p, x: f(p, state, x), (params, x), order=1, modes=["rev"],
+        # jitted: one compile serves every finite-difference evaluation (eager, a lax.scan
+        # recompiles on each call); the eager gradient is the float32 branch's `applied_vjp`
+        check_grads(jax.jit(lambda p, x: f(p, state, x)), (params, x), order=1, modes=["rev"],
                     eps=1e-6, atol=1e-5, rtol=1e-5)
         return
     y, _, cotangent, grads = applied_vjp(layer, shape, dtype, train)
-    y64, vjp64 = jax.vjp(lambda p, x: f(p, to_float64(state), x), *to_float64((params, x)))
+    y64, vjp64 = jax.vjp(jax.jit(lambda p, x: f(p, to_float64(state), x)), *to_float64((params, x)))
     reference = vjp64(to_float64(cotangent))
     rtol, atol = FLOAT32_GRAD_TOL
     assert_trees_close(to_float64(y), y64, *FLOAT32_VALUE_TOL, err_msg="outputs vs float64")
@@ -253,7 +255,8 @@ def test_vmap_over_an_extra_axis_equals_a_loop(name, layer, shape, dtype):
     params, state, _ = initialized(layer, shape, dtype)
     xs = jax.random.normal(jax.random.key(11), (3, *shape), dtype)
     batched = jax.vmap(lambda x: layer.apply(params, state, x)[0])(xs)
-    looped = jnp.stack([layer.apply(params, state, x)[0] for x in xs])
+    apply = jax.jit(lambda x: layer.apply(params, state, x)[0])  # one compile for the loop's calls
+    looped = jnp.stack([apply(x) for x in xs])
     rtol, atol = VMAP_TOL[dtype]
     assert_trees_close(batched, looped, rtol, atol)
 
