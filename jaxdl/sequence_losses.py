@@ -24,6 +24,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdl.losses import per_example_losses, softmax_cross_entropy
 from jaxdl.precision import upcast
@@ -119,7 +120,7 @@ def _valid_steps(where: str, outputs, labels, lengths) -> jax.Array:
         raise ValueError(f"{where}: lengths must have shape (batch,) = ({batch},), got shape "
                          f"{tuple(jnp.shape(lengths))}.")
     if not isinstance(lengths, jax.core.Tracer):
-        values = jnp.asarray(lengths)
+        values = np.asarray(lengths)  # NumPy: concrete even inside a jit that closes over the lengths
         if values.size and (int(values.min()) < 0 or int(values.max()) > steps):
             raise ValueError(f"{where}: lengths must lie in [0, {steps}], got values from {int(values.min())} to "
                              f"{int(values.max())}.")

@@ -69,8 +69,10 @@ def test_padding_values_change_neither_loss_nor_gradient():
 
     ids = token_ids()
     other = jnp.where(valid, ids, (ids + 3) % V)
-    value, grads = jax.value_and_grad(loss)(params, ids)
-    other_value, other_grads = jax.value_and_grad(loss)(params, other)
+    # jitted, closing over concrete lengths (the masked loss once failed there: int() of a tracer)
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    value, grads = value_and_grad(params, ids)
+    other_value, other_grads = value_and_grad(params, other)
     np.testing.assert_allclose(value, other_value, rtol=1e-12)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13), grads, other_grads)
 
@@ -81,7 +83,7 @@ def test_padding_values_change_neither_loss_nor_gradient():
             total += jaxdl.softmax_cross_entropy(logits[0], targets[b, :length])
         return total
 
-    expected_value, expected_grads = jax.value_and_grad(alone_loss)(params)
+    expected_value, expected_grads = jax.jit(jax.value_and_grad(alone_loss))(params)
     np.testing.assert_allclose(value, expected_value, rtol=1e-10)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12), grads, expected_grads)
 
