@@ -4,11 +4,16 @@
   tested by passing float32 arrays and ``dtype=jnp.float32`` explicitly.
 * XLA compiles without its backend optimizations (``--xla_backend_optimization_level=0``):
   the tests run thousands of tiny programs once each, where compilation dominates, and this
-  halves the suite's time. Results are the same up to float rounding; speed is measured by
-  the scripts in benchmarks/, never here.
+  halves the suite's time. Speed is measured by the scripts in benchmarks/, never here.
 
-Why the flag cannot change what a test checks: it only changes how XLA's CPU backend (LLVM)
-turns each program into machine code, never which program runs. jaxdl reads ``XLA_FLAGS`` in
+What the flag changes: how XLA's CPU backend (LLVM) turns each program into machine code,
+never which program runs; results are the same up to float rounding, with one exception
+seen (2026-12-07, jaxlib 0.10.2): at this level the float32 gradient of ``jnp.max(x, axis)``
+held ``-inf`` where ``x`` was drawn inside the same jit, which the default level computes
+correctly (`GlobalMaxPooling` uses argmax and ``take_along_axis`` since). So a test here can
+fail where users would not, and a program the default level gets wrong is caught only where
+the paths below run it at JAX's defaults (the float32 subprocess of test_float32.py inherits
+this flag). jaxdl reads ``XLA_FLAGS`` in
 two places. `jaxdl.training.state.init_compiler_options` keeps an optimization level set
 there, so under this flag `create_train_state` compiles its initialization without compiler
 options of its own; with JAX's defaults it passes them, which JAX allows only on a top-level
