@@ -193,11 +193,7 @@ def main(argv=None) -> int:
     if result.fit.status == "diverged":
         print(divergence_advice(result.fit, config, extra=device_options(cluster)))
         return 1
-    print(f"Outputs: {result.fit.output_dir}/metrics.csv, metrics.png; checkpoints: last "
-          f"{result.fit.checkpoint_dir('last')}, best {result.fit.checkpoint_dir('best')}")
-    if result.test is not None:
-        print(f"Test accuracy of the best-validation checkpoint (epoch {result.test['epoch']}), evaluated once: "
-              f"{100 * result.test['accuracy']:.2f}%")
+    cli.print_outputs(result)
     return 0
 
 

@@ -91,11 +91,7 @@ def main(argv=None) -> int:
         print(f"Continue from the last good checkpoint with a lower peak learning rate: {resume} "
               f"--learning-rate {config.learning_rate / 2:g}")
         return 1
-    print(f"Outputs: {result.fit.output_dir}/metrics.csv, metrics.png; checkpoints: last "
-          f"{result.fit.checkpoint_dir('last')}, best {result.fit.checkpoint_dir('best')}")
-    if result.test is not None:
-        print(f"Test accuracy of the best-validation checkpoint (epoch {result.test['epoch']}), evaluated once: "
-              f"{100 * result.test['accuracy']:.2f}%")
+    cli.print_outputs(result)
     return 0
 
 

@@ -129,3 +129,18 @@ def report_error(script: str, error: BaseException | str) -> None:
     if run_dir is not None:
         print(f"Finish that run with: python scripts/train_lenet.py --resume --output-dir {shlex.quote(str(run_dir))}",
               file=sys.stderr)
+
+
+def print_outputs(result) -> None:
+    """Prints where a finished run's outputs are and, when it was evaluated, its test accuracy.
+
+    Args:
+        result: a recipe's result with ``fit`` (a `jaxdl.FitResult`) and ``test`` (None, or a
+            dict with the best checkpoint's ``epoch`` and test ``accuracy``).
+    """
+    print(f"Outputs: {result.fit.output_dir}/metrics.csv, metrics.png; checkpoints: last "
+          f"{result.fit.checkpoint_dir('last')}, best {result.fit.checkpoint_dir('best')}")
+    if result.test is not None:
+        print(f"Test accuracy of the best-validation checkpoint (epoch {result.test['epoch']}), evaluated once: "
+              f"{100 * result.test['accuracy']:.2f}%")
+
