@@ -15,11 +15,12 @@ Architecture (one functional core, every other part uses it):
 * `jaxdl.precision`: the dtype rule every layer follows and `MixedPrecision`, the wrapper that
   keeps float32 parameters and computes in bfloat16 or float16.
 * `jaxdl.training`: the ONE training step (`make_train_step`), the evaluation step
-  (`make_eval_step`, `evaluate`), the ONE loop (`fit`: validation, orbax checkpoint steps,
-  resume, NaN guard; log lines, metrics files, progress and early stopping as callbacks) and
-  `NeuralNetwork`, the one-object convenience over it.
+  (`make_eval_step`, `evaluate`), the ONE loop (`fit(train_step, train_state, train_data)`:
+  validation, orbax checkpoint steps in a `Run`'s directory, resume, NaN guard; log lines,
+  metrics files, progress and early stopping as callbacks) and `NeuralNetwork`, the
+  one-object convenience over it.
 * `jaxdl.training.parallel`, `jaxdl.distributed`: data parallelism on a device mesh
-  (`data_mesh`, ``mesh=`` of the steps, `fit` and `NeuralNetwork`) and multi-process runs
+  (`data_mesh`, ``mesh=`` of the steps and `NeuralNetwork`) and multi-process runs
   (`jaxdl.distributed.start`: devices, `jax.distributed`, failing fast).
 * `jaxdl.models` (LeNet, `build_model` from a config), `jaxdl.checkpoint` (a thin layer
   over orbax-checkpoint: one plain directory per checkpoint with a digest of its files;
@@ -56,8 +57,8 @@ from jaxdl.optimizers import Adam, Optimizer, Sgd, SgdWithMomentum, regularizati
 from jaxdl.regularizers import L1Regularizer, L2Regularizer
 from jaxdl.precision import MixedPrecision
 from jaxdl.training import (
-    Batch, Callback, EarlyStopping, FitResult, NeuralNetwork, ProgressBar, TrainingDiverged, TrainState, create_train_state,
-    evaluate, fit, make_eval_step, make_predict, make_train_step,
+    Batch, Callback, EarlyStopping, FitResult, LogLines, MetricsFiles, NeuralNetwork, ProgressBar, Run, TrainingDiverged,
+    TrainState, create_train_state, default_callbacks, evaluate, fit, make_eval_step, make_predict, make_train_step,
 )
 from jaxdl.training.parallel import data_mesh, process_batches, process_rows
 from jaxdl.compilation_cache import enable_compilation_cache
@@ -79,8 +80,8 @@ __all__ = [
     "Adam", "Optimizer", "Sgd", "SgdWithMomentum", "regularization_loss",
     "L1Regularizer", "L2Regularizer",
     "MixedPrecision",
-    "Batch", "Callback", "EarlyStopping", "FitResult", "NeuralNetwork", "ProgressBar", "TrainingDiverged", "TrainState",
-    "create_train_state", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
+    "Batch", "Callback", "EarlyStopping", "FitResult", "LogLines", "MetricsFiles", "NeuralNetwork", "ProgressBar", "Run",
+    "TrainingDiverged", "TrainState", "create_train_state", "default_callbacks", "evaluate", "fit", "make_eval_step", "make_predict", "make_train_step",
     "data_mesh", "process_batches", "process_rows",
     "enable_compilation_cache",
 ]

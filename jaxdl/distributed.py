@@ -39,8 +39,8 @@ Example (two processes on one machine, one CPU device each; see docs/guides/mult
 
     config = cluster_config(num_processes=2, process_id=0, coordinator="127.0.0.1:12355")
     mesh = start(config)          # before any other JAX call
-    result = jaxdl.fit(model, loss_fn, optimizer, train_state,
-                       jaxdl.process_batches(train_batches, mesh), epochs=2, mesh=mesh)
+    train_step = jaxdl.make_train_step(model, loss_fn, optimizer, mesh=mesh)
+    result = jaxdl.fit(train_step, train_state, jaxdl.process_batches(train_batches, mesh), epochs=2)
 """
 
 from __future__ import annotations

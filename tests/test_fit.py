@@ -41,14 +41,17 @@ class Shuffled:
             yield X[order[i:i + 8]], Y[order[i:i + 8]]
 
 
-def run_fit(tmp_path=None, name="run", epochs=3, **kwargs):
+def run_fit(tmp_path=None, name="run", epochs=3, *, log=None, plot=False, resume=False, resume_command=None,
+            callbacks=(), train_data=None, **kwargs):
+    """`fit` of the small model, with a `Run` in ``tmp_path / name`` when given and the default callbacks."""
     model, optimizer = small_model(), jaxdl.Adam(1e-2)
     state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
     kwargs.setdefault("validation_data", VALIDATION)
-    output_dir = None if tmp_path is None else tmp_path / name
-    return jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, kwargs.pop("train_data", Shuffled()),
-                     epochs=epochs, output_dir=output_dir, log=kwargs.pop("log", None),
-                     plot=kwargs.pop("plot", False), **kwargs)
+    run = None if tmp_path is None else jaxdl.Run(tmp_path / name, resume=resume)
+    callbacks = [*callbacks, *jaxdl.default_callbacks(run, log=log, plot=plot, resume_command=resume_command)]
+    return jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), state,
+                     Shuffled() if train_data is None else train_data, epochs=epochs, run=run, callbacks=callbacks,
+                     **kwargs)
 
 
 def assert_same_tree(a, b):
@@ -172,8 +175,8 @@ def test_fit_resets_memory_on_batches_that_start_new_sequences():
     x = jnp.asarray(RNG.normal(size=(2, 8, 3)), jnp.float32)
     labels = jnp.asarray(RNG.integers(0, 3, (2, 8)))
     data = [Batch(x[:, :4], labels[:, :4], reset=True), Batch(x[:, 4:], labels[:, 4:])]
-    result = jaxdl.fit(model, jaxdl.softmax_cross_entropy, optimizer, state, data, epochs=2, log=None)
     step = jaxdl.make_train_step(model, jaxdl.softmax_cross_entropy, optimizer)
+    result = jaxdl.fit(step, state, data, epochs=2, callbacks=[])
     manual = state
     for _ in range(2):
         manual = manual._replace(state=jaxdl.reset_memory(model, manual.state))
@@ -208,8 +211,8 @@ def test_checkpoints_metrics_and_best_by_validation(tmp_path):
 def test_metrics_plot_is_a_png(tmp_path):
     model, optimizer = small_model(), jaxdl.Adam(1e-2)
     state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
-    jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, BATCHES, epochs=2, validation_data=VALIDATION,
-              output_dir=tmp_path / "plotted", log=None)
+    jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), state, BATCHES, epochs=2,
+              validation_data=VALIDATION, run=jaxdl.Run(tmp_path / "plotted"), callbacks=None)  # the defaults
     with Image.open(tmp_path / "plotted" / "metrics.png") as image:
         assert image.format == "PNG" and image.size[0] > 400
 
@@ -234,8 +237,10 @@ def test_a_run_that_stops_early_still_plots_its_whole_history(tmp_path, monkeypa
     poisoned = [(x * np.nan, y) for x, y in BATCHES]
     data = (lambda epoch: poisoned if epoch == 2 else good) if stop == "diverged" else good
     callbacks = [InterruptAt(2)] if stop == "interrupted" else []
-    fit = lambda: jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, data, epochs=4,  # noqa: E731
-                            validation_data=VALIDATION, output_dir=tmp_path / "run", log=None, callbacks=callbacks)
+    run = jaxdl.Run(tmp_path / "run")
+    fit = lambda: jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), state, data,  # noqa: E731
+                            epochs=4, validation_data=VALIDATION, run=run,
+                            callbacks=[*callbacks, jaxdl.MetricsFiles(run.output_dir)])
     if stop == "interrupted":
         with pytest.raises(KeyboardInterrupt):
             fit()
@@ -285,8 +290,8 @@ def test_nan_loss_stops_with_the_last_good_state(tmp_path, bad_epoch):
     def epochs(epoch):
         return poisoned if epoch + 1 == bad_epoch else good
 
-    result = jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, epochs, epochs=3, validation_data=VALIDATION,
-                       output_dir=tmp_path / "run", log=None, plot=False)
+    result = jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), state, epochs, epochs=3,
+                       validation_data=VALIDATION, run=jaxdl.Run(tmp_path / "run"), callbacks=[])
     assert result.status == "diverged"
     assert f"loss became nan in epoch {bad_epoch}" in result.message
     assert len(result.history) == bad_epoch - 1
@@ -310,10 +315,105 @@ def test_fit_argument_errors():
         run_fit(best_mode="largest")
     with pytest.raises(ValueError, match="best_metric 'validation_f1'"):
         run_fit(epochs=1, best_metric="validation_f1")
-    with pytest.raises(ValueError, match="resume=True needs the output_dir"):
-        run_fit(resume=True)
     with pytest.raises(TypeError, match="A batch must be"):
         run_fit(epochs=1, train_data=[X[:8]])
+
+
+def test_fit_and_run_argument_errors_name_the_argument_and_show_the_call(tmp_path):
+    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
+    step = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer)
+    # A model where the step goes (as in the old fit(model, loss_fn, optimizer, ...)): the error shows the call.
+    with pytest.raises(TypeError, match=r"got a model \(a Layer\).*fit\(jaxdl.make_train_step\(model, loss_fn"):
+        jaxdl.fit(model, state, BATCHES, epochs=1)
+    with pytest.raises(TypeError, match="takes 3 positional arguments but 5"):  # the old call itself
+        jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, BATCHES, epochs=1)
+    with pytest.raises(TypeError, match="fit: train_step must be callable"):
+        jaxdl.fit("step", state, BATCHES, epochs=1)
+    with pytest.raises(TypeError, match="fit: run must be a jaxdl.Run.*got str"):
+        jaxdl.fit(step, state, BATCHES, epochs=1, run=str(tmp_path))
+    with pytest.raises(TypeError, match="fit: callbacks must be a list.*got LogLines"):
+        jaxdl.fit(step, state, BATCHES, epochs=1, callbacks=jaxdl.LogLines())
+    with pytest.raises(TypeError, match="fit: callbacks must be Callback objects.*got builtin_function_or_method"):
+        jaxdl.fit(step, state, BATCHES, epochs=1, callbacks=[print])
+    with pytest.raises(TypeError, match="LogLines: log must be callable"):
+        jaxdl.LogLines("stdout")
+    with pytest.raises(ValueError, match="Run: overwrite=True starts a new run and resume=True continues one"):
+        jaxdl.Run(tmp_path, resume=True, overwrite=True)
+    with pytest.raises(TypeError, match="Run: output_dir must be a path.*got int 3"):
+        jaxdl.Run(3)
+    with pytest.raises(ValueError, match="Run: output_dir is an empty string"):
+        jaxdl.Run("")
+    with pytest.raises(TypeError, match="Run: resume must be a bool, got 'yes'"):
+        jaxdl.Run(tmp_path, resume="yes")
+    with pytest.raises(ValueError, match="Run: checkpoint_every_steps must be >= 1, got 0"):
+        jaxdl.Run(tmp_path, checkpoint_every_steps=0)
+    with pytest.raises(TypeError, match="Run: checkpoint_every_steps must be an int or None, got 2.5"):
+        jaxdl.Run(tmp_path, checkpoint_every_steps=2.5)
+    with pytest.raises(TypeError, match="Run: metadata must be a mapping"):
+        jaxdl.Run(tmp_path, metadata=["lr", 0.1])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(jaxdl.checkpoint.RunDirectoryError, match="is a file, not a directory"):
+        jaxdl.Run(tmp_path / "a_file")
+
+
+def test_a_step_of_ones_own_needs_its_model_and_loss_only_for_what_uses_them():
+    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
+    made = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer)
+    assert (made.model, made.loss_fn, made.mesh) == (model, jaxdl.cross_entropy, None)
+    unjitted = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer, jit=False)
+    assert (unjitted.model, unjitted.loss_fn, unjitted.mesh) == (model, jaxdl.cross_entropy, None)
+
+    def own_step(train_state, x, labels):  # a user's step: no attributes
+        return made(train_state, x, labels)
+
+    trained = jaxdl.fit(own_step, state, BATCHES, epochs=1, best_metric=None, callbacks=[])
+    assert_same_tree(trained.train_state, jaxdl.fit(made, state, BATCHES, epochs=1, callbacks=[]).train_state)
+    with pytest.raises(TypeError, match="fit: train_step has no 'loss_fn' attribute, which validation needs"):
+        jaxdl.fit(own_step, state, BATCHES, epochs=1, validation_data=VALIDATION, callbacks=[])
+    own_step.loss_fn = jaxdl.cross_entropy
+    with pytest.raises(TypeError, match="fit: train_step has no 'model' attribute"):
+        jaxdl.fit(own_step, state, BATCHES, epochs=1, validation_data=VALIDATION, callbacks=[])
+    result = jaxdl.fit(own_step, state, BATCHES, epochs=1, validation_data=VALIDATION, callbacks=[],
+                       eval_step=jaxdl.make_eval_step(model))
+    assert result.history[0]["validation_loss"] == pytest.approx(
+        jaxdl.fit(made, state, BATCHES, epochs=1, validation_data=VALIDATION, callbacks=[]).history[0]["validation_loss"])
+
+
+def test_default_callbacks_log_and_write_metrics_and_a_list_replaces_them(tmp_path, capsys):
+    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
+    step = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer)
+    jaxdl.fit(step, state, BATCHES, epochs=1, validation_data=VALIDATION, run=jaxdl.Run(tmp_path / "default"))
+    assert capsys.readouterr().out.startswith("epoch 1/1: train loss")
+    assert (tmp_path / "default" / "metrics.csv").exists()
+    jaxdl.fit(step, state, BATCHES, epochs=1, validation_data=VALIDATION, run=jaxdl.Run(tmp_path / "silent"),
+              callbacks=[])
+    assert capsys.readouterr().out == "" and not (tmp_path / "silent" / "metrics.csv").exists()
+    kinds = [type(c).__name__ for c in jaxdl.default_callbacks(jaxdl.Run(tmp_path / "x"), progress=True)]
+    assert kinds == ["LogLines", "MetricsFiles", "ProgressBar"]
+    assert [type(c).__name__ for c in jaxdl.default_callbacks(log=None)] == []
+
+
+def test_best_metric_is_checked_against_the_columns_callbacks_declare():
+    class Column(Callback):
+        columns = ("weight_norm",)
+
+        def on_epoch_end(self, row, train_state):
+            row["weight_norm"] = float(sum(jnp.sum(p ** 2) for p in jax.tree.leaves(train_state.params)))
+
+    result = run_fit(epochs=2, callbacks=[Column()], best_metric="weight_norm", best_mode="min")
+    assert result.best["epoch"] in (1, 2) and "weight_norm" in result.best
+    with pytest.raises(ValueError, match="best_metric 'weight_nrm' is not a column.*'weight_norm'"):
+        run_fit(epochs=1, callbacks=[Column()], best_metric="weight_nrm")
+
+    class Undeclared(Callback):  # columns unknown: the check waits for the first row
+        def on_epoch_end(self, row, train_state):
+            row["other"] = 1.0
+
+    with pytest.raises(ValueError, match="best_metric 'weight_nrm' is not in the history's columns"):
+        run_fit(epochs=1, callbacks=[Undeclared()], best_metric="weight_nrm")
 
 
 def test_scripts_and_recipes_define_no_training_step_or_loop_of_their_own():
@@ -373,9 +473,10 @@ def test_a_best_metric_without_values_is_an_error_not_a_missing_best_checkpoint(
         return jaxdl.softmax_cross_entropy(logits, labels[0])
 
     with pytest.raises(ValueError, match="best_metric 'validation_accuracy' has no value in epoch 1"):
-        jaxdl.fit(model, weighted, optimizer, state, [(x, labels)], epochs=1, validation_data=[(x, labels)],
-                  output_dir=tmp_path / "run", log=None, plot=False, best_metric="validation_accuracy")
+        jaxdl.fit(jaxdl.make_train_step(model, weighted, optimizer), state, [(x, labels)], epochs=1,
+                  validation_data=[(x, labels)], run=jaxdl.Run(tmp_path / "run"), callbacks=[],
+                  best_metric="validation_accuracy")
     # By default, a loss that is not a classifier's keeps the best epoch by its validation loss.
-    result = jaxdl.fit(model, weighted, optimizer, state, [(x, labels)], epochs=1, validation_data=[(x, labels)],
-                       output_dir=tmp_path / "default", log=None, plot=False)
+    result = jaxdl.fit(jaxdl.make_train_step(model, weighted, optimizer), state, [(x, labels)], epochs=1,
+                       validation_data=[(x, labels)], run=jaxdl.Run(tmp_path / "default"), callbacks=[])
     assert result.best["epoch"] == 1 and "validation_loss" in result.best

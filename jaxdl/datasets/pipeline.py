@@ -391,7 +391,7 @@ class EpochBatches:
     Example:
         >>> train = EpochBatches(split.images, split.labels, 64, seed=0, shuffle=True, max_shift=2,
         ...                      drop_remainder=True)
-        >>> result = jaxdl.fit(model, loss_fn, optimizer, train_state, train, epochs=8)
+        >>> result = jaxdl.fit(jaxdl.make_train_step(model, loss_fn, optimizer), train_state, train, epochs=8)
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *, seed: int = 0,

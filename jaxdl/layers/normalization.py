@@ -17,17 +17,39 @@ def reduction_axes(ndim: int) -> tuple[int, ...]:
     return (0,) + tuple(range(2, ndim))
 
 
+def channels_last(x):
+    """(batch, channels, ...) -> (batch, ..., channels): where `BatchNormalization` computes.
+
+    XLA:CPU runs convolutions channels-last (it transposes a (batch, channels, y, x)
+    convolution's input and output around an NHWC one). Normalizing a convolution's output in
+    this order lets XLA cancel those transposes, where statistics over axes (0, 2, 3) and a
+    per-channel broadcast on axis 1 made it write the map out in (batch, channels, y, x) and
+    transpose it back for the next convolution (benchmarks/RESULTS_models.md, the ResNet step).
+    The same values: only the order of the terms of each sum can change.
+    """
+    return jnp.moveaxis(x, 1, -1)
+
+
+def channels_first(x):
+    """The inverse of `channels_last`: (batch, ..., channels) -> (batch, channels, ...)."""
+    return jnp.moveaxis(x, -1, 1)
+
+
 def batch_moments(x) -> tuple:
-    """Per-channel mean and biased variance of x (channels on axis 1), in float32 or wider."""
-    x = x.astype(at_least_float32(x.dtype))
-    axes = reduction_axes(x.ndim)
+    """Per-channel mean and biased variance of x (channels on axis 1), in float32 or wider.
+
+    Two passes (the mean, then the mean of squared deviations), computed channels-last
+    (`channels_last`).
+    """
+    return _moments_last(channels_last(x.astype(at_least_float32(x.dtype))))
+
+
+def _moments_last(x) -> tuple:
+    """Per-channel mean and biased variance of channels-last x (channels on the last axis)."""
+    axes = tuple(range(x.ndim - 1))
     mean = jnp.mean(x, axis=axes)
-    var = jnp.mean(jnp.square(x - _per_channel(mean, x.ndim)), axis=axes)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
     return mean, var
-
-
-def _per_channel(v, ndim):
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +129,15 @@ class BatchNormalization(Layer):
                 f"{self!r} was initialized for {params['gamma'].shape[0]} channels, got input of "
                 f"shape {tuple(x.shape)} with {x.shape[1]} on axis 1."
             )
+        dtype = jnp.result_type(x)
+        compute = at_least_float32(dtype)
+        # Channels-last (`channels_last`: XLA then keeps a convolution's output in its own layout),
+        # normalized in float32 or wider (x * inv + shift cancels: in bfloat16 a channel whose
+        # mean is large next to its spread would lose its few significant bits), output in x's dtype.
+        x_last = channels_last(x.astype(compute))
         if train:
             self._check_training_shape(x.shape)
-            mean, var = batch_moments(x)
+            mean, var = _moments_last(x_last)
             first = state["count"] == 0
             new_state = {
                 "mean": jnp.where(first, mean, self.decay * state["mean"] + (1 - self.decay) * mean),
@@ -120,10 +148,5 @@ class BatchNormalization(Layer):
             mean, var, new_state = state["mean"], state["var"], state
         inv = params["gamma"].astype(mean.dtype) / jnp.sqrt(var + self.eps)
         shift = params["beta"].astype(mean.dtype) - mean * inv
-        # Normalized in float32 or wider (x * inv + shift cancels: in bfloat16 a channel whose
-        # mean is large next to its spread would lose its few significant bits), output in x's dtype.
-        dtype = jnp.result_type(x)
-        compute = at_least_float32(dtype)
-        y = (x.astype(compute) * _per_channel(inv, x.ndim).astype(compute)
-             + _per_channel(shift, x.ndim).astype(compute))
-        return y.astype(dtype), new_state
+        y = x_last * inv.astype(compute) + shift.astype(compute)
+        return channels_first(y).astype(dtype), new_state

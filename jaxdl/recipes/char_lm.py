@@ -267,6 +267,8 @@ def sampling_step(model, config: CharLMConfig) -> Callable:
 class Sampler(jaxdl.Callback):
     """Prints a sample after every ``config.sample_every`` epochs (a `jaxdl.fit` callback)."""
 
+    columns = ()
+
     def __init__(self, model, vocabulary: CharVocabulary, config: CharLMConfig, log: Callable[[str], None]):
         self.model, self.vocabulary, self.config, self.log = model, vocabulary, config, log
         self.step_fn = sampling_step(model, config)
@@ -320,7 +322,7 @@ def train_char_lm(config: CharLMConfig, *, test: bool = False, output_dir=None, 
         test: also evaluate the test part once at the end (report it only for the
             configuration chosen on validation).
         output_dir: where `jaxdl.fit` writes checkpoints and metrics (None: nothing written).
-        overwrite: as for `jaxdl.fit`.
+        overwrite: as for `jaxdl.Run`.
         log: where the epoch lines and samples go (None: silent).
         progress: show a progress bar.
 
@@ -341,16 +343,18 @@ def train_char_lm(config: CharLMConfig, *, test: bool = False, output_dir=None, 
                                            input_dtype=jnp.int32)
     sampler = Sampler(model, data.vocabulary, config, log or (lambda line: None))
     start = time.perf_counter()
-    fit_result = jaxdl.fit(model, char_cross_entropy, optimizer, train_state, train, epochs=config.epochs,
-                           validation_data=validation, metrics={"bits_per_char": char_bits},
-                           best_metric="validation_bits_per_char", best_mode="min", callbacks=[sampler], progress=progress,
-                           log=log, output_dir=output_dir, overwrite=overwrite, plot=output_dir is not None,
-                           metadata={"char_lm": dataclasses.asdict(config), "chars": data.vocabulary.chars})
+    run = None if output_dir is None else jaxdl.Run(
+        output_dir, overwrite=overwrite, metadata={"char_lm": dataclasses.asdict(config), "chars": data.vocabulary.chars})
+    eval_step = jaxdl.make_eval_step(model)  # validation's and the test's
+    fit_result = jaxdl.fit(jaxdl.make_train_step(model, char_cross_entropy, optimizer), train_state, train,
+                           epochs=config.epochs, eval_step=eval_step, validation_data=validation,
+                           metrics={"bits_per_char": char_bits}, best_metric="validation_bits_per_char", best_mode="min",
+                           run=run, callbacks=[sampler, *jaxdl.default_callbacks(run, log=log, progress=progress)])
     seconds = time.perf_counter() - start
     test_bits = None
     if test:
         final = fit_result.train_state
-        report = jaxdl.evaluate(jaxdl.make_eval_step(model), final.params, final.state,
+        report = jaxdl.evaluate(eval_step, final.params, final.state,
                                 StreamBatches(data.splits.test, config.eval_batch, config.length).epoch(0),
                                 char_cross_entropy, metrics={"bits_per_char": char_bits})
         test_bits = float(report["bits_per_char"])

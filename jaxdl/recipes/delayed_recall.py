@@ -127,9 +127,10 @@ def train_recall(config: RecallConfig, memorize: bool, *, progress: bool = False
     model = build_model(config, memorize)
     optimizer = jaxdl.Adam(config.learning_rate)
     train_state = jaxdl.create_train_state(model, optimizer, config.seed, (config.batch, config.chunk, config.symbols))
-    result = jaxdl.fit(model, recall_loss, optimizer, train_state, RecallChunks(config, config.batches, 0), epochs=1,
+    result = jaxdl.fit(jaxdl.make_train_step(model, recall_loss, optimizer), train_state,
+                       RecallChunks(config, config.batches, 0), epochs=1,
                        validation_data=RecallChunks(config, config.test_batches, 1), best_metric=None,
-                       progress=progress, log=None)
+                       callbacks=jaxdl.default_callbacks(log=None, progress=progress))
     return model, result
 
 

@@ -33,7 +33,6 @@ import jaxdl
 from jaxdl import checkpoint, models, precision
 from jaxdl.recipes.cli import SEED_RANGE
 from jaxdl.training.callbacks import Callback
-from jaxdl.training.step import shared_eval_step
 
 
 #: The default evaluation batch (see `LeNetConfig.eval_batch_size`).
@@ -240,9 +239,9 @@ def check_resume_matches(config: LeNetConfig, stored: dict) -> None:
 
 def stored_metadata(output_dir) -> dict:
     """The metadata of the checkpoint a resume of the run in ``output_dir`` continues from
-    (`jaxdl.training.loop.resume_checkpoint_dir`: its newest step, after an epoch or inside
+    (`jaxdl.training.run.resume_checkpoint_dir`: its newest step, after an epoch or inside
     one); {} when it holds none."""
-    from jaxdl.training.loop import resume_checkpoint_dir
+    from jaxdl.training.run import resume_checkpoint_dir
 
     directory = resume_checkpoint_dir(output_dir)
     if directory is None:
@@ -314,6 +313,8 @@ def learning_rate_schedule(config: LeNetConfig, steps_per_epoch: int):
 class LearningRateColumn(Callback):
     """Adds the schedule's learning rate at the epoch's last step to each history row."""
 
+    columns = ("learning_rate",)
+
     def __init__(self, schedule):
         # Jitted: called eagerly, optax's schedule compiles each of its ~10 operations on its own.
         self.schedule = jax.jit(schedule) if callable(schedule) else schedule
@@ -380,17 +381,21 @@ def train_lenet(config: LeNetConfig, data=None, *, log: Callable[[str], None] | 
     log and log(f"{config.model_title} ({jaxdl.count_params(train_state.params):,} parameters) on {len(data.train):,} training and "
                 f"{len(data.validation):,} validation images; {devices_words(mesh)}, compute dtype "
                 f"{config.compute_dtype}.")
-    result = jaxdl.fit(
-        model, jaxdl.cross_entropy, optimizer, train_state, train, epochs=config.epochs, validation_data=validation,
-        output_dir=output_dir, resume=config.resume, overwrite=config.overwrite, best_metric="validation_accuracy",
-        callbacks=[LearningRateColumn(schedule)], progress=config.progress, log_every=config.log_every, log=log,
-        checkpoint_every_steps=config.checkpoint_every_steps,
-        plot=config.plot, metadata={**_metadata(config), "learning_rate_changes": changes}, model_config=model_config, resume_command=resume_command,
-        mesh=mesh)
+    run = jaxdl.Run(output_dir, resume=config.resume, overwrite=config.overwrite,
+                    checkpoint_every_steps=config.checkpoint_every_steps,
+                    metadata={**_metadata(config), "learning_rate_changes": changes}, model_config=model_config)
+    train_step = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer, mesh=mesh)
+    eval_step = jaxdl.make_eval_step(model, mesh=mesh)  # validation's, and the test evaluation's: compiled once
+    result = jaxdl.fit(train_step, train_state, train, epochs=config.epochs, eval_step=eval_step,
+                       validation_data=validation, best_metric="validation_accuracy", run=run,
+                       callbacks=[LearningRateColumn(schedule),
+                                  *jaxdl.default_callbacks(run, log=log, plot=config.plot, progress=config.progress,
+                                                           resume_command=resume_command)],
+                       log_every=config.log_every)
     test = None
     if evaluate_test and result.status == "completed" and result.best is not None:
         test = evaluate_checkpoint(model, result.checkpoint_dir("best"), train_state, data.test,
-                                   config.eval_batch_size, mesh=mesh)
+                                   config.eval_batch_size, mesh=mesh, eval_step=eval_step)
     return LeNetResult(result, test)
 
 
@@ -436,15 +441,17 @@ def lenet_model(model_config: dict, compute_dtype: str = "float32") -> jaxdl.Lay
 
 
 def evaluate_checkpoint(model, directory, template, split, batch_size: int, *,
-                        mesh: jax.sharding.Mesh | None = None) -> dict:
+                        mesh: jax.sharding.Mesh | None = None, eval_step: Callable | None = None) -> dict:
     """Accuracy and mean cross-entropy per image of the checkpoint in ``directory`` on ``split``
-    (on ``mesh``, data-parallel, when given: every process of a multi-process run calls it)."""
+    (on ``mesh``, data-parallel, when given: every process of a multi-process run calls it),
+    with ``eval_step`` (default ``jaxdl.make_eval_step(model, mesh=mesh)``)."""
     from jaxdl.datasets.pipeline import EpochBatches, process_shard
     from jaxdl.training import parallel
 
     train_state, manifest = checkpoint.load_checkpoint(directory, template)
     shard = process_shard() if mesh is not None and parallel.spans_processes(mesh) else None
-    result = jaxdl.evaluate(shared_eval_step(model, mesh), train_state.params, train_state.state,
+    eval_step = jaxdl.make_eval_step(model, mesh=mesh) if eval_step is None else eval_step
+    result = jaxdl.evaluate(eval_step, train_state.params, train_state.state,
                             EpochBatches(split.images, split.labels, batch_size, shard=shard), jaxdl.cross_entropy)
     return {**result, "epoch": manifest.get("metadata", {}).get("epoch")}
 

@@ -15,9 +15,16 @@ A callback stops training by setting ``stop_training = True`` (and, for the log,
 ``stop_reason``) in ``on_epoch_end``: `fit` then returns after that epoch's checkpoint with
 status "stopped" (`EarlyStopping` does this).
 
-The callbacks `fit` adds itself (process 0 of a multi-process run only): `LogLines` (its
-``log=``), `MetricsFiles` (with an ``output_dir``: ``metrics.csv``, ``metrics.png``) and
-`ProgressBar` (``progress=True``).
+Without ``callbacks=``, `fit` runs `default_callbacks`: `LogLines` (one line per epoch,
+printed) and, with a `jaxdl.Run`, `MetricsFiles` (``metrics.csv``, ``metrics.png``). A list
+of your own replaces them: add ``*jaxdl.default_callbacks(run)`` to keep them, or
+`ProgressBar()` for a bar. A callback with ``main_process_only = True`` (the three that write
+to the terminal or the run directory) runs in process 0 of a multi-process run only; the
+others run in every process.
+
+A callback that adds columns to the history names them in ``columns`` (a tuple), so `fit`
+can check a ``best_metric`` before training; ``columns = None`` (the base class's) means
+"unknown", and the check waits for the first epoch's row.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import math
 import pathlib
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 from jaxdl.checkpoint.faults import fault_point
 from jaxdl.training.history import plot_history, remove_stale_temporaries, write_metrics_csv
@@ -37,10 +44,14 @@ class Callback:
     Attributes:
         stop_training: set it to True in ``on_epoch_end`` to end `fit` after that epoch.
         stop_reason: the reason `fit` logs and returns in its message.
+        main_process_only: run only in process 0 of a multi-process run (False: in every process).
+        columns: the history columns the callback adds (``()`` for none), or None when unknown.
     """
 
     stop_training: bool = False
     stop_reason: str | None = None
+    main_process_only: bool = False
+    columns: tuple[str, ...] | None = None
 
     def on_fit_start(self, epochs: int, first_epoch: int) -> None:
         """Before the first epoch this call trains (``first_epoch`` > 0 when resuming)."""
@@ -80,9 +91,12 @@ class MetricsFiles(Callback):
     drawing, and at the end of the run (drawing takes 0.3-1 s).
 
     Args:
-        output_dir: the run's directory.
+        output_dir: the run's directory (``run.output_dir`` of `fit`'s `jaxdl.Run`).
         plot: also draw ``metrics.png``.
     """
+
+    main_process_only = True
+    columns = ()
 
     def __init__(self, output_dir, *, plot: bool = True):
         self.output_dir, self.plot = pathlib.Path(output_dir), plot
@@ -113,16 +127,26 @@ class MetricsFiles(Callback):
 
 
 class LogLines(Callback):
-    """One line per epoch (losses, accuracy, metrics, seconds, whether it is the best) and fit's messages.
+    """One line per epoch (losses, accuracy, other validation columns, seconds, whether it is
+    the best) and fit's messages.
 
     Args:
-        log: called with each line (e.g. `print`).
-        epochs: the run's number of epochs (for "epoch 3/10").
-        metrics: the names of fit's ``metrics`` (their ``validation_<name>`` columns are shown).
+        log: called with each line (default `print`).
+        resume_command: the command that continues the run, printed after the message of an
+            interrupted run (Ctrl-C) when the run has a checkpoint.
     """
 
-    def __init__(self, log: Callable[[str], None], epochs: int, metrics: Sequence[str] = ()):
-        self.log, self.epochs, self.metrics = log, epochs, list(metrics)
+    main_process_only = True
+    columns = ()
+
+    def __init__(self, log: Callable[[str], None] = print, *, resume_command: str | None = None):
+        if not callable(log):
+            raise TypeError(f"LogLines: log must be callable (e.g. print), got {log!r}.")
+        self.log, self.resume_command = log, resume_command
+        self.epochs = 0
+
+    def on_fit_start(self, epochs: int, first_epoch: int) -> None:
+        self.epochs = epochs
 
     def on_epoch_saved(self, history: list[dict], best: dict | None) -> None:
         row = history[-1]
@@ -131,7 +155,8 @@ class LogLines(Callback):
             parts.append(f"validation loss {row['validation_loss']:.4f}")
         if row.get("validation_accuracy") is not None:
             parts.append(f"validation accuracy {100 * row['validation_accuracy']:.2f}%")
-        parts += [f"validation {name} {row[f'validation_{name}']:.4g}" for name in self.metrics]
+        parts += [f"validation {name[len('validation_'):]} {value:.4g}" for name, value in row.items()
+                  if name.startswith("validation_") and name not in _SHOWN and isinstance(value, (int, float))]
         improved = best is not None and best["epoch"] == row["epoch"]
         self.log(f"epoch {row['epoch']}/{self.epochs}: {', '.join(parts)} "
                  f"({row['epoch_seconds']:.0f} s{', best' if improved else ''})")
@@ -140,8 +165,35 @@ class LogLines(Callback):
         self.log(text)
 
     def on_fit_end(self, result) -> None:
-        if result.status == "interrupted":  # the other endings return their message to the caller
-            self.log(result.message)
+        if result.status != "interrupted":  # the other endings return their message to the caller
+            return
+        message = result.message
+        if self.resume_command and result.checkpoint_dir("last") is not None:
+            message += f" Continue with: {self.resume_command}"
+        self.log(message)
+
+
+_SHOWN = ("validation_loss", "validation_accuracy")
+
+
+def default_callbacks(run=None, *, log: Callable[[str], None] | None = print, plot: bool = True,
+                      progress: bool = False, resume_command: str | None = None) -> list[Callback]:
+    """The usual callbacks; with no arguments, what `jaxdl.fit` runs without ``callbacks=``.
+
+    Args:
+        run: the `jaxdl.Run` of the `fit` call, or None.
+        log: `LogLines` sends its lines here; None for no `LogLines`.
+        plot: `MetricsFiles` also draws ``metrics.png``.
+        progress: add a `ProgressBar`.
+        resume_command: `LogLines`'s ``resume_command``.
+
+    Returns:
+        `LogLines` (unless ``log`` is None), `MetricsFiles` in ``run.output_dir`` (with a run)
+        and `ProgressBar` (with ``progress``), in that order.
+    """
+    return [*([LogLines(log, resume_command=resume_command)] if log is not None else []),
+            *([MetricsFiles(run.output_dir, plot=plot)] if run is not None else []),
+            *([ProgressBar()] if progress else [])]
 
 
 class ProgressBar(Callback):
@@ -150,6 +202,9 @@ class ProgressBar(Callback):
     Args:
         leave: keep each finished epoch's bar on screen.
     """
+
+    main_process_only = True
+    columns = ()
 
     def __init__(self, *, leave: bool = True):
         self.leave = leave
@@ -209,6 +264,8 @@ class EarlyStopping(Callback):
         ValueError: for a bad ``patience``, ``mode`` or ``min_delta``; and in ``on_epoch_end``
             for a ``metric`` that is not in the epoch's row (naming the columns there are).
     """
+
+    columns = ()
 
     def __init__(self, metric: str = "validation_loss", *, patience: int = 3, mode: str | None = None,
                  min_delta: float = 0.0):

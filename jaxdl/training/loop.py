@@ -1,43 +1,50 @@
 """`fit`: the ONE training loop (epochs, validation, checkpoints, resume, NaN guard), a small loop with callbacks.
 
-Every entry point runs it: ``scripts/train_lenet.py`` (through `jaxdl.recipes.lenet`),
-``scripts/train_sequence.py``, `jaxdl.NeuralNetwork.train`. What it does each epoch:
+Every entry point runs it: the recipes behind ``scripts/``, `jaxdl.NeuralNetwork.train`.
+You build the steps, `fit` runs them::
 
-1. Trains over ``train_data.epoch(epoch)`` with the step of `jaxdl.make_train_step`. The
-   step's metrics stay on the device and are fetched every ``log_every`` steps; a non-finite
-   loss there, or non-finite params at the epoch's end, stops training (`TrainingDiverged`).
-2. Evaluates ``validation_data`` with `jaxdl.evaluate`.
+    train_step = jaxdl.make_train_step(model, jaxdl.cross_entropy, jaxdl.Adam(1e-3))
+    result = jaxdl.fit(train_step, train_state, train_batches, epochs=8,
+                       validation_data=validation_batches, run=jaxdl.Run("runs/lenet"))
+
+What it does each epoch:
+
+1. Trains over ``train_data.epoch(epoch)`` with ``train_step``. The step's metrics stay on
+   the device and are fetched every ``log_every`` steps; a non-finite loss there, or
+   non-finite params at the epoch's end, stops training (`TrainingDiverged`).
+2. Evaluates ``validation_data`` with `jaxdl.evaluate` and ``eval_step``.
 3. Appends a row to the history: ``epoch`` (1-based), ``step``, ``train_loss`` (mean loss
    per example), ``validation_loss``, ``validation_accuracy`` (a classifier's labels only),
    ``validation_<name>`` of ``metrics``, ``epoch_seconds``, ``elapsed_seconds``, and whatever
    callbacks add.
-4. With an ``output_dir``: commits the epoch as one step of ``checkpoints/``
+4. With a `jaxdl.Run`: commits the epoch as one step of ``<output_dir>/checkpoints/``
    (`jaxdl.checkpoint.RunCheckpoints`: the train state and, in the same step, the history,
-   the best epoch, ``metadata``, ``model_config``), ranked by ``best_metric``. Orbax keeps the
-   newest step (``last``) and the best one (``best``).
+   the best epoch, the run's ``metadata`` and ``model_config``), ranked by ``best_metric``.
+   Orbax keeps the newest step (``last``) and the best one (``best``).
 
 Everything else is a callback (`jaxdl.training.callbacks`): the log lines (`LogLines`),
 ``metrics.csv`` and ``metrics.png`` (`MetricsFiles`), the progress bar, early stopping.
 
-Mid-epoch checkpoints (``checkpoint_every_steps=N``): after every step whose global step
+Mid-epoch checkpoints (``Run(checkpoint_every_steps=N)``): after every step whose global step
 count is a multiple of N (but an epoch's last), the train state is committed as an ordinary
 step, with the data position in its metadata: ``{"epoch", "batches", "iterator", "steps",
 "loss_sum", "examples"}`` (the epoch in progress, the batches consumed, the data iterator's
 grain state, the running sums of the epoch's train loss). It is not ranked, so orbax drops
 it once a newer step exists.
 
-Resume: ``resume=True`` continues from the newest step: after its epoch, or inside it from
-the stored data position. With an epoch-indexed data source the result is bit-identical to an
-unbroken run (params, optimizer state, history except the timings).
+Resume (``Run(resume=True)``): continues from the newest step: after its epoch, or inside it
+from the stored data position. With an epoch-indexed data source the result is bit-identical
+to an unbroken run (params, optimizer state, history except the timings).
 
 Stopping: a non-finite loss returns a `FitResult` with ``status="diverged"``, the last good
 train state (the last checkpoint's, or the starting one) and a message naming the checkpoint.
 Ctrl-C ends the callbacks with ``status="interrupted"`` (`LogLines` prints where the last
-checkpoint is and ``resume_command``), then re-raises.
+checkpoint is, and its ``resume_command``), then re-raises.
 
-Several devices (``mesh=``): the same loop runs the mesh step (state donated: the loop copies
-the last good state it keeps). In a multi-process run every process runs `fit` and saves
-(orbax writes once); process 0 alone runs the log, progress and metrics-file callbacks.
+Several devices: a step built with ``mesh=`` (`jaxdl.make_train_step`) trains data-parallel
+(state donated: the loop copies the last good state it keeps). In a multi-process run every
+process runs `fit` and saves (orbax writes once); the callbacks with ``main_process_only``
+(log, progress, metrics files) run in process 0 alone.
 """
 
 from __future__ import annotations
@@ -45,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import pathlib
 import time
 from typing import Callable, Mapping, Sequence
@@ -54,15 +60,17 @@ import jax
 import numpy as np
 
 from jaxdl import distributed
-from jaxdl.checkpoint import RunCheckpoints, RunDirectoryError, find_step_dir, load_checkpoint, run_directory
+from jaxdl.checkpoint import RunCheckpoints, find_step_dir, load_checkpoint, run_directory
+from jaxdl.core import Layer
 from jaxdl.layers.recurrent.memory import reset_memory
 from jaxdl.losses import is_classification_loss
-from jaxdl.training.callbacks import Callback, LogLines, MetricsFiles, ProgressBar
+from jaxdl.training.callbacks import Callback, default_callbacks
 from jaxdl.training.data import EpochSource, check_epochs
 from jaxdl.training.evaluation import check_metrics, evaluate
 from jaxdl.training.parallel import global_rows, keep
+from jaxdl.training.run import Run, check_run_directory
 from jaxdl.training.state import TrainState
-from jaxdl.training.step import shared_steps
+from jaxdl.training.step import CheckedStep, make_eval_step
 
 MODES = ("max", "min")
 
@@ -82,7 +90,7 @@ class FitResult:
             stop) or "interrupted" (only seen by callbacks: `fit` re-raises KeyboardInterrupt).
         message: a one-line summary (the explanation when diverged).
         best: ``{"epoch": int, <best_metric>: value}`` of the best epoch so far, or None.
-        output_dir: where checkpoints and metrics are (None without one).
+        output_dir: where checkpoints and metrics are (None without a `jaxdl.Run`).
     """
 
     train_state: TrainState
@@ -102,128 +110,126 @@ class _Loop:
     """What one `fit` call keeps while it runs."""
 
     train_step: Callable
-    eval_step: Callable
-    loss_fn: Callable
+    eval_step: Callable | None
+    model: object
+    loss_fn: Callable | None
     metrics: Mapping[str, Callable]
     best_metric: str | None
     best_mode: str
     callbacks: list
-    checkpoints: RunCheckpoints | None
-    saved: dict = dataclasses.field(default_factory=dict)  # model_config, metadata
+    run: Run | None
     mesh: object = None
     log_every: int = 50
-    every: int | None = None
+    checkpoints: RunCheckpoints | None = None
     history: list = dataclasses.field(default_factory=list)
     best: dict | None = None
     last_saved: tuple | None = None  # (step directory words, train state) of the newest checkpoint this call wrote
+
+    @property
+    def step_options(self) -> dict:
+        """A checked step's label errors name `fit`; a step of the caller's own takes no options."""
+        return {"where": "fit"} if isinstance(self.train_step, CheckedStep) else {}
+
+    @property
+    def every(self) -> int | None:
+        return None if self.run is None else self.run.checkpoint_every_steps
 
     def call(self, hook: str, *args) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(*args)
 
 
-def fit(model, loss_fn: Callable, optimizer, train_state: TrainState, train_data, *, epochs: int,
-        validation_data=None, penalty=None, output_dir=None, resume: bool = False,
-        metrics: Mapping[str, Callable] | None = None, best_metric: str | None = "auto",
-        best_mode: str | None = None, callbacks: Sequence[Callback] = (), progress: bool = False, log_every: int = 50,
-        log: Callable[[str], None] | None = print, plot: bool = True, metadata: dict | None = None,
-        model_config: dict | None = None, resume_command: str | None = None,
-        checkpoint_every_steps: int | None = None, mesh: jax.sharding.Mesh | None = None,
-        overwrite: bool = False) -> FitResult:
-    """Trains ``model`` for ``epochs`` epochs (see the module docstring for each step).
+def fit(train_step: Callable, train_state: TrainState, train_data, *, epochs: int, eval_step: Callable | None = None,
+        validation_data=None, metrics: Mapping[str, Callable] | None = None, best_metric: str | None = "auto",
+        best_mode: str | None = None, run: Run | None = None, callbacks: Sequence[Callback] | None = None,
+        log_every: int = 50) -> FitResult:
+    """Runs ``train_step`` over ``train_data`` for ``epochs`` epochs (see the module docstring).
 
     Args:
-        model, loss_fn, optimizer, penalty: as for `jaxdl.make_train_step`.
-        train_state: the starting state (`jaxdl.create_train_state`); with ``resume=True``
-            only its structure is used (the checkpoint's values replace it).
+        train_step: ``step(train_state, x, labels) -> (train_state, metrics)``, as
+            `jaxdl.make_train_step` builds it (its ``model``, ``loss_fn`` and ``mesh``
+            attributes tell `fit` how to validate, reset memory and count a mesh's rows; a step
+            of your own needs ``model`` and ``loss_fn`` attributes for validation).
+        train_state: the starting state (`jaxdl.create_train_state`); with ``run.resume`` only
+            its structure is used (the checkpoint's values replace it).
         train_data: an epoch-indexed source, a re-iterable, or a one-shot iterator for a
             single epoch (`jaxdl.training.data`).
         epochs: the total number of epochs of the run (a resumed run continues up to it).
+        eval_step: the evaluation step for ``validation_data``; default
+            ``make_eval_step(train_step.model, mesh=train_step.mesh)``. Pass the one you will
+            use afterwards (e.g. on the test split) to compile it once.
         validation_data: evaluated after every epoch (same kinds as ``train_data``), or None.
-        output_dir: where ``checkpoints/``, ``metrics.csv`` and ``metrics.png`` go; None keeps
-            everything in memory. Checked before training: a directory that holds a run is
-            refused unless ``resume=True`` (or ``overwrite=True``), one holding files a run
-            does not write (or a ``metrics.csv`` without a checkpoint) unless
-            ``overwrite=True``; a file or an unwritable directory is refused.
-        resume: continue the run in ``output_dir`` from its newest checkpoint.
-        overwrite: start a new run in an ``output_dir`` that holds an old run (its checkpoints
-            and metrics files are removed first) or other files (left as they are). Not with
-            ``resume``.
         metrics: name -> ``function(outputs, labels)`` giving one value per example, evaluated
             on ``validation_data`` after every epoch: the history, the log line,
             ``metrics.csv`` and ``metrics.png`` get a ``validation_<name>`` column.
         best_metric: the history column that ranks the checkpoints for ``best``; None for no
             best. "auto" (the default): "validation_accuracy" for a classifier's loss
             (`jaxdl.losses.is_classification_loss`), else "validation_loss", so a regression
-            is never judged by an accuracy. Checked before training (a column a callback adds
-            after the first epoch); without validation data a validation column means None.
+            is never judged by an accuracy. Checked before training (against the columns of
+            fit and of callbacks that declare theirs); without validation data a validation
+            column means None.
         best_mode: "max" or "min"; None (the default): "min" for a column whose name has
             "loss" in it, else "max".
-        callbacks: `Callback` objects, run in every process.
-        progress: add a `ProgressBar`.
+        run: a `jaxdl.Run` (output directory, resume, overwrite, mid-epoch checkpoints,
+            metadata); None keeps everything in memory.
+        callbacks: `Callback` objects; None (the default) runs `default_callbacks(run)`
+            (log lines, and the metrics files with a run). Those with ``main_process_only``
+            run in process 0 of a multi-process run only.
         log_every: fetch the step metrics (and check them for NaN) every this many steps.
-        log: where `LogLines` sends one line per epoch and the messages; None for silence.
-        plot: also draw ``metrics.png`` (`MetricsFiles`).
-        metadata: JSON data stored in every checkpoint's metadata (e.g. hyperparameters).
-        model_config: the JSON config that rebuilds the model, stored in the checkpoints.
-        resume_command: the command that resumes this run, printed on Ctrl-C.
-        checkpoint_every_steps: also commit a checkpoint (train state and data position)
-            after every step whose global step count is a multiple of this. Needs ``output_dir``.
-        mesh: train data-parallel on this mesh (`jaxdl.data_mesh`); in a multi-process run
-            every process calls `fit` with the same arguments, and ``output_dir`` must be on a
-            file system all processes see.
 
     Returns:
         A `FitResult`.
 
     Raises:
-        RunDirectoryError: (a ValueError) naming the directory, before training (see
-            ``output_dir`` and ``resume``).
+        RunDirectoryError: (a ValueError) naming the directory, before training (see `jaxdl.Run`).
         jaxdl.checkpoint.CheckpointError: for a run directory in an older checkpoint format.
         jaxdl.checkpoint.StorageError: (an OSError) when a checkpoint or metrics file cannot be written.
-        TypeError: for an ``output_dir`` that is not a path, a ``best_metric`` that is not a string.
+        TypeError: for a model given where the step goes (the call of jaxdl 0.x), a ``run``
+            that is not a `jaxdl.Run`, callbacks that are not `Callback` objects, a step
+            without the attributes validation needs, a ``best_metric`` that is not a string.
         ValueError: for invalid arguments, a one-shot iterator asked for several epochs, a
             ``best_metric`` that is not in the history, bad ``metrics``.
         KeyboardInterrupt: re-raised after the callbacks saw the interruption.
     """
+    _check_step(train_step)
     _check_positive(epochs=epochs, log_every=log_every)
-    if checkpoint_every_steps is not None:
-        _check_positive(checkpoint_every_steps=checkpoint_every_steps)
-        if output_dir is None:
-            raise ValueError("fit: checkpoint_every_steps needs an output_dir to write the checkpoints to.")
+    if run is not None and not isinstance(run, Run):
+        raise TypeError(f"fit: run must be a jaxdl.Run (e.g. jaxdl.Run('runs/lenet')) or None, got "
+                        f"{type(run).__name__} {run!r}.")
+    callbacks = _check_callbacks(default_callbacks(run) if callbacks is None else callbacks)
     metrics = check_metrics(metrics, "fit")
+    loss_fn = _step_attribute(train_step, "loss_fn", validation_data is not None or best_metric == "auto")
+    model = getattr(train_step, "model", None)
+    mesh = getattr(train_step, "mesh", None)
+    if validation_data is not None and eval_step is None:
+        eval_step = make_eval_step(_step_attribute(train_step, "model", True), mesh=mesh)
     best_metric, best_mode = _resolve_best(best_metric, best_mode, loss_fn, validation_data is not None, metrics,
                                            callbacks)
-    output_dir = _output_path(output_dir, resume, overwrite)
     main = distributed.is_main_process()
-    own = [] if not main else [
-        *([LogLines(log, epochs, list(metrics))] if log is not None else []),
-        *([MetricsFiles(output_dir, plot=plot)] if output_dir is not None else []),
-        *([ProgressBar()] if progress else [])]
-    train_step, eval_step = shared_steps(model, loss_fn, optimizer, penalty, mesh)
-    loop = _Loop(train_step, eval_step, loss_fn, metrics, best_metric, best_mode, [*callbacks, *own], None,
-                 {"model_config": model_config, "metadata": dict(metadata or {})}, mesh, log_every,
-                 checkpoint_every_steps)
+    loop = _Loop(train_step, eval_step, model if model is not None else getattr(eval_step, "model", None), loss_fn,
+                 metrics, best_metric, best_mode, [c for c in callbacks if main or not c.main_process_only], run,
+                 mesh, log_every)
     with contextlib.ExitStack() as stack:
-        if output_dir is not None:
-            _check_output_dir(output_dir, resume, overwrite)
+        if run is not None:
+            check_run_directory(run)
             if main:  # one run at a time (see jaxdl.checkpoint.run_directory)
-                stack.enter_context(run_directory.run_lock(output_dir))
+                stack.enter_context(run_directory.run_lock(run.output_dir))
             with distributed.main_process_first("fit: open the run directory"):
-                if main and overwrite:
-                    removed = run_directory.remove_run(output_dir)
-                    removed and loop.call("on_message", f"Overwriting {output_dir}: removed {', '.join(removed)}.")
-            loop.checkpoints = RunCheckpoints(output_dir / run_directory.CHECKPOINTS, best_mode=best_mode)
+                if main and run.overwrite:
+                    removed = run_directory.remove_run(run.output_dir)
+                    removed and loop.call("on_message", f"Overwriting {run.output_dir}: removed {', '.join(removed)}.")
+            loop.checkpoints = RunCheckpoints(run.checkpoints, best_mode=best_mode)
             stack.callback(loop.checkpoints.close)
-        return _run(loop, train_state, train_data, validation_data, epochs, output_dir, resume, resume_command)
+        return _run(loop, train_state, train_data, validation_data, epochs)
 
 
-def _run(loop: _Loop, train_state, train_data, validation_data, epochs, output_dir, resume, resume_command):
+def _run(loop: _Loop, train_state, train_data, validation_data, epochs):
     source = EpochSource(train_data, "train_data")
     validation = None if validation_data is None else EpochSource(validation_data, "validation_data")
     position = None
+    resume = loop.run is not None and loop.run.resume
     if resume:
-        train_state, position = _restore(loop, train_state, output_dir, epochs)
+        train_state, position = _restore(loop, train_state, epochs)
     first = len(loop.history)
     check_epochs(source, epochs - first)
     if validation is not None:
@@ -243,24 +249,23 @@ def _run(loop: _Loop, train_state, train_data, validation_data, epochs, output_d
             position = None
         except TrainingDiverged as error:
             good = last_good if loop.last_saved is None else loop.last_saved[1]
-            return _finish(loop, good, "diverged", _diverged_message(loop, error), output_dir)
+            return _finish(loop, good, "diverged", _diverged_message(loop, error))
         except KeyboardInterrupt:
-            message = f"Interrupted in epoch {epoch + 1}; {_last_checkpoint_words(loop)}."
-            if resume_command and loop.checkpoints is not None and loop.checkpoints.latest_step() is not None:
-                message += f" Continue with: {resume_command}"
-            _finish(loop, train_state, "interrupted", message, output_dir)
+            _finish(loop, train_state, "interrupted", f"Interrupted in epoch {epoch + 1}; "
+                                                      f"{_last_checkpoint_words(loop)}.")
             raise
         last_good = loop.last_saved[1] if loop.last_saved is not None else _kept(loop, train_state)
         stopper = next((callback for callback in loop.callbacks if getattr(callback, "stop_training", False)), None)
         if stopper is not None and epoch + 1 < epochs:
             reason = getattr(stopper, "stop_reason", None) or f"{type(stopper).__name__} asked to stop"
             return _finish(loop, train_state, "stopped", f"Stopped after epoch {epoch + 1} of {epochs}: {reason}. "
-                                                         f"{_summary(loop)}", output_dir)
-    return _finish(loop, train_state, "completed", _summary(loop), output_dir)
+                                                         f"{_summary(loop)}")
+    return _finish(loop, train_state, "completed", _summary(loop))
 
 
-def _restore(loop: _Loop, train_state, output_dir: pathlib.Path, epochs: int):
+def _restore(loop: _Loop, train_state, epochs: int):
     """The newest checkpoint's train state and data position (None after an epoch); sets the history."""
+    output_dir = loop.run.output_dir
     directory = loop.checkpoints.step_dir(loop.checkpoints.latest_step())
     train_state, manifest = load_checkpoint(directory, train_state)
     saved = manifest["metadata"]
@@ -313,8 +318,8 @@ def _train_epoch(loop: _Loop, train_state: TrainState, batches, epoch: int, step
     step = int(train_state.step) if loop.every else 0  # the global step count, kept on the host
     for batch in batches:
         if batch.reset:
-            train_state = train_state._replace(state=reset_memory(loop.eval_step.model, train_state.state))
-        train_state, metrics = loop.train_step(train_state, batch.x, batch.labels, where="fit")
+            train_state = train_state._replace(state=reset_memory(_memory_model(loop), train_state.state))
+        train_state, metrics = loop.train_step(train_state, batch.x, batch.labels, **loop.step_options)
         pending.append((metrics, global_rows(loop.mesh, int(np.shape(batch.x)[0]))))
         if len(pending) == loop.log_every:
             _drain(loop, pending, epoch, train_state, sums)
@@ -352,10 +357,10 @@ def _save(loop: _Loop, train_state: TrainState, *, metric: float | None = None, 
     """Commits ``train_state`` with the history (and a mid-epoch ``position``) as one step."""
     if loop.checkpoints is None:
         return
-    metadata = {**loop.saved["metadata"], "epoch": len(loop.history), "history": loop.history, "best": loop.best,
+    metadata = {**(loop.run.metadata or {}), "epoch": len(loop.history), "history": loop.history, "best": loop.best,
                 "best_metric": loop.best_metric, "best_mode": loop.best_mode, "position": position}
     step = int(train_state.step)
-    loop.checkpoints.save(step, train_state, metadata=metadata, model_config=loop.saved["model_config"],
+    loop.checkpoints.save(step, train_state, metadata=metadata, model_config=loop.run.model_config,
                           metric=metric)
     where = (f"epoch {len(loop.history)}" if position is None else
              f"epoch {position['epoch'] + 1}, after batch {position['batches']}")
@@ -411,7 +416,7 @@ def _check_positive(**values) -> None:
 
 
 def _resolve_best(best_metric, best_mode, loss_fn, has_validation: bool, metrics: Mapping[str, Callable],
-                  callbacks) -> tuple[str | None, str]:
+                  callbacks: Sequence[Callback]) -> tuple[str | None, str]:
     """``best_metric`` and ``best_mode`` with "auto" and None decided (see `fit`), checked."""
     if best_metric == "auto":
         best_metric = "validation_accuracy" if is_classification_loss(loss_fn) else "validation_loss"
@@ -421,9 +426,12 @@ def _resolve_best(best_metric, best_mode, loss_fn, has_validation: bool, metrics
         best_metric = None
     known = ["train_loss", *(["validation_loss", "validation_accuracy", *(f"validation_{name}" for name in metrics)]
                              if has_validation else [])]
-    if best_metric is not None and best_metric not in known and not callbacks:
-        raise ValueError(f"fit: best_metric {best_metric!r} is not a column of the history; expected one of {known} "
-                         f"(or a column a callback adds), or None for no best checkpoint.")
+    declared = [callback.columns for callback in callbacks]
+    if best_metric is not None and None not in declared:  # every callback says which columns it adds
+        known += [column for columns in declared for column in columns]
+        if best_metric not in known:
+            raise ValueError(f"fit: best_metric {best_metric!r} is not a column of the history; expected one of "
+                             f"{known}, or None for no best checkpoint.")
     if best_mode is None:
         best_mode = "min" if best_metric is not None and "loss" in best_metric else "max"
     if best_mode not in MODES:
@@ -431,57 +439,48 @@ def _resolve_best(best_metric, best_mode, loss_fn, has_validation: bool, metrics
     return best_metric, best_mode
 
 
-def _output_path(output_dir, resume: bool, overwrite: bool) -> pathlib.Path | None:
-    """``output_dir`` as a path (None stays None), checked with ``resume`` and ``overwrite``."""
-    if overwrite and resume:
-        raise ValueError("fit: overwrite=True starts a new run and resume=True continues one; pass one of them.")
-    if output_dir is None:
-        if resume:
-            raise ValueError("fit: resume=True needs the output_dir of the run to continue.")
-        return None
-    if not isinstance(output_dir, (str, os.PathLike)):
-        raise TypeError(f"fit: output_dir must be a path (str or os.PathLike) or None, got "
-                        f"{type(output_dir).__name__} {output_dir!r}.")
-    if os.fspath(output_dir) in ("", b""):
-        raise ValueError("fit: output_dir is an empty string; pass a directory (e.g. 'runs/lenet'; '.' for the "
-                         "current one) or None to keep everything in memory.")
-    output_dir = pathlib.Path(os.fsdecode(output_dir))
-    run_directory.check_not_file(output_dir)
-    return output_dir
+def _check_step(train_step) -> None:
+    """A step, not a model (jaxdl 0.x's ``fit(model, loss_fn, optimizer, train_state, data)``)."""
+    if isinstance(train_step, Layer):
+        raise TypeError("fit: the first argument is the train step, got a model (a Layer). Build the step first: "
+                        "fit(jaxdl.make_train_step(model, loss_fn, optimizer), train_state, train_data, epochs=...) "
+                        "(penalty= and mesh= go to make_train_step; output_dir=, resume= to jaxdl.Run).")
+    if not callable(train_step):
+        raise TypeError(f"fit: train_step must be callable (jaxdl.make_train_step), got {type(train_step).__name__}.")
 
 
-def resume_checkpoint_dir(output_dir) -> pathlib.Path | None:
-    """The step directory ``fit(..., resume=True)`` continues the run in ``output_dir`` from (the
-    newest one), or None when the run holds none."""
-    return find_step_dir(pathlib.Path(output_dir) / run_directory.CHECKPOINTS, "last")
+def _step_attribute(train_step, name: str, needed: bool):
+    """``train_step.<name>`` (``model`` or ``loss_fn``, which `jaxdl.make_train_step` sets); an error when needed and missing."""
+    value = getattr(train_step, name, None)
+    if value is None and needed:
+        raise TypeError(f"fit: train_step has no {name!r} attribute, which validation needs (the steps of "
+                        f"jaxdl.make_train_step have one); set train_step.{name}, or pass eval_step= and "
+                        f"best_metric= yourself.")
+    return value
 
 
-def _check_output_dir(output_dir: pathlib.Path, resume: bool, overwrite: bool) -> None:
-    """Checks, in every process and before anything collective, that ``output_dir`` fits the
-    request (see `fit`'s Raises)."""
-    latest = resume_checkpoint_dir(output_dir)
-    if resume and latest is None:
-        raise RunDirectoryError(f"fit: resume=True but {output_dir / 'checkpoints'} holds no checkpoint (no epoch "
-                                f"was committed); start without resume.")
-    if not (resume or overwrite):
-        if latest is not None:
-            raise RunDirectoryError(f"fit: {output_dir} already holds a run (checkpoints/{latest.name}); resume it "
-                                    f"(resume=True), start it anew (overwrite=True) or choose another output "
-                                    f"directory.")
-        metrics = [name for name in run_directory.METRICS_FILES if (output_dir / name).exists()]
-        others = sorted(run_directory.foreign_entries(output_dir) + metrics)
-        if others:
-            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-            note = "; metrics without a checkpoint are not a run" if metrics else ""
-            raise RunDirectoryError(
-                f"fit: {output_dir} holds files that are not a jaxdl run's ({shown}{note}); choose another output "
-                f"directory, or pass overwrite=True to write the run there (files a run does not write are left "
-                f"as they are; metrics.csv and metrics.png are replaced).")
+def _check_callbacks(callbacks) -> list[Callback]:
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"fit: callbacks must be a list of Callback objects (or None for the defaults), got "
+                        f"{type(callbacks).__name__}.")
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"fit: callbacks must be Callback objects (subclass jaxdl.Callback), got "
+                            f"{type(callback).__name__} {callback!r}.")
+    return list(callbacks)
+
+
+def _memory_model(loop: _Loop):
+    """The model whose memory a data source's ``reset`` batch clears."""
+    if loop.model is None:
+        raise TypeError("fit: the data asks to reset the recurrent memory (Batch.reset), but train_step has no "
+                        "'model' attribute to find it (the steps of jaxdl.make_train_step have one).")
+    return loop.model
 
 
 def _last_checkpoint_words(loop: _Loop) -> str:
     if loop.checkpoints is None:
-        return "no checkpoint is written without an output_dir"
+        return "no checkpoint is written without a jaxdl.Run"
     latest = loop.last_saved[0] if loop.last_saved else loop.checkpoints.step_dir(loop.checkpoints.latest_step())
     return "no checkpoint was written yet" if latest is None else f"the last checkpoint is {latest}"
 
@@ -506,7 +505,8 @@ def _summary(loop: _Loop) -> str:
     return summary + "."
 
 
-def _finish(loop: _Loop, train_state: TrainState, status: str, message: str, output_dir) -> FitResult:
-    result = FitResult(train_state, loop.history, status, message, loop.best, output_dir)
+def _finish(loop: _Loop, train_state: TrainState, status: str, message: str) -> FitResult:
+    result = FitResult(train_state, loop.history, status, message, loop.best,
+                       None if loop.run is None else loop.run.output_dir)
     loop.call("on_fit_end", result)
     return result

@@ -12,14 +12,16 @@ from typing import Iterable
 import jax
 import jax.numpy as jnp
 
-from jaxdl.training.callbacks import Callback
+from jaxdl.training.callbacks import Callback, ProgressBar
 from jaxdl.training.loop import TrainingDiverged, fit
 from jaxdl.training.state import create_train_state
-from jaxdl.training.step import make_predict, shared_steps
+from jaxdl.training.step import make_predict, make_train_step
 
 
 class _LossRecorder(Callback):
     """Appends every step's reported loss to a list."""
+
+    columns = ()
 
     def __init__(self, losses: list):
         self.losses = losses
@@ -56,7 +58,7 @@ class NeuralNetwork:
         self.model, self.loss_fn, self.optimizer, self.mesh = model, loss_fn, optimizer, mesh
         self.train_state = create_train_state(model, optimizer, seed, input_shape, dtype)
         self.loss: list[float] = []
-        self._train_step = shared_steps(model, loss_fn, optimizer, mesh=mesh)[0]  # the step `train` runs too
+        self._train_step = make_train_step(model, loss_fn, optimizer, mesh=mesh)  # the step `train` runs too
         self._predict = make_predict(model, mesh=mesh)
 
     @property
@@ -98,8 +100,8 @@ class NeuralNetwork:
             _check_count("epochs", epochs)
             data = batches
         losses: list[float] = []
-        result = fit(self.model, self.loss_fn, self.optimizer, self.train_state, data, epochs=epochs,
-                     best_metric=None, callbacks=[_LossRecorder(losses)], progress=progress, log=None, mesh=self.mesh)
+        callbacks = [_LossRecorder(losses), *([ProgressBar()] if progress else [])]
+        result = fit(self._train_step, self.train_state, data, epochs=epochs, best_metric=None, callbacks=callbacks)
         self.train_state = result.train_state
         self.loss.extend(losses)
         if result.status != "completed":

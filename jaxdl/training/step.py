@@ -82,7 +82,8 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
 
     Returns:
         The step; jitted, a `CheckedStep` with the jitted function's attributes (``lower``,
-        ``trace``; ``mesh`` and ``jitted`` with a mesh).
+        ``trace``; ``jitted`` with a mesh). Jitted or not, it has the attributes ``model``,
+        ``loss_fn`` and ``mesh`` (None without one), which `jaxdl.fit` reads.
 
     Raises:
         ValueError: before the call, for integer labels outside [0, classes) or labels of a
@@ -93,6 +94,7 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
             and the device count); the model's and the loss's own errors otherwise.
     """
     _check_mesh_and_jit("make_train_step", mesh, jit)
+    given = model
     if mesh is not None:  # a batch sharded over devices: no CPU row blocks across its shards
         model = kernels.configure(model, blocked_weight_gradient=False)
     output_shapes = {}
@@ -123,11 +125,12 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, penalty=None, jit: b
         }
         return TrainState(params, new_state, opt_state, key, train_state.step + 1), metrics
 
-    if not jit:
-        return step
-    compiled = parallel_train_step(step, mesh) if mesh is not None else jax.jit(step)
-    return CheckedStep(compiled, output_shapes, "make_train_step", enabled=check_labels,
-                       float_binary=is_classification_loss(loss_fn))
+    if jit:
+        compiled = parallel_train_step(step, mesh) if mesh is not None else jax.jit(step)
+        step = CheckedStep(compiled, output_shapes, "make_train_step", enabled=check_labels,
+                           float_binary=is_classification_loss(loss_fn))
+    step.model, step.loss_fn, step.mesh = given, loss_fn, mesh  # what jaxdl.fit reads
+    return step
 
 
 class CheckedStep:
@@ -266,45 +269,3 @@ def make_predict(model, *, jit: bool = True, mesh: jax.sharding.Mesh | None = No
     if mesh is not None:
         return parallel_eval_step(predict, mesh, returns_state=False, where="make_predict")
     return jax.jit(predict) if jit else predict
-
-
-def shared_steps(model, loss_fn: Callable, optimizer, penalty=None, mesh: jax.sharding.Mesh | None = None
-                 ) -> tuple[Callable, Callable]:
-    """(`make_train_step`, `make_eval_step`) for these arguments, built once and reused.
-
-    Every `jaxdl.fit` call (and so every `NeuralNetwork.train` call) would otherwise build new
-    jitted functions and compile them again. Arguments are compared as `functools.lru_cache`
-    keys: layers by value, functions and optimizers by identity, meshes by value; unhashable
-    arguments get new steps each time.
-    """
-    try:
-        return _cached_steps(model, loss_fn, optimizer, penalty, mesh)
-    except TypeError:  # an unhashable argument
-        return _steps(model, loss_fn, optimizer, penalty, mesh)
-
-
-def shared_eval_step(model, mesh: jax.sharding.Mesh | None = None) -> Callable:
-    """`make_eval_step` for this model and mesh, built once and reused (as `shared_steps`).
-
-    `shared_steps` returns this same function, so evaluating a checkpoint after `jaxdl.fit`
-    (the LeNet recipe's test evaluation) runs the program validation compiled.
-    """
-    try:
-        return _cached_eval_step(model, mesh)
-    except TypeError:  # an unhashable model
-        return make_eval_step(model, mesh=mesh)
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_eval_step(model, mesh):
-    return make_eval_step(model, mesh=mesh)
-
-
-def _steps(model, loss_fn, optimizer, penalty, mesh):
-    return (make_train_step(model, loss_fn, optimizer, penalty=penalty, mesh=mesh),
-            shared_eval_step(model, mesh))
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_steps(model, loss_fn, optimizer, penalty, mesh):
-    return _steps(model, loss_fn, optimizer, penalty, mesh)
