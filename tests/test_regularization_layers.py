@@ -1,5 +1,7 @@
 """Dropout and BatchNormalization semantics (exercise 5.13, 5.14)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -188,3 +190,107 @@ def test_batch_norm_gradient_matches_exercise_closed_form(vector_input):
     mean_grad = np.sum(-norm_grad / np.sqrt(var + eps), axis=0) + var_grad * np.sum(-2 * (x - mean), axis=0) / n
     expected = norm_grad / np.sqrt(var + eps) + var_grad * 2 * (x - mean) / n + mean_grad / n
     np.testing.assert_allclose(vjp(jnp.asarray(error))[0], expected, rtol=1e-6, atol=1e-8)
+
+
+# ------------------------------------------- batch normalization: the channels-last formulation
+def channels_first_batch_norm(params, state, x, *, decay, eps, train):
+    """The layer's earlier formulation: statistics over axes (0, 2, ...), per-channel broadcasts on axis 1."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    per_channel = (1, -1) + (1,) * (x.ndim - 2)
+    if train:
+        mean = jnp.mean(x, axis=axes)
+        var = jnp.mean(jnp.square(x - mean.reshape(per_channel)), axis=axes)
+        first = state["count"] == 0
+        new_mean = jnp.where(first, mean, decay * state["mean"] + (1 - decay) * mean)
+        new_var = jnp.where(first, var, decay * state["var"] + (1 - decay) * var)
+    else:
+        mean, var, new_mean, new_var = state["mean"], state["var"], state["mean"], state["var"]
+    inv = params["gamma"] / jnp.sqrt(var + eps)
+    y = x * inv.reshape(per_channel) + (params["beta"] - mean * inv).reshape(per_channel)
+    return y, (new_mean, new_var)
+
+
+@pytest.fixture(scope="module")
+def bn_formulations():
+    """(layer output and new statistics, the same from the channels-first reference, VJP of each),
+    jitted once per input shape and dtype."""
+    layer = jaxdl.BatchNormalization(decay=0.8, eps=1e-5)
+
+    def ours(params, state, x, train):
+        y, new_state = layer.apply(params, state, x, train=train)
+        return y, (new_state["mean"], new_state["var"])
+
+    def reference(params, state, x, train):
+        return channels_first_batch_norm(params, state, x, decay=0.8, eps=1e-5, train=train)
+
+    def with_vjp(function):
+        def run(params, state, x, cotangent, train):
+            out, vjp = jax.vjp(lambda p, v: function(p, state, v, train)[0], params, x)
+            return function(params, state, x, train), vjp(cotangent)
+        return jax.jit(run, static_argnums=4)
+
+    return layer, with_vjp(ours), with_vjp(reference)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float64, 1e-12), (jnp.float32, 2e-5)])
+@pytest.mark.parametrize("shape", [(6, 4, 5, 3), (7, 3, 8), (9, 5)])
+@pytest.mark.parametrize("train,count", [(True, 0), (True, 3), (False, 3)])
+def test_batch_norm_equals_the_channels_first_formulation(bn_formulations, shape, dtype, rtol, train, count):
+    """Normalizing channels-last (what lets XLA keep a convolution's layout) changes nothing
+    but float rounding: outputs, running statistics and the gradients for x, gamma and beta."""
+    layer, ours, reference = bn_formulations
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.normal(2.0, 3.0, size=shape), dtype)
+    cotangent = jnp.asarray(rng.normal(size=shape), dtype)
+    params, state = layer.init(jax.random.key(0), shape, dtype)
+    channels = shape[1]
+    params = {"gamma": jnp.asarray(rng.uniform(0.5, 1.5, channels), dtype),
+              "beta": jnp.asarray(rng.normal(size=channels), dtype)}
+    state = {"mean": jnp.asarray(rng.normal(size=channels), dtype),
+             "var": jnp.asarray(rng.uniform(0.5, 2.0, channels), dtype), "count": jnp.asarray(count, jnp.int32)}
+    (got, got_grads), (want, want_grads) = (f(params, state, x, cotangent, train) for f in (ours, reference))
+    assert got[0].dtype == dtype
+    for a, b in zip(jax.tree.leaves((got, got_grads)), jax.tree.leaves((want, want_grads))):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+
+
+def test_batch_norm_image_gradient_matches_finite_differences():
+    """float64, (batch, channels, y, x) in training mode: every input's directional derivative."""
+    layer = jaxdl.BatchNormalization()
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(4, 3, 2, 3)))
+    params = {"gamma": jnp.asarray(rng.uniform(0.5, 1.5, 3)), "beta": jnp.asarray(rng.normal(size=3))}
+    state = layer.init(jax.random.key(0), x.shape, jnp.float64)[1]
+    weights = jnp.asarray(rng.normal(size=x.shape))
+
+    def loss(p, v):
+        return jnp.sum(jnp.sin(layer.apply(p, state, v, train=True)[0]) * weights)
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+    direction = jnp.asarray(rng.normal(size=x.shape))
+    h = 1e-6
+    numeric = (loss(params, x + h * direction) - loss(params, x - h * direction)) / (2 * h)
+    np.testing.assert_allclose(jnp.vdot(grads[1], direction), numeric, rtol=1e-7)
+    for name in ("gamma", "beta"):
+        step = {**params, name: params[name] + h}
+        back = {**params, name: params[name] - h}
+        np.testing.assert_allclose(jnp.sum(grads[0][name]), (loss(step, x) - loss(back, x)) / (2 * h), rtol=1e-7)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the layouts XLA:CPU chooses")
+def test_conv_batch_norm_chain_keeps_the_convolution_layout_on_cpu():
+    """Conv -> BatchNormalization -> ReLU -> Conv, trained: XLA:CPU computes the convolutions
+    channels-last; the normalization between them must not make it write a map out in
+    (batch, channels, y, x) order (the earlier channels-first statistics did: 9 such copies of
+    (batch, channels, y, x) maps in the MNIST ResNet's step, benchmarks/RESULTS_models.md)."""
+    model = jaxdl.Serial(jaxdl.Conv(8, (3, 3), fast_paths=False), jaxdl.BatchNormalization(), jaxdl.ReLU(),
+                         jaxdl.Conv(8, (3, 3), fast_paths=False), jaxdl.BatchNormalization())
+    params, state = model.init(jax.random.key(0), (16, 8, 6, 6), jnp.float32)
+    x = jnp.ones((16, 8, 6, 6), jnp.float32)
+
+    def loss(p):
+        return jnp.sum(model.apply(p, state, x, train=True)[0] ** 2)
+
+    hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+    channels_first_maps = re.findall(r"%\S+ = f32\[16,8,6,6\]\{3,2,1,0\} fusion\(", hlo)
+    assert channels_first_maps == [], channels_first_maps
