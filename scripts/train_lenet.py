@@ -41,7 +41,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 import jaxdl
 from jaxdl import checkpoint, distributed
 from jaxdl.compilation_cache import enable_compilation_cache
-from jaxdl.training.loop import RunDirectoryError
+from jaxdl.checkpoint import RunDirectoryError
 from jaxdl.recipes import cli
 from jaxdl.recipes.lenet import (
     COMMAND_LINE_COMPUTE_DTYPES, HYPERPARAMETERS, SCHEDULES, ConfigError, LeNetConfig, stored_hyperparameters,

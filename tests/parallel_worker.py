@@ -81,9 +81,11 @@ def fit_small(train_state, output_dir, epochs, *, mesh=None, resume=False, callb
     train, validation = GlobalBatches(x, y), GlobalBatches(x[:32], y[:32], shuffle=False)
     if mesh is not None:
         train, validation = jaxdl.process_batches(train, mesh), jaxdl.process_batches(validation, mesh)
-    return jaxdl.fit(small_model(), jaxdl.cross_entropy, small_optimizer(), train_state, train, epochs=epochs,
-                     validation_data=validation, output_dir=output_dir, resume=resume, plot=False, mesh=mesh,
-                     callbacks=callbacks, log=lambda line: print(line, flush=True), log_every=2)
+    run = jaxdl.Run(output_dir, resume=resume)
+    train_step = jaxdl.make_train_step(small_model(), jaxdl.cross_entropy, small_optimizer(), mesh=mesh)
+    return jaxdl.fit(train_step, train_state, train, epochs=epochs, validation_data=validation, run=run,
+                     callbacks=[*callbacks, *jaxdl.default_callbacks(run, log=lambda line: print(line, flush=True),
+                                                                     plot=False)], log_every=2)
 
 
 def small_state():

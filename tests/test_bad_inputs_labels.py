@@ -213,8 +213,8 @@ def test_fit_trains_a_one_column_sigmoid_classifier_and_reports_binary_accuracy(
     train_state = jaxdl.create_train_state(model, optimizer, 0, (32, 2))
     train = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 128, 32)]
     inverted = [(vx[i:i + 32], (1 - vy[i:i + 32]).astype(np.float32)) for i in range(0, 64, 32)]  # float labels
-    result = jaxdl.fit(model, jaxdl.cross_entropy, optimizer, train_state, train, epochs=3,
-                       validation_data=inverted, log=None)
+    result = jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), train_state, train, epochs=3,
+                       validation_data=inverted, callbacks=[])
     assert result.status == "completed"
     assert all(row["validation_accuracy"] < 0.1 for row in result.history)  # was 100% for every epoch
     assert result.best["epoch"] == 1 and result.best["validation_accuracy"] < 0.1
@@ -247,7 +247,7 @@ def test_the_label_check_shares_the_steps_trace_and_can_be_turned_off():
     for labels in (np.array([0, 1, 2, 0]), [2, 1, 0, 0], jnp.array([1, 1, 1, 1])):
         train_state, _ = step(train_state, X, labels)
     assert len(traces) == 2  # one trace (the loss and the per-example losses), not one more for the check
-    assert not hasattr(step, "mesh") and hasattr(step, "lower")
+    assert step.mesh is None and hasattr(step, "lower")
     unchecked = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer, check_labels=False)
     _, metrics = unchecked(train_state, X, np.array([0, 1, 2, -1]))  # the caller asked: -1 trains as class 2
     assert np.isfinite(metrics["loss"])

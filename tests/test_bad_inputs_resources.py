@@ -56,10 +56,12 @@ class NotTrained:
         raise AssertionError("an epoch was trained before the output directory was checked")
 
 
-def fit(output_dir, train_data=None, **kwargs):
+def fit(output_dir, train_data=None, callbacks=(), **run_options):
+    """`jaxdl.fit` of a tiny model into ``jaxdl.Run(output_dir, **run_options)``, silent."""
     model, optimizer, state = tiny()
-    return jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, train_data or NotTrained(), epochs=1,
-                     output_dir=output_dir, log=None, plot=False, **kwargs)
+    return jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), state,
+                     train_data or NotTrained(), epochs=1, run=jaxdl.Run(output_dir, **run_options),
+                     callbacks=list(callbacks))
 
 
 @contextlib.contextmanager
@@ -120,7 +122,7 @@ def _overwrite_and_resume(tmp):
 
 
 OUTPUT_DIR_CASES = [
-    ("output_dir is a file", _file, RunDirectoryError, r"out is a file, not a directory \(the output_dir\)"),
+    ("output_dir is a file", _file, RunDirectoryError, r"Run: .*out is a file, not a directory \(the output_dir\)"),
     ("checkpoints is a file", _checkpoints_file, RunDirectoryError,
      r"out/checkpoints is a file, not a directory \(its checkpoint directory\)"),
     ("files that are not a run", _foreign_file, RunDirectoryError,
@@ -129,9 +131,9 @@ OUTPUT_DIR_CASES = [
      r"\(metrics\.csv; metrics without a checkpoint are not a run\).*overwrite=True"),
     ("resume without a committed epoch", _resume_without_checkpoint, RunDirectoryError,
      r"resume=True but .*out/checkpoints holds no checkpoint \(no epoch was committed\); start without resume"),
-    ("empty output_dir", _empty_string, ValueError, r"fit: output_dir is an empty string"),
-    ("output_dir not a path", _not_a_path, TypeError, r"fit: output_dir must be a path .* got int 5"),
-    ("overwrite with resume", _overwrite_and_resume, ValueError, r"fit: overwrite=True starts a new run"),
+    ("empty output_dir", _empty_string, ValueError, r"Run: output_dir is an empty string"),
+    ("output_dir not a path", _not_a_path, TypeError, r"Run: output_dir must be a path .* got int 5"),
+    ("overwrite with resume", _overwrite_and_resume, ValueError, r"Run: overwrite=True starts a new run"),
 ]
 
 

@@ -111,7 +111,7 @@ def test_fit_and_neural_network_on_the_mesh_equal_one_device(four_devices):
 def test_without_a_mesh_the_step_is_the_plain_jitted_step():
     model = jaxdl.Serial(jaxdl.Flatten(), jaxdl.FullyConnected(3), jaxdl.SoftMax())
     step = jaxdl.make_train_step(model, jaxdl.cross_entropy, jaxdl.Sgd(0.1))
-    assert not hasattr(step, "mesh") and hasattr(step, "lower")  # jax.jit(step): nothing added
+    assert step.mesh is None and not hasattr(step, "jitted") and hasattr(step, "lower")  # jax.jit(step)
     text = step.lower(jaxdl.create_train_state(model, jaxdl.Sgd(0.1), 0, (4, 2)), np.ones((4, 2), np.float32),
                       np.zeros(4, np.int32)).as_text()
     assert "tf.aliasing_output" not in text and '"data"' not in text  # no donation, no mesh axis
@@ -135,10 +135,10 @@ def test_fit_on_a_mesh_leaves_the_callers_state_usable():
     optimizer, mesh = jaxdl.Sgd(0.1), jaxdl.data_mesh()
     x, y = np.ones((8, 2), np.float32), np.array([0, 1, 2, 0, 1, 2, 0, 1], np.int32)
     start = jaxdl.create_train_state(model, optimizer, 0, (4, 2), dtype=np.float32)
-    first = jaxdl.fit(model, jaxdl.cross_entropy, optimizer, start, [(x[:4], y[:4]), (x[4:], y[4:])], epochs=1,
-                      mesh=mesh, progress=False, log=None).train_state
-    again = [jaxdl.fit(model, jaxdl.cross_entropy, optimizer, first, [(x[:4], y[:4]), (x[4:], y[4:])], epochs=1,
-                       mesh=mesh, progress=False, log=None).train_state for _ in range(2)]
+    step = jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer, mesh=mesh)
+    first = jaxdl.fit(step, start, [(x[:4], y[:4]), (x[4:], y[4:])], epochs=1, callbacks=[]).train_state
+    again = [jaxdl.fit(step, first, [(x[:4], y[:4]), (x[4:], y[4:])], epochs=1, callbacks=[]).train_state
+             for _ in range(2)]
     assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(first.params))
     for a, b in zip(jax.tree.leaves(again[0].params), jax.tree.leaves(again[1].params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -38,8 +38,10 @@ def regression_fit(tmp_path=None, **options):
     state = jaxdl.create_train_state(model, optimizer, 0, (16, 3))
     batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 48, 16)]
     validation = [(x[48:], y[48:])]
-    return jaxdl.fit(model, squared_error, optimizer, state, batches, validation_data=validation, log=None,
-                     output_dir=tmp_path, **{"epochs": 4, **options})
+    run = None if tmp_path is None else jaxdl.Run(tmp_path)
+    callbacks = [*options.pop("callbacks", []), *jaxdl.default_callbacks(run, log=None)]
+    return jaxdl.fit(jaxdl.make_train_step(model, squared_error, optimizer), state, batches,
+                     validation_data=validation, run=run, callbacks=callbacks, **{"epochs": 4, **options})
 
 
 def test_a_regression_reports_no_accuracy_and_keeps_best_by_validation_loss(tmp_path):
@@ -114,8 +116,9 @@ def test_a_classifier_still_keeps_best_by_validation_accuracy():
     x = rng.normal(size=(32, 4)).astype(np.float32)
     labels = (x[:, 0] > 0).astype(np.int32)
     model, optimizer = jaxdl.Serial(jaxdl.FullyConnected(2), jaxdl.SoftMax()), jaxdl.Sgd(0.1)
-    result = jaxdl.fit(model, jaxdl.cross_entropy, optimizer, jaxdl.create_train_state(model, optimizer, 0, (16, 4)),
-                       [(x[:16], labels[:16])], validation_data=[(x[16:], labels[16:])], epochs=2, log=None)
+    result = jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer),
+                       jaxdl.create_train_state(model, optimizer, 0, (16, 4)), [(x[:16], labels[:16])],
+                       validation_data=[(x[16:], labels[16:])], epochs=2, callbacks=[])
     assert result.best is not None and "validation_accuracy" in result.best
     assert all(row["validation_accuracy"] is not None for row in result.history)
 
@@ -177,8 +180,9 @@ def test_fit_train_loss_of_a_sequence_model_is_per_step_for_any_reduction():
     for reduction in ("sum", "mean"):
         optimizer = jaxdl.Sgd(1e-3)  # one step: its loss is the starting params'
         state = jaxdl.create_train_state(model, optimizer, 0, (4, 7, 5))
-        result = jaxdl.fit(model, lambda o, t, r=reduction: jaxdl.softmax_cross_entropy(o, t, reduction=r),
-                           optimizer, state, [(logits, labels)], epochs=1, log=None, best_metric=None)
+        loss = lambda o, t, r=reduction: jaxdl.softmax_cross_entropy(o, t, reduction=r)  # noqa: E731
+        result = jaxdl.fit(jaxdl.make_train_step(model, loss, optimizer), state, [(logits, labels)], epochs=1,
+                           callbacks=[], best_metric=None)
         outputs = np.asarray(model.apply(state.params, state.state, logits)[0])
         losses[reduction] = result.history[0]["train_loss"]
         assert losses[reduction] == pytest.approx(reference_loss_per_step(outputs, labels), rel=1e-5)

@@ -68,9 +68,10 @@ def run_fit(output_dir, *, resume=False, callbacks=()):
                          jaxdl.FullyConnected(2), jaxdl.SoftMax())
     optimizer = jaxdl.Adam(3e-2)
     state = jaxdl.create_train_state(model, optimizer, 0, (12, 4))
-    return jaxdl.fit(model, jaxdl.cross_entropy, optimizer, state, Shuffled(), epochs=EPOCHS,
-                     validation_data=Validation(), output_dir=output_dir, resume=resume, best_metric=BEST[0],
-                     best_mode=BEST[1], callbacks=callbacks, log=None)
+    run = jaxdl.Run(output_dir, resume=resume)
+    return jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), state, Shuffled(), epochs=EPOCHS,
+                     validation_data=Validation(), run=run, best_metric=BEST[0], best_mode=BEST[1],
+                     callbacks=[*callbacks, *jaxdl.default_callbacks(run, log=None)])
 
 
 # The helper process: imported once, then one fork per kill point (before any JAX computation,

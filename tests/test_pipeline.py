@@ -19,7 +19,7 @@ from jaxdl import checkpoint
 from jaxdl.datasets import pipeline
 from jaxdl.training import Callback
 from jaxdl.training.data import EpochSource
-from jaxdl.training.loop import resume_checkpoint_dir
+from jaxdl.training.run import resume_checkpoint_dir
 
 
 def id_images(count, rows=8, cols=8, seed=0):
@@ -369,9 +369,11 @@ def run_fit(output_dir, *, resume=False, callbacks=(), every=EVERY, log=None, ba
                                   drop_remainder=True)
     validation = pipeline.EpochBatches(TRAIN_IMAGES[:16], TRAIN_LABELS[:16], 8)
     state = jaxdl.create_train_state(MODEL, OPTIMIZER, 0, (8, 1, 6, 6))
-    return jaxdl.fit(MODEL, jaxdl.cross_entropy, OPTIMIZER, state, train, epochs=EPOCHS, validation_data=validation,
-                     output_dir=output_dir, resume=resume, callbacks=callbacks, log_every=1, log=log, plot=False,
-                     checkpoint_every_steps=every, resume_command="train --resume")
+    run = jaxdl.Run(output_dir, resume=resume, checkpoint_every_steps=every)
+    return jaxdl.fit(jaxdl.make_train_step(MODEL, jaxdl.cross_entropy, OPTIMIZER), state, train, epochs=EPOCHS,
+                     validation_data=validation, run=run, log_every=1,
+                     callbacks=[*callbacks, *jaxdl.default_callbacks(run, log=log, plot=False,
+                                                                     resume_command="train --resume")])
 
 
 def assert_same_tree(a, b):
@@ -446,11 +448,11 @@ def test_an_epoch_step_and_a_newer_mid_epoch_step_resume_from_the_newer(unbroken
     assert all(step % STEPS == 0 for step in kept_steps(output_dir))
 
 
-def test_checkpoint_every_steps_needs_an_output_dir_and_a_positive_int(tmp_path):
+def test_checkpoint_every_steps_is_a_run_option_and_a_positive_int(tmp_path):
     state = jaxdl.create_train_state(MODEL, OPTIMIZER, 0, (8, 1, 6, 6))
     batches = [(np.zeros((8, 1, 6, 6), np.float32), np.zeros(8, np.int32))]
-    with pytest.raises(ValueError, match="needs an output_dir"):
-        jaxdl.fit(MODEL, jaxdl.cross_entropy, OPTIMIZER, state, batches, epochs=1, checkpoint_every_steps=2)
-    with pytest.raises(ValueError, match="checkpoint_every_steps must be a positive int"):
-        jaxdl.fit(MODEL, jaxdl.cross_entropy, OPTIMIZER, state, batches, epochs=1, output_dir=tmp_path,
-                  checkpoint_every_steps=0)
+    step = jaxdl.make_train_step(MODEL, jaxdl.cross_entropy, OPTIMIZER)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'checkpoint_every_steps'"):
+        jaxdl.fit(step, state, batches, epochs=1, checkpoint_every_steps=2)  # it belongs to the Run
+    with pytest.raises(ValueError, match="Run: checkpoint_every_steps must be >= 1, got 0"):
+        jaxdl.Run(tmp_path, checkpoint_every_steps=0)

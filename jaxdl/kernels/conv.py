@@ -3,9 +3,11 @@
 Layout: the exercise's, input (batch, channels, y[, x]) and kernels (kernels, channels, m[, n]),
 explicit padding per spatial axis. On CPU (chosen at lowering by `lax.platform_dependent`):
 
-* one input channel: a sum of shifted, strided slices times each tap;
-* float32, 2-D, 2 to ``LIBRARY_CHANNELS - 1`` input channels and 16 to ``LIBRARY_KERNELS - 1``
-  kernels: the kernels zero-padded to ``LIBRARY_KERNELS`` and the extra outputs dropped;
+* one input channel at stride 1: a sum of shifted slices times each tap;
+* float32, 2-D, stride 1, 2 to ``PADDED_KERNELS_CHANNELS - 1`` input channels and 16 to
+  ``LIBRARY_KERNELS - 1`` kernels: the kernels zero-padded to ``LIBRARY_KERNELS`` and the extra
+  outputs dropped;
+* any other shape: `lax.conv` itself (`cpu_path` says which, from the shapes alone);
 * bfloat16 and float16: computed in float32, rounded once;
 * the weight gradient summed over blocks of ``WEIGHT_GRAD_BLOCK`` batch rows (above
   ``UNROLLED_BLOCKS`` blocks a `lax.scan` over them, so the program and its compile time stop
@@ -44,6 +46,41 @@ UNROLLED_BLOCKS = 4
 LIBRARY_KERNELS = 32
 #: ... or at least this many input channels (same jaxlib, CPUs and measurements).
 LIBRARY_CHANNELS = 30
+
+#: The kernels are padded to `LIBRARY_KERNELS` only below this many input channels (and at
+#: stride 1). Measured in whole training steps with jaxlib 0.10.2 on AMD EPYC Zen 4 (family 25,
+#: model 17), 16 kernels at 14x14, batch 128: 6 channels gained (5x5 and 3x3 kernels: 0.85x and
+#: 0.89x of the step's time), 16 lost (1.16x and 1.07x; the MNIST ResNet's 16 -> 16
+#: convolutions), stride 2 did not gain (1.02-1.06x): benchmarks/RESULTS_models.md.
+PADDED_KERNELS_CHANNELS = 16
+
+
+def cpu_path(x_shape, x_dtype, weights_shape, stride) -> str:
+    """Which CPU branch `fast_conv` takes for these shapes: decided from the shapes alone.
+
+    Args:
+        x_shape: the input's shape (batch, channels, y[, x]).
+        x_dtype: the input's dtype (bfloat16 and float16 are decided as float32, their compute dtype).
+        weights_shape: (kernels, channels, m[, n]).
+        stride: one int per spatial axis.
+
+    Returns:
+        ``"one-channel"`` (shifted slices: one input channel at stride 1), ``"padded-kernels"``
+        (float32, 2-D, stride 1, 2 to ``PADDED_KERNELS_CHANNELS - 1`` input channels, 16 to
+        ``LIBRARY_KERNELS - 1`` kernels) or ``"library"`` (`lax.conv` as it is). At stride 2 the
+        shifted slices and the padded kernels were no faster than the library in a whole step
+        (1.05-1.10x and 1.02-1.06x of its time; the MNIST ResNet's stride-2 stem), with 16
+        input channels the padding cost more than it saved (`PADDED_KERNELS_CHANNELS`).
+    """
+    channels, kernels = x_shape[1], weights_shape[0]
+    unit_stride = all(s == 1 for s in stride)
+    if channels == 1 and unit_stride:
+        return "one-channel"
+    float32 = jnp.dtype(x_dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if float32 and len(x_shape) == 4 and unit_stride and 1 < channels < min(PADDED_KERNELS_CHANNELS, LIBRARY_CHANNELS) \
+            and 16 <= kernels < LIBRARY_KERNELS:
+        return "padded-kernels"
+    return "library"
 
 
 def conv_dimension_numbers(ndim: int) -> tuple[str, str, str]:
@@ -90,11 +127,11 @@ def _conv_forward(x, weights, stride, padding):
     def cpu(x, weights):
         if x.dtype in (jnp.bfloat16, jnp.float16):
             return cpu(x.astype(jnp.float32), weights.astype(jnp.float32)).astype(x.dtype)
-        if x.shape[1] == 1:
+        path = cpu_path(x.shape, x.dtype, weights.shape, stride)
+        if path == "one-channel":
             return _single_channel_forward(x, weights, stride, padding)
-        kernels = weights.shape[0]
-        if x.dtype == jnp.float32 and x.ndim == 4 and 1 < x.shape[1] < LIBRARY_CHANNELS \
-                and 16 <= kernels < LIBRARY_KERNELS:
+        if path == "padded-kernels":
+            kernels = weights.shape[0]
             padded = jnp.pad(weights, ((0, LIBRARY_KERNELS - kernels),) + ((0, 0),) * (weights.ndim - 1))
             return conv_reference(x, padded, stride, padding)[:, :kernels]
         return reference(x, weights)
