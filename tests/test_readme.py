@@ -23,7 +23,9 @@ def test_first_functional_example_runs_and_prints_what_it_says(tmp_path):
     passed, output = run_markdown_pages({"README.md": [(first_line, block + check)]}, tmp_path)["README.md"]
     assert passed, output
     printed = output.splitlines()[1:]
-    assert printed == ["{'bias': (6,), 'weights': (6, 1, 5, 5)}", "(128, 10)", "float32"], output
+    assert printed[:2] == ["{'bias': (6,), 'weights': (6, 1, 5, 5)}", "(128, 10)"], output
+    assert [line.split(":")[0] for line in printed[2:4]] == ["epoch 1/2", "epoch 2/2"], output  # fit's log lines
+    assert printed[4:] == ["completed runs/example/checkpoints/step_00000002", "float32"], output
 
 
 def test_readme_has_one_example_and_its_links_resolve():
