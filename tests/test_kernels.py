@@ -5,6 +5,8 @@
 * Each fast path (Conv, Pooling, the recurrent layers' fused derivative) equals the plain path
   in value and gradient (float64 and float32), the same layer built with the switch on and
   off; each comparison first checks that the two programs really differ.
+* `Conv`'s CPU branch is chosen from the shapes (`jaxdl.kernels.conv.cpu_path`); shapes on each
+  side of the choice equal the plain path.
 * The conv weight gradient in row blocks: above `UNROLLED_BLOCKS` blocks one `lax.scan`, so
   the program stops growing with the batch (issue 24); a mesh step computes it over the whole
   batch instead.
@@ -19,7 +21,7 @@ from test_layer_properties import DTYPES, FLOAT32_GRAD_TOL, FLOAT32_VALUE_TOL, a
 import jaxdl
 from jaxdl import kernels
 from jaxdl.kernels import recurrent as recurrent_kernels
-from jaxdl.kernels.conv import UNROLLED_BLOCKS, WEIGHT_GRAD_BLOCK
+from jaxdl.kernels.conv import UNROLLED_BLOCKS, WEIGHT_GRAD_BLOCK, cpu_path
 
 #: Same math, differently ordered float operations: (rtol, atol relative to the largest entry).
 TOLERANCES = {jnp.float64: ((1e-10, 1e-12), (1e-10, 1e-12)), jnp.float32: (FLOAT32_VALUE_TOL, FLOAT32_GRAD_TOL)}
@@ -143,11 +145,30 @@ def test_bad_switch_values_are_clear_errors(monkeypatch):
     (6, 16, 70, (5, 5), 1, "same"),           # kernels padded (float32); 2 whole blocks + 6 rows
     (3, 4, (UNROLLED_BLOCKS + 2) * WEIGHT_GRAD_BLOCK, (3, 4), (2, 3), "same"),  # a scan over blocks
     (2, 5, 40, (3,), 2, "valid"),             # 1-D; 1 whole block + 8 rows
-], ids=["one-channel", "padded-kernels", "scan-blocks", "1d"])
+    (1, 16, 3, (3, 3), 2, "same"),            # one channel at stride 2: the library (cpu_path)
+    (16, 16, 3, (3, 3), 1, "same"),           # 16 channels: kernels not padded (cpu_path)
+], ids=["one-channel", "padded-kernels", "scan-blocks", "1d", "one-channel-stride-2", "16-channels"])
 def test_conv_fast_path_equals_lax_conv(channels, num_kernels, batch, kernel, stride, padding, dtype):
     shape = (batch, channels) + (9, 10)[:len(kernel)]
     assert_fast_equals_plain(lambda: jaxdl.Conv(num_kernels, kernel, stride=stride, padding=padding),
                              shape, dtype, "fast_conv")
+
+
+@pytest.mark.parametrize("x_shape,dtype,weights_shape,stride,expected", [
+    ((128, 1, 28, 28), jnp.float32, (6, 1, 5, 5), (1, 1), "one-channel"),       # LeNet's first layer
+    ((128, 1, 28, 28), jnp.float64, (6, 1, 5, 5), (1, 1), "one-channel"),
+    ((128, 1, 28, 28), jnp.float32, (16, 1, 3, 3), (2, 2), "library"),         # the ResNet's stride-2 stem
+    ((128, 6, 14, 14), jnp.float32, (16, 6, 5, 5), (1, 1), "padded-kernels"),  # LeNet's second layer
+    ((128, 6, 14, 14), jnp.bfloat16, (16, 6, 5, 5), (1, 1), "padded-kernels"),  # computed in float32
+    ((128, 6, 14, 14), jnp.float64, (16, 6, 5, 5), (1, 1), "library"),
+    ((128, 6, 14, 14), jnp.float32, (16, 6, 5, 5), (2, 2), "library"),
+    ((128, 15, 14, 14), jnp.float32, (16, 15, 3, 3), (1, 1), "padded-kernels"),
+    ((128, 16, 14, 14), jnp.float32, (16, 16, 3, 3), (1, 1), "library"),       # the ResNet's 16 -> 16
+    ((128, 6, 14, 14), jnp.float32, (32, 6, 3, 3), (1, 1), "library"),         # already the library's
+    ((128, 6, 14), jnp.float32, (16, 6, 3), (1,), "library"),                  # 1-D
+])
+def test_cpu_path_decides_from_the_shapes(x_shape, dtype, weights_shape, stride, expected):
+    assert cpu_path(x_shape, dtype, weights_shape, stride) == expected
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -53,7 +53,9 @@ class Conv(Layer):
     Speed: with ``fast_paths`` on, `jaxdl.kernels.conv.fast_conv`, equal to `lax.conv` in value
     and every derivative, takes CPU-only fast paths (shifted slices for one input channel,
     kernels padded where that lets XLA use a faster library kernel, the weight gradient in
-    blocks of batch rows).
+    blocks of batch rows), each only for the shapes where it measured faster in a whole
+    training step (`jaxdl.kernels.conv.cpu_path`: at stride 1, padding below 16 input channels;
+    other shapes run `lax.conv` itself).
 
     Fans for the initializers (the exercise's): fan_in = channels*m*n, fan_out = num_kernels*m*n.
 
