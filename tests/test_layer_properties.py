@@ -17,10 +17,12 @@ Every test is parametrized by dtype; the tolerances follow the dtype:
   silent promotion that is cast back at the end is still a float64 computation).
 
 Shared work: the tests of one (layer case, dtype) use the same initialization, the same eager
-apply in each mode and the same eager VJP in each mode, computed once per process by
-`shared` (tests/conftest.py runs a case's tests one after the other, so they land on the
-same xdist worker). Every check still runs on those values; the determinism test applies the
-layer once more and compares with the shared result.
+apply in each mode and the same VJP in each mode, computed once per process by `shared`
+(tests/conftest.py runs a case's tests one after the other, so they land on the same xdist
+worker). Every check still runs on those values; the determinism test applies the layer once
+more and compares with the shared result. Eager execution is compared with jit on the forward
+pass (`test_jit_equals_eager`); everything else is jitted, one compile per program (eagerly
+each primitive compiles on its own, which took most of these tests' time).
 """
 
 from typing import Callable
@@ -29,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
+from jax.test_util import check_vjp
 
 import jaxdl
 from layer_registry import LAYER_CASES
@@ -91,16 +93,45 @@ def applied(layer, shape, dtype) -> dict:
     return shared("apply", layer, shape, dtype, compute)
 
 
+def compiled(layer, shape, train: bool):
+    """``(forward, vjp)``: the jitted ``(params, state, x, key) -> outputs`` and
+    ``(params, state, x, key, cotangent) -> (outputs, new state, gradients of (params, x))`` of
+    the apply in mode ``train``, once per process for each case and mode.
+
+    State, key and cotangent are arguments, not constants, so one compiled program serves every
+    caller of a dtype: `applied_vjp`, the float64 finite-difference check, and the float64
+    reference of the float32 gradient (float32 values cast to float64).
+    """
+    def compute():
+        def forward(params, state, x, key):
+            return layer.apply(params, state, x, key=key, train=train)[0]
+
+        def vjp(params, state, x, key, cotangent):
+            y, pullback, new_state = jax.vjp(lambda p, x: layer.apply(p, state, x, key=key, train=train), params, x,
+                                             has_aux=True)
+            return y, new_state, pullback(cotangent)
+
+        return jax.jit(forward), jax.jit(vjp)
+
+    return shared(f"compiled-{train}", layer, shape, "float64", compute)
+
+
 def applied_vjp(layer, shape, dtype, train: bool):
-    """``(outputs, new state, cotangent, gradients of (params, x))``: the eager VJP of the apply
-    of `initialized` with ``key(APPLY_KEY_SEED)`` and a normal cotangent (``key(8)``)."""
+    """``(outputs, new state, cotangent, gradients of (params, x))``: the VJP of the apply of
+    `initialized` with ``key(APPLY_KEY_SEED)`` and a normal cotangent (``key(8)``).
+
+    Jitted (`compiled`; eagerly, every primitive of the forward and backward pass compiles on
+    its own). Nothing here depends on eager execution: the values are checked against the
+    float64 gradient (float32), which is itself checked against finite differences, and their
+    dtypes against the inputs'; eager execution is `test_jit_equals_eager`'s.
+    """
     def compute():
         params, state, x = initialized(layer, shape, dtype)
         key = jax.random.key(APPLY_KEY_SEED)
-        y, vjp, new_state = jax.vjp(lambda p, x: layer.apply(p, state, x, key=key, train=train), params, x,
-                                    has_aux=True)
-        cotangent = jax.random.normal(jax.random.key(8), y.shape, dtype)
-        return y, new_state, cotangent, vjp(cotangent)
+        y_shape = jax.eval_shape(compiled(layer, shape, train)[0], params, state, x, key).shape
+        cotangent = jax.random.normal(jax.random.key(8), y_shape, dtype)
+        y, new_state, grads = compiled(layer, shape, train)[1](params, state, x, key, cotangent)
+        return y, new_state, cotangent, grads
 
     return shared(f"vjp-{train}", layer, shape, dtype, compute)
 
@@ -110,8 +141,11 @@ def _floating(leaf) -> bool:
 
 
 def to_float64(tree):
-    """``tree`` with its floating leaves cast (exactly) to float64; other leaves unchanged."""
-    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if _floating(a) else a, tree)
+    """``tree`` with its floating leaves cast (exactly) to float64; other leaves unchanged.
+
+    The cast is NumPy's (on the host): a jnp cast would compile one program per leaf shape.
+    """
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a).astype(np.float64)) if _floating(a) else a, tree)
 
 
 def assert_trees_close(actual, expected, rtol, atol, scale="leaf", err_msg=""):
@@ -123,7 +157,9 @@ def assert_trees_close(actual, expected, rtol, atol, scale="leaf", err_msg=""):
     assert jax.tree.structure(actual) == jax.tree.structure(expected), err_msg
     paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
     pairs = list(zip(jax.tree.leaves(actual), jax.tree.leaves(expected)))
-    tree_scale = max((float(jnp.max(jnp.abs(b))) for _, b in pairs if _floating(b) and jnp.size(b)), default=0.0)
+    # NumPy on the host throughout: jnp.max(jnp.abs(b)) would compile two programs per leaf shape.
+    tree_scale = max((float(np.max(np.abs(np.asarray(b)))) for _, b in pairs if _floating(b) and np.size(b)),
+                     default=0.0)
     for path, (a, b) in zip(paths, pairs):
         where = f"{err_msg} {path}".strip()
         assert jnp.result_type(a) == jnp.result_type(b), f"{where}: {jnp.result_type(a)} vs {jnp.result_type(b)}"
@@ -207,10 +243,12 @@ def test_state_structure_is_preserved(name, layer, shape, dtype):
 def test_jit_equals_eager(name, layer, shape, dtype):
     params, state, x = initialized(layer, shape, dtype)
     rtol, atol = JIT_TOL[dtype]
-    for train, eager in applied(layer, shape, dtype).items():
-        jitted = jax.jit(lambda p, s, x, k: layer.apply(p, s, x, key=k, train=train))(
-            params, state, x, jax.random.key(APPLY_KEY_SEED))
-        assert_trees_close(jitted, eager, rtol, atol, err_msg=f"train={train}")
+    eager = applied(layer, shape, dtype)
+    # both modes in one compile
+    jitted = jax.jit(lambda p, s, x, k: {train: layer.apply(p, s, x, key=k, train=train) for train in eager})(
+        params, state, x, jax.random.key(APPLY_KEY_SEED))
+    for train in eager:
+        assert_trees_close(jitted[train], eager[train], rtol, atol, err_msg=f"train={train}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -231,19 +269,22 @@ def test_gradients_are_correct(name, layer, shape, train, dtype):
     """float64: against finite differences; float32: against the float64 gradient."""
     params, state, x = initialized(layer, shape, dtype)
     key = jax.random.key(APPLY_KEY_SEED)
-
-    def f(params, state, x):
-        return layer.apply(params, state, x, key=key, train=train)[0]
+    forward, vjp = compiled(layer, shape, train)
 
     if dtype == jnp.float64:
-        # jitted: one compile serves every finite-difference evaluation (eager, a lax.scan
-        # recompiles on each call); the eager gradient is the float32 branch's `applied_vjp`
-        check_grads(jax.jit(lambda p, x: f(p, state, x)), (params, x), order=1, modes=["rev"],
-                    eps=1e-6, atol=1e-5, rtol=1e-5)
+        # jax.test_util.check_grads(f, (params, x), order=1, modes=["rev"]) is this check_vjp,
+        # with jitted programs (one compile each, shared with the other tests; eagerly, a
+        # lax.scan recompiles on each call)
+        def f_vjp(params, x):
+            y_shape = jax.eval_shape(forward, params, state, x, key).shape
+            y = vjp(params, state, x, key, jnp.asarray(np.zeros(y_shape, dtype)))[0]
+            return y, lambda cotangent: vjp(params, state, x, key, cotangent)[2]
+
+        check_vjp(lambda params, x: forward(params, state, x, key), f_vjp, (params, x),
+                  eps=1e-6, atol=1e-5, rtol=1e-5, err_msg="VJP")
         return
     y, _, cotangent, grads = applied_vjp(layer, shape, dtype, train)
-    y64, vjp64 = jax.vjp(jax.jit(lambda p, x: f(p, to_float64(state), x)), *to_float64((params, x)))
-    reference = vjp64(to_float64(cotangent))
+    y64, _, reference = vjp(*to_float64((params, state, x)), key, to_float64(cotangent))
     rtol, atol = FLOAT32_GRAD_TOL
     assert_trees_close(to_float64(y), y64, *FLOAT32_VALUE_TOL, err_msg="outputs vs float64")
     assert_trees_close(to_float64(grads), reference, rtol, atol, scale="tree", err_msg="gradient vs float64")
@@ -254,9 +295,11 @@ def test_gradients_are_correct(name, layer, shape, train, dtype):
 def test_vmap_over_an_extra_axis_equals_a_loop(name, layer, shape, dtype):
     params, state, _ = initialized(layer, shape, dtype)
     xs = jax.random.normal(jax.random.key(11), (3, *shape), dtype)
-    batched = jax.vmap(lambda x: layer.apply(params, state, x)[0])(xs)
+    # Jitted (one compile; eagerly each batched primitive compiles on its own): the batching
+    # rules are the same either way, and jit vs eager is `test_jit_equals_eager`'s.
+    batched = jax.jit(jax.vmap(lambda x: layer.apply(params, state, x)[0]))(xs)
     apply = jax.jit(lambda x: layer.apply(params, state, x)[0])  # one compile for the loop's calls
-    looped = jnp.stack([apply(x) for x in xs])
+    looped = jnp.asarray(np.stack([apply(x) for x in np.asarray(xs)]))  # slices and stack in NumPy: no compiles
     rtol, atol = VMAP_TOL[dtype]
     assert_trees_close(batched, looped, rtol, atol)
 
