@@ -65,7 +65,9 @@ class BatchNormalization(Layer):
     the first training batch sets them (the exercise), later ones update by exponential
     moving average, running <- decay * running + (1 - decay) * batch. Evaluation uses the
     running statistics and returns the state unchanged. Statistics are computed in float32
-    or wider, whatever the input dtype, and the running statistics stored in float32 or wider;
+    or wider, whatever the input dtype, and the running statistics stored in float32 or wider,
+    in the dtype ``init`` gave them (a float64 input does not turn float32 statistics into
+    float64 ones, which would recompile a jitted step);
     a bfloat16 or float16 input is normalized in float32 too and the output returned in the
     input's dtype (`jaxdl.precision`).
 
@@ -139,9 +141,10 @@ class BatchNormalization(Layer):
             self._check_training_shape(x.shape)
             mean, var = _moments_last(x_last)
             first = state["count"] == 0
+            kept = state["mean"].dtype  # the running statistics keep their dtype, whatever the input's
             new_state = {
-                "mean": jnp.where(first, mean, self.decay * state["mean"] + (1 - self.decay) * mean),
-                "var": jnp.where(first, var, self.decay * state["var"] + (1 - self.decay) * var),
+                "mean": jnp.where(first, mean, self.decay * state["mean"] + (1 - self.decay) * mean).astype(kept),
+                "var": jnp.where(first, var, self.decay * state["var"] + (1 - self.decay) * var).astype(kept),
                 "count": state["count"] + 1,
             }
         else:
