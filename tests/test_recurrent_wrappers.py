@@ -346,24 +346,41 @@ def test_masked_cross_entropy_equals_the_unpadded_losses():
     logits = random_input((B, T, 4), key=1)
     labels = np.asarray(jax.random.randint(jax.random.key(2), (B, T), 0, 4))
     padded_labels = np.where(np.arange(T)[None] < LENGTHS[:, None], labels, -1)  # any padding value
-    lengths = jnp.asarray(LENGTHS)
-    total = sum(jaxdl.softmax_cross_entropy(logits[b, :n], labels[b, :n]) for b, n in enumerate(LENGTHS))
-    np.testing.assert_allclose(jaxdl.masked_sequence_cross_entropy(logits, padded_labels, lengths), total, rtol=1e-12)
-    np.testing.assert_allclose(jaxdl.masked_sequence_cross_entropy(logits, padded_labels, lengths, reduction="mean"),
-                               total / LENGTHS.sum(), rtol=1e-12)
     full = jnp.full((B,), T)
-    for reduction in ("sum", "mean"):
-        np.testing.assert_allclose(jaxdl.masked_sequence_cross_entropy(logits, labels, full, reduction=reduction),
-                                   jaxdl.softmax_cross_entropy(logits, labels, reduction=reduction), rtol=1e-12)
     one_hot = jax.nn.one_hot(labels, 4, dtype=F64)
-    np.testing.assert_allclose(jaxdl.masked_sequence_cross_entropy(logits, one_hot, lengths), total, rtol=1e-12)
-    grads = quick_jit(jax.grad(lambda z, n: jaxdl.masked_sequence_cross_entropy(z, padded_labels, n)))(logits, lengths)
-    for b, n in enumerate(LENGTHS):
-        np.testing.assert_array_equal(grads[b, n:], 0.0)
     probabilities = jax.nn.softmax(logits)
-    np.testing.assert_allclose(
-        jaxdl.masked_sequence_loss(jaxdl.cross_entropy, probabilities, padded_labels, lengths, reduction="mean"),
-        total / LENGTHS.sum(), rtol=1e-6)
+    lengths = jnp.asarray(LENGTHS)
+
+    @quick_jit
+    def losses(traced_logits, traced_lengths):
+        """Every loss below in one compiled program (eagerly, each slice length and primitive
+        compiles on its own). Their inputs are concrete arrays (closed over), as in an eager
+        call, so the losses' checks of concrete values run (while tracing); the gradient is
+        taken at ``traced_logits`` with ``traced_lengths``, the same arrays as jit arguments."""
+        return {
+            "total": sum(jaxdl.softmax_cross_entropy(logits[b, :n], labels[b, :n]) for b, n in enumerate(LENGTHS)),
+            "sum": jaxdl.masked_sequence_cross_entropy(logits, padded_labels, lengths),
+            "mean": jaxdl.masked_sequence_cross_entropy(logits, padded_labels, lengths, reduction="mean"),
+            "full": {reduction: (jaxdl.masked_sequence_cross_entropy(logits, labels, full, reduction=reduction),
+                                 jaxdl.softmax_cross_entropy(logits, labels, reduction=reduction))
+                     for reduction in ("sum", "mean")},
+            "one_hot": jaxdl.masked_sequence_cross_entropy(logits, one_hot, lengths),
+            "grads": jax.grad(lambda z, n: jaxdl.masked_sequence_cross_entropy(z, padded_labels, n))(
+                traced_logits, traced_lengths),
+            "probabilities_mean": jaxdl.masked_sequence_loss(
+                jaxdl.cross_entropy, probabilities, padded_labels, lengths, reduction="mean"),
+        }
+
+    results = losses(logits, lengths)
+    total = results["total"]
+    np.testing.assert_allclose(results["sum"], total, rtol=1e-12)
+    np.testing.assert_allclose(results["mean"], total / LENGTHS.sum(), rtol=1e-12)
+    for reduction, (masked, plain) in results["full"].items():
+        np.testing.assert_allclose(masked, plain, rtol=1e-12, err_msg=reduction)
+    np.testing.assert_allclose(results["one_hot"], total, rtol=1e-12)
+    for b, n in enumerate(LENGTHS):
+        np.testing.assert_array_equal(results["grads"][b, n:], 0.0)
+    np.testing.assert_allclose(results["probabilities_mean"], total / LENGTHS.sum(), rtol=1e-6)
 
 
 def test_masked_loss_trains_a_padded_batch():
