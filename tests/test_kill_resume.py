@@ -13,6 +13,7 @@ and checks that the result, ``metrics.csv`` and the checkpoints equal an unbroke
 for bit, with nothing stale left behind.
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -62,15 +63,25 @@ class Validation:
         return [(VALIDATION_X, 1 - VALIDATION_Y if epoch + 1 == KILLED_EPOCH else VALIDATION_Y)]
 
 
+MODEL = jaxdl.Serial(jaxdl.FullyConnected(6), jaxdl.BatchNormalization(), jaxdl.ReLU(), jaxdl.Dropout(0.3),
+                     jaxdl.FullyConnected(2), jaxdl.SoftMax())
+OPTIMIZER = jaxdl.Adam(3e-2)
+
+
+@functools.cache
+def steps():
+    """The train and eval steps, built once per process, so that the resumed runs of one process
+    reuse the programs the first run compiled (building them computes nothing)."""
+    return jaxdl.make_train_step(MODEL, jaxdl.cross_entropy, OPTIMIZER), jaxdl.make_eval_step(MODEL)
+
+
 def run_fit(output_dir, *, resume=False, callbacks=()):
     """The run under test (no JAX computation before this is called)."""
-    model = jaxdl.Serial(jaxdl.FullyConnected(6), jaxdl.BatchNormalization(), jaxdl.ReLU(), jaxdl.Dropout(0.3),
-                         jaxdl.FullyConnected(2), jaxdl.SoftMax())
-    optimizer = jaxdl.Adam(3e-2)
-    state = jaxdl.create_train_state(model, optimizer, 0, (12, 4))
+    state = jaxdl.create_train_state(MODEL, OPTIMIZER, 0, (12, 4))
     run = jaxdl.Run(output_dir, resume=resume)
-    return jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), state, Shuffled(), epochs=EPOCHS,
-                     validation_data=Validation(), run=run, best_metric=BEST[0], best_mode=BEST[1],
+    train_step, eval_step = steps()
+    return jaxdl.fit(train_step, state, Shuffled(), epochs=EPOCHS, eval_step=eval_step, validation_data=Validation(),
+                     run=run, best_metric=BEST[0], best_mode=BEST[1],
                      callbacks=[*callbacks, *jaxdl.default_callbacks(run, log=None)])
 
 
@@ -87,8 +98,11 @@ jax.config.update("jax_enable_x64", config["x64"])
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot
-from jaxdl import checkpoint
+from jaxdl import checkpoint, enable_compilation_cache
 checkpoint.backend.orbax()
+# The children share one persistent compilation cache (the first one compiles the steps, the
+# others load them): what is tested here is the checkpoint writes, not the compiler.
+enable_compilation_cache(os.path.join(config["out"], "xla-cache"))
 import test_kill_resume as spec
 
 def child(directory, kill_at, log):
