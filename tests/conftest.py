@@ -40,12 +40,28 @@ jax.config.update("jax_enable_x64", True)
 #: Modules whose tests of one registry case share work (test_layer_properties.shared).
 _GROUPED_BY_CASE = ("test_layer_properties.py", "test_autodiff.py")
 
+#: Modules run first, in this order: the ones whose tests take 10-90 s each (subprocesses of
+#: scripts, documented commands and examples; training runs), measured with ``--durations=0``
+#: (2026-12-07). xdist's work stealing gives each worker a contiguous half of the collection and
+#: steals from the end of a queue, so the last tests of a run are those at the end of the
+#: collection: long ones there leave one worker idle while the other finishes them.
+_LONG_FIRST = ("test_docs.py", "test_scripts.py", "test_kill_resume.py", "test_multiprocess.py", "test_training.py",
+               "test_train_lenet.py", "test_resnet.py", "test_exercise_check.py", "test_precision.py",
+               "test_recurrent_wrappers.py", "test_datasets.py", "test_cpu_mesh.py", "test_compilation_cache.py")
+
 
 def pytest_collection_modifyitems(items):
-    """Runs the tests of one registry case (parameter ``name``) of a grouped module one after
-    the other, in the module's place: xdist's work stealing hands out contiguous runs of tests,
-    so they land on the same worker and share their initialization, applies and compiled
-    programs. The order is the same on every worker (xdist requires it)."""
+    """Runs the modules of `_LONG_FIRST` first (each in its own order), then the others in
+    theirs; and the tests of one registry case (parameter ``name``) of a grouped module one
+    after the other, in the module's place: xdist's work stealing hands out contiguous runs of
+    tests, so they land on the same worker and share their initialization, applies and
+    compiled programs. The order is the same on every worker (xdist requires it)."""
+    def rank(item):
+        name = item.path.name
+        return _LONG_FIRST.index(name) if name in _LONG_FIRST else len(_LONG_FIRST)
+
+    items[:] = sorted(items, key=rank)  # stable: the collection's order within each rank
+
     def case(item):
         callspec = getattr(item, "callspec", None)
         return callspec.params.get("name") if callspec else None
