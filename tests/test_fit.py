@@ -7,6 +7,7 @@ mean-reduced loss by the example count again.
 """
 
 import csv
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -44,14 +45,21 @@ class Shuffled:
 def run_fit(tmp_path=None, name="run", epochs=3, *, log=None, plot=False, resume=False, resume_command=None,
             callbacks=(), train_data=None, **kwargs):
     """`fit` of the small model, with a `Run` in ``tmp_path / name`` when given and the default callbacks."""
-    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    model, optimizer, train_step, eval_step = small_setup()
     state = jaxdl.create_train_state(model, optimizer, 0, (8, 4))
     kwargs.setdefault("validation_data", VALIDATION)
     run = None if tmp_path is None else jaxdl.Run(tmp_path / name, resume=resume)
     callbacks = [*callbacks, *jaxdl.default_callbacks(run, log=log, plot=plot, resume_command=resume_command)]
-    return jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), state,
-                     Shuffled() if train_data is None else train_data, epochs=epochs, run=run, callbacks=callbacks,
-                     **kwargs)
+    return jaxdl.fit(train_step, state, Shuffled() if train_data is None else train_data, epochs=epochs,
+                     eval_step=eval_step, run=run, callbacks=callbacks, **kwargs)
+
+
+@functools.cache
+def small_setup():
+    """(model, optimizer, train step, eval step) of `run_fit`, built once: its runs reuse the
+    compiled steps, as a user's repeated `fit` calls with the same steps do."""
+    model, optimizer = small_model(), jaxdl.Adam(1e-2)
+    return model, optimizer, jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), jaxdl.make_eval_step(model)
 
 
 def assert_same_tree(a, b):
