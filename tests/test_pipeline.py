@@ -364,14 +364,18 @@ class InterruptAfter(Callback):
             raise KeyboardInterrupt
 
 
+TRAIN_STEP = jaxdl.make_train_step(MODEL, jaxdl.cross_entropy, OPTIMIZER)  # shared by the runs: compiled once
+EVAL_STEP = jaxdl.make_eval_step(MODEL)
+
+
 def run_fit(output_dir, *, resume=False, callbacks=(), every=EVERY, log=None, batch_size=8):
     train = pipeline.EpochBatches(TRAIN_IMAGES, TRAIN_LABELS, batch_size, seed=7, shuffle=True, max_shift=1,
                                   drop_remainder=True)
     validation = pipeline.EpochBatches(TRAIN_IMAGES[:16], TRAIN_LABELS[:16], 8)
     state = jaxdl.create_train_state(MODEL, OPTIMIZER, 0, (8, 1, 6, 6))
     run = jaxdl.Run(output_dir, resume=resume, checkpoint_every_steps=every)
-    return jaxdl.fit(jaxdl.make_train_step(MODEL, jaxdl.cross_entropy, OPTIMIZER), state, train, epochs=EPOCHS,
-                     validation_data=validation, run=run, log_every=1,
+    return jaxdl.fit(TRAIN_STEP, state, train, epochs=EPOCHS, eval_step=EVAL_STEP, validation_data=validation,
+                     run=run, log_every=1,
                      callbacks=[*callbacks, *jaxdl.default_callbacks(run, log=log, plot=False,
                                                                      resume_command="train --resume")])
 
