@@ -43,8 +43,7 @@ REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny():
-    model, optimizer = jaxdl.Serial(jaxdl.FullyConnected(2), jaxdl.SoftMax()), jaxdl.Sgd(0.1)
-    return model, optimizer, jaxdl.create_train_state(model, optimizer, 0, (8, 4))
+    return TINY_MODEL, TINY_OPTIMIZER, jaxdl.create_train_state(TINY_MODEL, TINY_OPTIMIZER, 0, (8, 4))
 
 
 class NotTrained:
@@ -58,10 +57,13 @@ class NotTrained:
 
 def fit(output_dir, train_data=None, callbacks=(), **run_options):
     """`jaxdl.fit` of a tiny model into ``jaxdl.Run(output_dir, **run_options)``, silent."""
-    model, optimizer, state = tiny()
-    return jaxdl.fit(jaxdl.make_train_step(model, jaxdl.cross_entropy, optimizer), state,
-                     train_data or NotTrained(), epochs=1, run=jaxdl.Run(output_dir, **run_options),
+    _, _, state = tiny()
+    return jaxdl.fit(TINY_STEP, state, train_data or NotTrained(), epochs=1, run=jaxdl.Run(output_dir, **run_options),
                      callbacks=list(callbacks))
+
+
+TINY_MODEL, TINY_OPTIMIZER = jaxdl.Serial(jaxdl.FullyConnected(2), jaxdl.SoftMax()), jaxdl.Sgd(0.1)
+TINY_STEP = jaxdl.make_train_step(TINY_MODEL, jaxdl.cross_entropy, TINY_OPTIMIZER)  # `fit`'s runs compile it once
 
 
 @contextlib.contextmanager
