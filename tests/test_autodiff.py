@@ -24,9 +24,12 @@ trivially zero.
 
 Shared work: each (case, dtype) sets up and compiles its fast-path programs once per process
 (`fast_setup`, `jitted_jvp`; tests/conftest.py runs a case's tests one after the other), the
-float32 JVP test reuses the float64 test's compiled JVP, and a plain-paths program is compiled
-only when it differs from the fast one (`plain_paths_result`): where the traced programs are
-the same, so would be their results, and the comparison could not fail.
+float32 JVP test reuses the float64 test's compiled JVP, the finite differences of the float64
+JVP and HVP tests take the outputs and gradients at the shifted points from the primal outputs
+of the compiled JVP and HVP programs (no program of their own; the arithmetic in NumPy), and a
+plain-paths program is compiled only when it differs from the fast one (`plain_paths_result`):
+where the traced programs are the same, so would be their results, and the comparison could
+not fail.
 """
 
 import contextlib
@@ -95,7 +98,16 @@ def jitted_jvp(layer, shape, dtype):
 
 
 def _hvp_function(scalar):
-    return jax.jit(lambda p, d: jax.jvp(jax.grad(scalar, argnums=(0, 1)), p, d)[1])
+    """The jitted ``(primals, directions) -> (gradient, Hessian-vector product)``: the finite
+    differences of the float64 test take the gradient at shifted points from the same compiled
+    program."""
+    return jax.jit(lambda p, d: jax.jvp(jax.grad(scalar, argnums=(0, 1)), p, d))
+
+
+def _shifted(primals, directions, step: float):
+    """``primals + step * directions``, leaf by leaf, computed in NumPy (eager jnp would compile
+    a program per leaf shape)."""
+    return jax.tree.map(lambda p, d: jnp.asarray(np.asarray(p) + step * np.asarray(d)), primals, directions)
 
 
 def _hessian_function(scalar):
@@ -127,8 +139,12 @@ def test_jvp_matches_finite_differences(name, layer, shape, dtype):
     y, tangent = jitted_jvp(layer, shape, dtype)(primals, directions)
     if dtype == jnp.float64:
         eps = 1e-6
-        shifted = jax.jit(lambda sign: outputs(*jax.tree.map(lambda p, d: p + sign * eps * d, primals, directions)))
-        assert_trees_close(tangent, (shifted(1.0) - shifted(-1.0)) / (2 * eps), 1e-5, 1e-6, err_msg="jvp vs finite differences")
+        # the outputs at p +- eps d from the compiled JVP's primal output; the shifts and the
+        # differences in NumPy (eager jnp would compile a program per leaf shape)
+        shifted = [np.asarray(jitted_jvp(layer, shape, dtype)(_shifted(primals, directions, sign * eps), directions)[0])
+                   for sign in (1, -1)]
+        differences = (shifted[0] - shifted[1]) / (2 * eps)
+        assert_trees_close(tangent, jnp.asarray(differences), 1e-5, 1e-6, err_msg="jvp vs finite differences")
         return
     y64, tangent64 = jitted_jvp(layer, shape, jnp.float64)(to_float64(primals), to_float64(directions))
     assert_trees_close(to_float64(y), y64, *FLOAT32_VALUE_TOL, err_msg="outputs vs float64")
@@ -140,14 +156,15 @@ def test_jvp_matches_finite_differences(name, layer, shape, dtype):
 def test_hessian_vector_product_equals_the_plain_paths(name, layer, shape, dtype):
     _, scalar, primals, directions = fast_setup(layer, shape, dtype)
     hvp_function = _hvp_function(scalar)
-    hvp = hvp_function(primals, directions)
-    reference = plain_paths_result(_hvp_function, layer, shape, dtype, (primals, directions), hvp_function, hvp)
+    result = hvp_function(primals, directions)
+    hvp = result[1]
+    reference = plain_paths_result(_hvp_function, layer, shape, dtype, (primals, directions), hvp_function, result)[1]
     assert_trees_close(hvp, reference, *SAME_MATH_TOL[dtype], scale="tree", err_msg="HVP vs plain paths")
     if dtype == jnp.float64:  # and against central differences of the gradient
         eps = 1e-5
-        grad = jax.jit(jax.grad(scalar, argnums=(0, 1)))
-        shifted = [grad(*jax.tree.map(lambda p, d, s=sign: p + s * eps * d, primals, directions)) for sign in (1, -1)]
-        differences = jax.tree.map(lambda a, b: (a - b) / (2 * eps), *shifted)
+        # the gradients at p +- eps d from the same compiled program; the differences in NumPy
+        shifted = [hvp_function(_shifted(primals, directions, sign * eps), directions)[0] for sign in (1, -1)]
+        differences = jax.tree.map(lambda a, b: jnp.asarray((np.asarray(a) - np.asarray(b)) / (2 * eps)), *shifted)
         assert_trees_close(hvp, differences, 1e-5, 1e-6, scale="tree", err_msg="HVP vs finite differences")
 
 
