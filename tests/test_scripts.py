@@ -12,7 +12,7 @@ tests/test_data_parallel.py and tests/test_multiprocess.py, not here.
 
 Small data: the scripts read MNIST from tensorflow-datasets' prepared data, which
 `jaxdl.datasets.mnist.prepare_mnist` files under a key of the source files' sha256s. The
-`user_dir` fixture prepares a tiny MNIST-format set instead (`synthetic_digits`: 400 training
+`user_cache` fixture prepares a tiny MNIST-format set instead (`synthetic_digits`: 400 training
 and 100 test images, learnable in a few steps) and files it under the key of the canonical
 files in data/mnist, in the run's own ``JAXDL_CACHE_DIR``: the scripts check the real files
 and load the tiny set, with the command lines users type. (Preparing the real MNIST is
@@ -123,6 +123,16 @@ def test_every_documented_command_is_run():
     assert not stale, f"DOCUMENTED_COMMANDS has commands no page shows any more: {stale}"
 
 
+def test_every_documented_command_is_in_one_chain():
+    """`COMMAND_CHAINS` runs every command of `DOCUMENTED_COMMANDS` but the `HELP` ones, each once,
+    in the table's order within its chain."""
+    runs = [command for command, run in DOCUMENTED_COMMANDS.items() if run != HELP]
+    chained = [command for commands, _ in COMMAND_CHAINS.values() for command in commands]
+    assert sorted(chained) == sorted(runs), f"chained {chained}, documented runs {runs}"
+    for commands, _ in COMMAND_CHAINS.values():
+        assert list(commands) == sorted(commands, key=runs.index), commands
+
+
 def test_make_train_is_the_script():
     """``make train ARGS="X"`` runs ``python scripts/train_lenet.py X`` (dry run; the
     environment's installation is not remade)."""
@@ -185,33 +195,54 @@ def seed_tiny_mnist(cache_dir: pathlib.Path, files_dir: pathlib.Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def user_dir(tmp_path_factory):
-    """(a user's working directory, its JAXDL_CACHE_DIR holding the tiny MNIST)."""
+def user_cache(tmp_path_factory):
+    """A user's JAXDL_CACHE_DIR holding the tiny MNIST (one per xdist worker)."""
     root = tmp_path_factory.mktemp("user")
     cache = root / "jaxdl_cache"
     seed_tiny_mnist(cache / "tensorflow_datasets", root / "tiny_mnist_files")
-    work = root / "work"
-    work.mkdir()
-    return work, cache
+    return cache
 
 
-def test_every_documented_command_runs_on_small_data(user_dir):
-    """The documented commands, in order, in one working directory (runs/ is relative to it)."""
-    work, cache = user_dir
-    for command, run in DOCUMENTED_COMMANDS.items():
-        if run == HELP:
-            continue
-        appended, expected = run
+#: The non-`HELP` commands of `DOCUMENTED_COMMANDS` in independent chains: {chain: (its commands, in
+#: the table's order; the runs/ directories they must leave, with the files each must hold)}.
+#: A chain's later commands read what its first wrote (``--resume``, evaluate_lenet.py), so a
+#: chain runs in order in one working directory; chains share nothing but the worker's
+#: ``JAXDL_CACHE_DIR`` (`user_cache`), so xdist can run them side by side.
+COMMAND_CHAINS = {
+    "lenet": (("python scripts/train_lenet.py", "python scripts/train_lenet.py --resume",
+               "python scripts/evaluate_lenet.py"),
+              {"lenet": {"metrics.csv", "metrics.png", "checkpoints", "misclassified.png"}}),
+    "quick": (("python scripts/train_lenet.py --epochs 4 --learning-rate 6e-3 --output-dir runs/quick",),
+              {"quick": {"metrics.csv", "metrics.png", "checkpoints"}}),
+    "lenet_bf16": (("python scripts/train_lenet.py --compute-dtype bfloat16 --output-dir runs/lenet_bf16",
+                    "python scripts/train_lenet.py --resume --compute-dtype float32 --output-dir runs/lenet_bf16",
+                    "python scripts/evaluate_lenet.py runs/lenet_bf16"),
+                   {"lenet_bf16": {"metrics.csv", "metrics.png", "checkpoints", "misclassified.png"}}),
+    "char_lm": (("python scripts/train_char_lm.py",), {}),
+    "char_lm_transformer": (("python scripts/train_char_lm.py --model transformer",), {}),
+    "resnet": (("python scripts/train_resnet.py",), {}),
+    "sequence": (("python scripts/train_sequence.py",), {}),
+}
+
+
+@pytest.mark.parametrize("chain", COMMAND_CHAINS)
+def test_every_documented_command_runs_on_small_data(chain, user_cache, tmp_path):
+    """The documented commands of one chain, in order, in a new working directory (runs/ is
+    relative to it). The chains of one xdist worker share its ``JAXDL_CACHE_DIR`` (the tiny
+    MNIST and JAX's compiled programs), as a user's commands share the default one: a command
+    may find a program compiled by another chain's command, as a user's second command finds
+    the first one's."""
+    commands, outputs = COMMAND_CHAINS[chain]
+    for command in commands:
+        appended, expected = DOCUMENTED_COMMANDS[command]
         words = shlex.split(command)
         assert words[:2] == ["python", words[1]] and words[1].startswith("scripts/"), command
-        result = run_plain([ROOT / words[1], *words[2:], *appended], cwd=work, cache_dir=cache, timeout=300)
+        result = run_plain([ROOT / words[1], *words[2:], *appended], cwd=tmp_path, cache_dir=user_cache, timeout=300)
         assert result.returncode == 0, f"{command} (small: {' '.join(appended)}):\n{described(result)}"
         for line in expected:
             assert line in result.stdout, f"{command}: {line!r} not printed:\n{described(result)}"
-    for run in ("lenet", "quick", "lenet_bf16"):
-        assert {"metrics.csv", "metrics.png", "checkpoints"} <= {path.name for path in (work / "runs" / run).iterdir()}
-    assert (work / "runs" / "lenet" / "misclassified.png").is_file()
-    assert (work / "runs" / "lenet_bf16" / "misclassified.png").is_file()
+    for run, files in outputs.items():
+        assert files <= {path.name for path in (tmp_path / "runs" / run).iterdir()}, run
 
 
 # ------------------------------------------------------------------ options and inputs that must fail clearly
