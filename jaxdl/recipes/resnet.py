@@ -34,10 +34,11 @@ CHANNELS = (16, 32, 64)
 
 
 def _conv(channels: int, size: int, stride: int = 1) -> Conv:
-    # fast_paths=False: on this model jaxdl's CPU fast conv path (tuned for LeNet's 5x5 stride-1
-    # convolutions) trained 3.6x slower than plain lax.conv (benchmarks/RESULTS_models.md).
+    # The CPU fast paths as the library chooses them from the shapes (`jaxdl.kernels.conv.cpu_path`:
+    # the stem's one input channel at stride 1 only; the step equals plain lax.conv's speed,
+    # benchmarks/RESULTS_models.md, 2026-12-07).
     return Conv(channels, (size, size), stride=stride, padding="same", weights_initializer=He(),
-                bias_initializer=Constant(0.0), fast_paths=False)
+                bias_initializer=Constant(0.0))
 
 
 def residual_block(in_channels: int, channels: int, stride: int = 1) -> Serial:
