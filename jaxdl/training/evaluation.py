@@ -15,12 +15,15 @@ from jaxdl.layers.recurrent.memory import memory_for_batch, reset_memory
 from jaxdl.losses import binary_threshold, correct_predictions, is_classification_loss, per_example_losses
 from jaxdl.training.data import as_batch
 from jaxdl.training.parallel import global_rows, shard_batch
-from jaxdl.validation import as_labels, check_labels_for_outputs
+from jaxdl.validation import as_labels, check_labels_for_outputs, without_value_checks
 
 
+# The jitted helpers below run without the losses' checkify checks (labels are checked on the
+# host first): with them, each call would take JAX's slow dispatch (`without_value_checks`).
 @functools.partial(jax.jit, static_argnums=2)
 def _correct_count(outputs, labels, threshold: float):
-    return jnp.sum(correct_predictions(outputs, labels, threshold=threshold), dtype=jnp.int32)
+    correct = without_value_checks(lambda o, l: correct_predictions(o, l, threshold=threshold))(outputs, labels)
+    return jnp.sum(correct, dtype=jnp.int32)
 
 
 def _positions(outputs, labels) -> int:
@@ -36,7 +39,7 @@ def _positions_for(outputs: jax.ShapeDtypeStruct, labels: jax.ShapeDtypeStruct) 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _summed_example_losses(loss_fn, outputs, labels):
-    return jnp.sum(per_example_losses(loss_fn, outputs, labels))
+    return jnp.sum(without_value_checks(functools.partial(per_example_losses, loss_fn))(outputs, labels))
 
 
 #: Names a metric of the caller's cannot have (`evaluate`'s own results).
@@ -69,7 +72,7 @@ def check_metrics(metrics, where: str) -> dict[str, Callable]:
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _summed_metric(name: str, function: Callable, outputs, labels):
-    values = jnp.asarray(function(outputs, labels))
+    values = jnp.asarray(without_value_checks(function)(outputs, labels))
     if values.ndim == 0 or values.shape[0] != outputs.shape[0]:
         raise ValueError(f"evaluate: metric {name!r} must return one value per example (shape ({outputs.shape[0]}, "
                          f"...) for a batch of {outputs.shape[0]}), got shape {tuple(values.shape)}.")
