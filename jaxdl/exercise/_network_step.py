@@ -40,6 +40,7 @@ from jaxdl.core import Layer
 from jaxdl.exercise._engine import DTYPE, select_regularized
 from jaxdl.exercise.loss import course_cross_entropy
 from jaxdl.training import TrainState, make_train_step
+from jaxdl.validation import without_value_checks
 
 __all__ = ["LayerChain", "LayerRegularizers", "PerLayerState", "compiled_step", "per_layer"]
 
@@ -154,7 +155,9 @@ def compiled_step(fns: tuple, optimizers: tuple, regularizers: tuple) -> Callabl
     transformation = per_layer(optimizers)
     regularizer = None if all(entry is None for entry in regularizers) else LayerRegularizers(regularizers)
     optimizer = core_optimizers.Optimizer(transformation.init, transformation.update, regularizer)
-    core_step = make_train_step(LayerChain(fns), course_cross_entropy, optimizer, jit=False)
+    # Without the loss's checkify checks: nobody checkifies this step, and as JAX effects they
+    # would send every call through JAX's slow dispatch (`jaxdl.validation.without_value_checks`).
+    core_step = without_value_checks(make_train_step(LayerChain(fns), course_cross_entropy, optimizer, jit=False))
 
     @jax.jit
     def step(params, extras, opt_states, x, labels):
