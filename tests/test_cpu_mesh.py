@@ -186,6 +186,18 @@ def test_a_call_whose_dispatch_blocks_is_watched_and_its_first_call_may_compile(
     assert len(reports) == 1 and "call 2 of the mesh train step" in reports[0]
 
 
+def test_the_polling_thread_is_stopped_at_exit_before_the_interpreter_finalizes(monkeypatch):
+    """A daemon thread caught in `is_ready` while the interpreter finalizes is unwound through C++
+    frames, which aborted a completed two-process run at exit ("FATAL: exception not rethrown")."""
+    registered = []
+    monkeypatch.setattr(watchdog.atexit, "register", registered.append)
+    dog = watchdog.StallWatchdog(60.0, report=lambda message: None)
+    register(dog, "train step", FakeOutput(ready=True))
+    assert dog._thread.is_alive() and registered == [dog.stop]  # the exit handler
+    dog.stop()
+    assert not dog._thread.is_alive()
+
+
 def test_finish_keeps_arrays_and_an_exception_ends_the_watch(monkeypatch):
     import jax.numpy as jnp
 

@@ -22,6 +22,7 @@ Conventions:
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import dataclasses
@@ -99,6 +100,7 @@ class StallWatchdog:
         self._lock = threading.Lock()
         self._counts: collections.Counter = collections.Counter()
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     def start(self, what: str, mesh, *, compiles: bool = False) -> _Call:
         """Registers a call of the step ``what`` on ``mesh`` that is about to be dispatched.
@@ -114,6 +116,12 @@ class StallWatchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, name="jaxdl-stall-watchdog", daemon=True)
                 self._thread.start()
+                # Stopped before the interpreter finalizes (and before jax.distributed's own exit
+                # handler, registered earlier, shuts the client down): a daemon thread caught in
+                # is_ready() there is unwound through C++ frames, which aborts the process
+                # ("terminate called ... FATAL: exception not rethrown", seen after a completed
+                # two-process run, 2026-12-07).
+                atexit.register(self.stop)
         return call
 
     def finish(self, call: _Call, outputs) -> None:
@@ -144,9 +152,15 @@ class StallWatchdog:
             self._calls.clear()
         self._report(_message(oldest, self.timeout))
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ends the polling thread and waits up to ``timeout`` seconds for it (run at exit)."""
+        self._stopped.set()
+        thread = self._thread
+        if isinstance(thread, threading.Thread) and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _watch(self) -> None:
-        while True:
-            time.sleep(POLL_SECONDS)
+        while not self._stopped.wait(POLL_SECONDS):
             self.check()
 
 
