@@ -149,7 +149,7 @@ def test_command_line_outputs_and_final_line(cli_run, capsys):
 
     # A second run in the same directory must not overwrite it by accident.
     assert train_script.main(["--epochs", "1", "--output-dir", str(out), "--no-progress"]) == 2
-    assert "resume" in capsys.readouterr().err
+    assert "Continue that run with --resume, start it anew with --overwrite" in capsys.readouterr().err
     # --resume takes the stored hyperparameters and refuses changed ones.
     assert train_script.main(["--resume", "--shift", "0", "--output-dir", str(out), "--no-progress"]) == 2
     assert "shift: run has 2, now 0" in capsys.readouterr().err
@@ -164,7 +164,9 @@ def test_a_directory_with_other_files_is_refused_unless_overwrite_is_asked_for(d
     options = ["--epochs", "1", "--batch-size", "16", "--validation-size", "20", "--output-dir", str(out),
                "--no-progress"]
     assert train_script.main(options) == 2
-    assert "metrics.csv" in capsys.readouterr().err and (out / "metrics.csv").read_text().startswith("epoch,train")
+    err = capsys.readouterr().err
+    assert "metrics.csv" in err and "Pass --overwrite to write the run there" in err
+    assert (out / "metrics.csv").read_text().startswith("epoch,train")
     assert train_script.main([*options, "--overwrite", "--resume"]) == 2
     assert "choose one of them" in capsys.readouterr().err
     assert train_script.main([*options, "--overwrite"]) == 0

@@ -21,7 +21,18 @@ class CheckpointMismatchError(CheckpointError):
 class RunDirectoryError(ValueError):
     """A training run's output directory does not fit the request: it holds a run (without
     ``resume``), no checkpoint to resume, files that are not a jaxdl run's (without
-    ``overwrite``), is a file, cannot be written, or another run is writing into it."""
+    ``overwrite``), is a file, cannot be written, or another run is writing into it.
+
+    Attributes:
+        remedy: what would fit, when the request can change to fit: "resume_or_overwrite" (the
+            directory holds a run), "overwrite" (files that are not a run's), "start_anew"
+            (``resume`` but nothing to resume); None otherwise. A command line phrases it in
+            its own options (`jaxdl.recipes.cli.report_error`).
+    """
+
+    def __init__(self, message: str, *, remedy: str | None = None):
+        super().__init__(message)
+        self.remedy = remedy
 
 
 class StorageError(OSError):

@@ -116,13 +116,21 @@ def path(text: str) -> str:
 #: Advice for an error about a config field (a `ConfigError`'s ``option``), in the scripts' options.
 OPTION_ADVICE = {"data_dir": "Point --data-dir at a directory with the four canonical files, or pass --download."}
 
+#: What a command line says for a `jaxdl.checkpoint.RunDirectoryError`'s ``remedy``.
+RUN_DIRECTORY_ADVICE = {
+    "resume_or_overwrite": "Continue that run with --resume, start it anew with --overwrite, or pass another "
+                           "--output-dir.",
+    "overwrite": "Pass --overwrite to write the run there (other files are left as they are), or another --output-dir.",
+    "start_anew": "Start without --resume.",
+}
+
 
 def report_error(script: str, error: BaseException | str) -> None:
     """Prints ``<script>: error: <error>`` to stderr, as argparse words its own errors, then
-    the advice the error's facts call for (``option``: `OPTION_ADVICE`; ``run_dir``: the
-    command that resumes that run)."""
+    the advice the error's facts call for (``option``: `OPTION_ADVICE`; a run directory's
+    ``remedy``: `RUN_DIRECTORY_ADVICE`; ``run_dir``: the command that resumes that run)."""
     print(f"{script}: error: {error}", file=sys.stderr)
-    advice = OPTION_ADVICE.get(getattr(error, "option", None))
+    advice = OPTION_ADVICE.get(getattr(error, "option", None)) or RUN_DIRECTORY_ADVICE.get(getattr(error, "remedy", None))
     if advice:
         print(advice, file=sys.stderr)
     run_dir = getattr(error, "run_dir", None)

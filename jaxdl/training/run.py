@@ -98,12 +98,13 @@ def check_run_directory(run: Run) -> None:
     latest = resume_checkpoint_dir(run.output_dir)
     if run.resume and latest is None:
         raise RunDirectoryError(f"fit: resume=True but {run.checkpoints} holds no checkpoint (no epoch was "
-                                f"committed); start without resume.")
+                                f"committed); start without resume.", remedy="start_anew")
     if run.resume or run.overwrite:
         return
     if latest is not None:
         raise RunDirectoryError(f"fit: {run.output_dir} already holds a run (checkpoints/{latest.name}); resume it "
-                                f"(resume=True), start it anew (overwrite=True) or choose another output directory.")
+                                f"(resume=True), start it anew (overwrite=True) or choose another output directory.",
+                                remedy="resume_or_overwrite")
     metrics = [name for name in run_directory.METRICS_FILES if (run.output_dir / name).exists()]
     others = sorted(run_directory.foreign_entries(run.output_dir) + metrics)
     if others:
@@ -112,7 +113,7 @@ def check_run_directory(run: Run) -> None:
         raise RunDirectoryError(
             f"fit: {run.output_dir} holds files that are not a jaxdl run's ({shown}{note}); choose another output "
             f"directory, or pass overwrite=True to write the run there (files a run does not write are left as "
-            f"they are; metrics.csv and metrics.png are replaced).")
+            f"they are; metrics.csv and metrics.png are replaced).", remedy="overwrite")
 
 
 def _as_path(output_dir) -> pathlib.Path:
