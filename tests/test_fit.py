@@ -376,7 +376,7 @@ def test_a_step_of_ones_own_needs_its_model_and_loss_only_for_what_uses_them():
     def own_step(train_state, x, labels):  # a user's step: no attributes
         return made(train_state, x, labels)
 
-    trained = jaxdl.fit(own_step, state, BATCHES, epochs=1, best_metric=None, callbacks=[])
+    trained = jaxdl.fit(own_step, state, BATCHES, epochs=1, callbacks=[])  # no validation: no loss_fn needed
     assert_same_tree(trained.train_state, jaxdl.fit(made, state, BATCHES, epochs=1, callbacks=[]).train_state)
     with pytest.raises(TypeError, match="fit: train_step has no 'loss_fn' attribute, which validation needs"):
         jaxdl.fit(own_step, state, BATCHES, epochs=1, validation_data=VALIDATION, callbacks=[])

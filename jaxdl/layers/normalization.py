@@ -12,11 +12,6 @@ from jaxdl.precision import at_least_float32
 from jaxdl.validation import in_interval, real_number
 
 
-def reduction_axes(ndim: int) -> tuple[int, ...]:
-    """Axes averaged over: the batch and every axis after the channel axis 1."""
-    return (0,) + tuple(range(2, ndim))
-
-
 def channels_last(x):
     """(batch, channels, ...) -> (batch, ..., channels): where `BatchNormalization` computes.
 
@@ -33,15 +28,6 @@ def channels_last(x):
 def channels_first(x):
     """The inverse of `channels_last`: (batch, ..., channels) -> (batch, channels, ...)."""
     return jnp.moveaxis(x, -1, 1)
-
-
-def batch_moments(x) -> tuple:
-    """Per-channel mean and biased variance of x (channels on axis 1), in float32 or wider.
-
-    Two passes (the mean, then the mean of squared deviations), computed channels-last
-    (`channels_last`).
-    """
-    return _moments_last(channels_last(x.astype(at_least_float32(x.dtype))))
 
 
 def _moments_last(x) -> tuple:

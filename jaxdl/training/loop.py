@@ -198,7 +198,7 @@ def fit(train_step: Callable, train_state: TrainState, train_data, *, epochs: in
                         f"{type(run).__name__} {run!r}.")
     callbacks = _check_callbacks(default_callbacks(run) if callbacks is None else callbacks)
     metrics = check_metrics(metrics, "fit")
-    loss_fn = _step_attribute(train_step, "loss_fn", validation_data is not None or best_metric == "auto")
+    loss_fn = _step_attribute(train_step, "loss_fn", validation_data is not None)
     model = getattr(train_step, "model", None)
     mesh = getattr(train_step, "mesh", None)
     if validation_data is not None and eval_step is None:
@@ -453,9 +453,9 @@ def _step_attribute(train_step, name: str, needed: bool):
     """``train_step.<name>`` (``model`` or ``loss_fn``, which `jaxdl.make_train_step` sets); an error when needed and missing."""
     value = getattr(train_step, name, None)
     if value is None and needed:
+        alternative = " (or pass eval_step=, e.g. jaxdl.make_eval_step(model))" if name == "model" else ""
         raise TypeError(f"fit: train_step has no {name!r} attribute, which validation needs (the steps of "
-                        f"jaxdl.make_train_step have one); set train_step.{name}, or pass eval_step= and "
-                        f"best_metric= yourself.")
+                        f"jaxdl.make_train_step have one); set train_step.{name}{alternative}.")
     return value
 
 
