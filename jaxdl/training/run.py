@@ -77,10 +77,6 @@ class Run:
         """The run's checkpoint directory, ``output_dir / "checkpoints"``."""
         return self.output_dir / run_directory.CHECKPOINTS
 
-    def checkpoint_dir(self, which: str = "last") -> pathlib.Path | None:
-        """The step directory of the run's ``"last"`` or ``"best"`` checkpoint, or None without one."""
-        return find_step_dir(self.checkpoints, which)
-
 
 def resume_checkpoint_dir(output_dir) -> pathlib.Path | None:
     """The step directory ``fit(..., run=Run(output_dir, resume=True))`` continues from (the
