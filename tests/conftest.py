@@ -2,23 +2,26 @@
 
 * 64-bit floats are enabled so finite-difference checks are meaningful; float32 paths are
   tested by passing float32 arrays and ``dtype=jnp.float32`` explicitly.
-* XLA compiles without its backend optimizations (``--xla_backend_optimization_level=0``):
-  the tests run thousands of tiny programs once each, where compilation dominates, and this
-  halves the suite's time. Speed is measured by the scripts in benchmarks/, never here.
+* XLA compiles without its backend optimizations (``--xla_backend_optimization_level=0``)
+  and without XLA:CPU's MLIR fusion emitters (``--xla_cpu_use_fusion_emitters=false``, where
+  the jaxlib knows the flag): the tests run thousands of tiny programs once each, where
+  compilation dominates; the first flag halves the suite's time, the second halves the
+  compilation that remains. Speed is measured by the scripts in benchmarks/, never here.
 
-What the flag changes: how XLA's CPU backend (LLVM) turns each program into machine code,
-never which program runs; results are the same up to float rounding, with one exception
+What the flags change: how XLA's CPU backend turns each program into machine code, never
+which program runs; results are the same up to float rounding, with one exception
 seen (2026-12-07, jaxlib 0.10.2): at this level the float32 gradient of ``jnp.max(x, axis)``
 held ``-inf`` where ``x`` was drawn inside the same jit, which the default level computes
 correctly (`GlobalMaxPooling` uses argmax and ``take_along_axis`` since). So a test here can
 fail where users would not, and a program the default level gets wrong is caught only where
-the paths below run it at JAX's defaults (the float32 subprocess of test_float32.py inherits
-this flag). jaxdl reads ``XLA_FLAGS`` in
+the paths below run it at JAX's defaults, among them the float32 subprocess of
+test_float32.py, which runs every registry layer (outputs, state and gradients) and every
+training case compiled as users compile them. jaxdl reads ``XLA_FLAGS`` in
 two places. `jaxdl.training.state.init_compiler_options` keeps an optimization level set
-there, so under this flag `create_train_state` compiles its initialization without compiler
+there, so under these flags `create_train_state` compiles its initialization without compiler
 options of its own; with JAX's defaults it passes them, which JAX allows only on a top-level
 ``jax.jit`` (the suite once hid exactly that failure, issue 20). `jaxdl.mesh.cpu`
-adds collective timeouts unless ``XLA_FLAGS`` sets them (this flag sets none). So every path
+adds collective timeouts unless ``XLA_FLAGS`` sets them (these flags set none). So every path
 that depends on the flags also runs without them: the tests that start a plain interpreter
 (tests/plain_python.py) run the scripts, the documented commands, the README's and the
 documentation's examples and `create_train_state` under ``jax.jit``/``jax.eval_shape`` with
@@ -29,10 +32,34 @@ x64 is the same: those children run without it, as users do.
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
-os.environ["XLA_FLAGS"] = " ".join(
-    filter(None, [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"]))
+#: Compiles without XLA:CPU's MLIR fusion emitters (the older elemental emitter writes each
+#: fusion's loops instead): the suite's backend compile time halves again (an autodiff +
+#: float32 subset: 104 -> 43 s of compilation, 144 -> 80 s of wall on one worker,
+#: 2026-12-07, jaxlib 0.10.2). Used only where this jaxlib knows the flag (an unknown flag in
+#: ``XLA_FLAGS`` aborts the process), probed once by the controller; the workers inherit the
+#: result through ``XLA_FLAGS``.
+_NO_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+_PROBED_ENV = "JAXDL_TEST_XLA_FLAGS_PROBED"
+
+
+def _xla_accepts(flag: str) -> bool:
+    """Whether a plain interpreter with ``flag`` in ``XLA_FLAGS`` compiles and runs a program."""
+    probe = "import jax; jax.jit(lambda x: x + 1)(1.0).block_until_ready()"
+    result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "XLA_FLAGS": flag},
+                            capture_output=True, timeout=120)
+    return result.returncode == 0
+
+
+if _PROBED_ENV not in os.environ:  # the controller (or a run without xdist)
+    os.environ[_PROBED_ENV] = "1"
+    _flags = [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"]
+    if _xla_accepts(_NO_FUSION_EMITTERS):
+        _flags.append(_NO_FUSION_EMITTERS)
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, _flags))
 
 import jax  # noqa: E402  (after XLA_FLAGS is set)
 

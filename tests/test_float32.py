@@ -9,7 +9,8 @@
   One subprocess with x64 off runs, for every registry layer (outputs, new state and
   gradients, evaluation and training mode) and every training case (one step), the same
   jitted float32 computation as this process, with the default dtypes everywhere and JAX's
-  "float64 is not available, truncated to float32" warning turned into an error. The results
+  "float64 is not available, truncated to float32" warning turned into an error, compiled as
+  users compile it (without the suite's ``XLA_FLAGS``, tests/conftest.py). The results
   must be float32 and equal this process's float32 results within a few ulps. The subprocess
   starts (and imports JAX) with this module's first test and computes the cases this process
   asks for, one at a time: a test asks for its case, computes the x64-on result while the
@@ -168,6 +169,14 @@ test_float32._x64_off_main(sys.argv[1])
 """
 
 
+def _x64_off_environment() -> dict:
+    """The subprocess's environment: x64 off and JAX's default compilation (without the suite's
+    ``XLA_FLAGS``, conftest.py), so every registry layer also runs, in float32, through the
+    code XLA generates for users."""
+    environment = {name: value for name, value in os.environ.items() if name != "XLA_FLAGS"}
+    return {**environment, "JAX_ENABLE_X64": "0"}
+
+
 class _X64OffRun:
     """The subprocess (started once per module): `ask` for a case, then `case` waits for its
     results."""
@@ -180,7 +189,7 @@ class _X64OffRun:
         self.deadline = time.monotonic() + self.TIMEOUT
         self.log = open(directory / "output.txt", "w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(directory)], env={**os.environ, "JAX_ENABLE_X64": "0"},
+            [sys.executable, "-c", _CHILD, str(directory)], env=_x64_off_environment(),
             stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, text=True)
 
     def ask(self, case: str) -> None:
