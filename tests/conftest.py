@@ -49,8 +49,11 @@ _PROBED_ENV = "JAXDL_TEST_XLA_FLAGS_PROBED"
 def _xla_accepts(flag: str) -> bool:
     """Whether a plain interpreter with ``flag`` in ``XLA_FLAGS`` compiles and runs a program."""
     probe = "import jax; jax.jit(lambda x: x + 1)(1.0).block_until_ready()"
-    result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "XLA_FLAGS": flag},
-                            capture_output=True, timeout=120)
+    try:
+        result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "XLA_FLAGS": flag},
+                                capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return False
     return result.returncode == 0
 
 
