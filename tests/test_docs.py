@@ -64,15 +64,16 @@ def python_blocks(page: pathlib.Path) -> list[tuple[int, str]]:
     return blocks
 
 
-def run_page(page: pathlib.Path) -> dict:
-    """Executes the page's python blocks in order in one new module; returns its namespace.
+def run_page(page: pathlib.Path, blocks: list[tuple[int, str]] | None = None) -> dict:
+    """Executes the page's python blocks (or ``blocks`` of it) in order in one new module;
+    returns its namespace.
 
     The module is registered in `sys.modules` (as dataclasses need). Each block is compiled
     with the page's path and its line numbers, so a traceback points into the Markdown file.
     """
     module = types.ModuleType("docs_page_" + re.sub(r"\W", "_", str(page.relative_to(DOCS))))
     sys.modules[module.__name__] = module  # dataclasses look their module up there
-    for line, code in python_blocks(page):
+    for line, code in python_blocks(page) if blocks is None else blocks:
         exec(compile("\n" * (line - 1) + code, str(page.relative_to(ROOT)), "exec"), module.__dict__)
     return module.__dict__
 
@@ -97,23 +98,13 @@ def test_python_fences_are_spelled_python():
         assert not re.search(r"^[ \t]*```(?:py|python3|pycon|ipython)\b", page.read_text(), re.M), page
 
 
-@pytest.fixture(scope="module")
-def executed_pages(tmp_path_factory):
-    """``run(page) -> namespace``: runs a page in this process, once per session, in its own
-    temporary directory (for the custom layer that docs/guides/layers.md defines)."""
-    done = {}
-
-    def run(page: pathlib.Path) -> dict:
-        if page not in done:
-            cwd = os.getcwd()
-            os.chdir(tmp_path_factory.mktemp(page.stem))
-            try:
-                done[page] = run_page(page)
-            finally:
-                os.chdir(cwd)
-        return done[page]
-
-    return run
+def section_blocks(page: pathlib.Path, first: str, end: str) -> list[tuple[int, str]]:
+    """The page's first python block (its imports) and its blocks from the heading ``first``
+    up to the heading ``end``."""
+    lines = page.read_text().splitlines()
+    start, stop = lines.index(first) + 1, lines.index(end) + 1  # 1-based line numbers
+    blocks = python_blocks(page)
+    return blocks[:1] + [(line, code) for line, code in blocks[1:] if start < line < stop]
 
 
 @pytest.mark.parametrize("pages", PAGE_GROUPS, ids=["group0", "group1"])
@@ -133,9 +124,18 @@ def _property_tests():
 
 
 @pytest.fixture(scope="module")
-def custom_layer_case(executed_pages):
-    """The registry entry ``(name, layer, input_shape)`` defined by docs/guides/layers.md."""
-    return executed_pages(DOCS / "guides" / "layers.md")["REGISTRY_ENTRY"]
+def custom_layer_case(tmp_path_factory):
+    """The registry entry ``(name, layer, input_shape)`` defined by docs/guides/layers.md: its
+    imports and its sections from "Writing a layer" on, run in this process in a temporary
+    directory (the whole page runs in test_python_blocks_run)."""
+    page = DOCS / "guides" / "layers.md"
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp(page.stem))
+    try:
+        namespace = run_page(page, section_blocks(page, "## Writing a layer", "## Layers for research models"))
+    finally:
+        os.chdir(cwd)
+    return namespace["REGISTRY_ENTRY"]
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
