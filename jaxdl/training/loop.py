@@ -60,7 +60,7 @@ import jax
 import numpy as np
 
 from jaxdl import distributed
-from jaxdl.checkpoint import RunCheckpoints, find_step_dir, load_checkpoint, run_directory
+from jaxdl.checkpoint import RunCheckpoints, load_checkpoint, run_directory
 from jaxdl.core import Layer
 from jaxdl.layers.recurrent.memory import reset_memory
 from jaxdl.losses import is_classification_loss
@@ -68,7 +68,7 @@ from jaxdl.training.callbacks import Callback, default_callbacks
 from jaxdl.training.data import EpochSource, check_epochs
 from jaxdl.training.evaluation import check_metrics, evaluate
 from jaxdl.training.parallel import global_rows, keep
-from jaxdl.training.run import Run, check_run_directory
+from jaxdl.training.run import Run, check_run_directory, run_step_dir
 from jaxdl.training.state import TrainState
 from jaxdl.training.step import CheckedStep, make_eval_step
 
@@ -102,7 +102,7 @@ class FitResult:
 
     def checkpoint_dir(self, which: str = "last") -> pathlib.Path | None:
         """The step directory of the run's ``"last"`` or ``"best"`` checkpoint (None without one)."""
-        return None if self.output_dir is None else find_step_dir(self.output_dir / "checkpoints", which)
+        return None if self.output_dir is None else run_step_dir(self.output_dir, which)
 
 
 @dataclasses.dataclass

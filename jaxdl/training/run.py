@@ -78,10 +78,16 @@ class Run:
         return self.output_dir / run_directory.CHECKPOINTS
 
 
+def run_step_dir(output_dir, which: str = "last") -> pathlib.Path | None:
+    """The step directory of the ``"last"`` or ``"best"`` checkpoint in the run directory
+    ``output_dir`` (None without one)."""
+    return find_step_dir(pathlib.Path(output_dir) / run_directory.CHECKPOINTS, which)
+
+
 def resume_checkpoint_dir(output_dir) -> pathlib.Path | None:
     """The step directory ``fit(..., run=Run(output_dir, resume=True))`` continues from (the
     newest one), or None when the run holds none."""
-    return find_step_dir(pathlib.Path(output_dir) / run_directory.CHECKPOINTS, "last")
+    return run_step_dir(output_dir, "last")
 
 
 def check_run_directory(run: Run) -> None:
