@@ -17,9 +17,9 @@ fail where users would not, and a program the default level gets wrong is caught
 the paths below run it at JAX's defaults, among them the float32 subprocess of
 test_float32.py, which runs every registry layer (outputs, state and gradients) and every
 training case compiled as users compile them. jaxdl reads ``XLA_FLAGS`` in
-two places. `jaxdl.training.state.init_compiler_options` keeps an optimization level set
-there, so under these flags `create_train_state` compiles its initialization without compiler
-options of its own; with JAX's defaults it passes them, which JAX allows only on a top-level
+two places. `jaxdl.training.state.init_compiler_options` keeps the options set there, so
+under these flags `create_train_state` compiles its initialization without compiler options
+of its own; with JAX's defaults it passes them, which JAX allows only on a top-level
 ``jax.jit`` (the suite once hid exactly that failure, issue 20). `jaxdl.mesh.cpu`
 adds collective timeouts unless ``XLA_FLAGS`` sets them (these flags set none). So every path
 that depends on the flags also runs without them: the tests that start a plain interpreter

@@ -36,11 +36,12 @@ def train_iris(model, optimizer, iterations, batch_size, seed=0):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_initialization_at_optimization_level_1_equals_the_default_compilation(model, input_shape, dtype,
                                                                                monkeypatch):
-    """create_train_state compiles the initializers at XLA level 1 (faster); the values are the
-    default compilation's up to a rounding or two (LLVM contracts some multiply-adds of the
-    normal distribution's inverse error function differently)."""
-    monkeypatch.setenv("XLA_FLAGS", "")  # conftest's level 0 would be kept (tested below)
-    assert jaxdl.training.state.init_compiler_options() == {"xla_backend_optimization_level": 1}
+    """create_train_state compiles the initializers at XLA level 1 without the fusion emitters
+    (faster); the values are the default compilation's up to a rounding or two (LLVM contracts
+    some multiply-adds of the normal distribution's inverse error function differently)."""
+    monkeypatch.setenv("XLA_FLAGS", "")  # conftest's flags would be kept (tested below)
+    assert jaxdl.training.state.init_compiler_options() == {"xla_backend_optimization_level": 1,
+                                                            "xla_cpu_use_fusion_emitters": False}
     key = jax.random.key(3)
     train_state = jaxdl.create_train_state(model, jaxdl.Sgd(0.1), key, input_shape, dtype)
     init_key, _ = jax.random.split(key)
@@ -55,9 +56,21 @@ def test_initialization_at_optimization_level_1_equals_the_default_compilation(m
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(train_state.params))
 
 
-def test_an_optimization_level_in_xla_flags_is_kept_for_the_initialization(monkeypatch):
+def test_the_options_xla_flags_sets_are_kept_for_the_initialization(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=0")
+    assert jaxdl.training.state.init_compiler_options() == {"xla_cpu_use_fusion_emitters": False}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=true")
     assert jaxdl.training.state.init_compiler_options() is None
+    assert jaxdl.training.state.init_compiler_options(traced=True) is None
+
+
+def test_an_option_the_jaxlib_does_not_know_is_left_out(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setattr(jaxdl.training.state, "INIT_COMPILER_OPTIONS",
+                        {"xla_backend_optimization_level": 1, "xla_cpu_no_such_option": True})
+    assert jaxdl.training.state.init_compiler_options() == {"xla_backend_optimization_level": 1}
+    train_state = jaxdl.create_train_state(jaxdl.FullyConnected(3), jaxdl.Sgd(0.1), 0, (2, 4))
+    assert train_state.params["weights"].shape == (4, 3)
 
 
 def test_train_step_traces_once_per_input_shape():
