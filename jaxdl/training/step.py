@@ -26,7 +26,10 @@ computation, where the fetch would wait for it). Traced labels (the step called 
 caller's own `jax.jit`) are left to the loss's checkify check: called with tracers, the step
 runs the jitted function that keeps it; called with concrete arrays, one without it
 (`jaxdl.validation.without_value_checks`), so JAX dispatches it on its fast path (a check is a
-JAX effect: with it, each call took ~0.4 ms more).
+JAX effect: with it, each call took ~0.4 ms more). That version also drops the
+`checkify.check`s of a loss of your own (where a plain `jax.jit` would refuse them as not
+functionalized); to have them reported, call the step under your own
+``checkify.checkify(step)``, which traces it and so runs the version that keeps them.
 
 Data parallelism: ``mesh=`` (a `jax.sharding.Mesh` with a ``"data"`` axis, e.g.
 `jaxdl.data_mesh()`) jits the same step with the batch sharded over the devices and
