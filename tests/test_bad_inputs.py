@@ -192,6 +192,26 @@ def test_the_jitted_train_step_carries_no_effects_and_keeps_the_checks_for_a_cal
         step(train_state, x, LABELS_TOO_LARGE)  # concrete: the host check
 
 
+def test_a_checkified_step_reports_its_custom_losss_own_check():
+    """`checkify.checkify(step)` closes over concrete arguments: the step must still see that it
+    is traced and run the version that keeps the checks (a custom loss's own check included)."""
+    def positive_outputs_loss(outputs, labels):
+        checkify.check(jnp.all(outputs > 100), "positive_outputs_loss: outputs must exceed 100")
+        return jaxdl.softmax_cross_entropy(outputs, labels)
+
+    model, optimizer = jaxdl.FullyConnected(3), jaxdl.Sgd(0.1)
+    train_state = jaxdl.create_train_state(model, optimizer, 0, (4, 2))
+    step = jaxdl.make_train_step(model, positive_outputs_loss, optimizer)
+    x, labels = jnp.ones((4, 2)), jnp.array([0, 1, 2, 1])
+    step(train_state, x, labels)  # outside any transformation: the fast version, without the check
+    error, (checked_state, _) = checkify.checkify(step)(train_state, x, labels)
+    assert error.get() == "positive_outputs_loss: outputs must exceed 100 (`check` failed)"
+    np.testing.assert_array_equal(np.asarray(checked_state.params["weights"]),
+                                  np.asarray(step(train_state, x, labels)[0].params["weights"]))
+    with pytest.raises(ValueError, match="make_train_step: labels must be class indices"):
+        checkify.checkify(step)(train_state, x, LABELS_TOO_LARGE)  # concrete labels: the host check, traced or not
+
+
 def test_evaluate_runs_its_jitted_helpers_without_effects():
     from jaxdl.training import evaluation
 

@@ -29,7 +29,8 @@ runs the jitted function that keeps it; called with concrete arrays, one without
 JAX effect: with it, each call took ~0.4 ms more). That version also drops the
 `checkify.check`s of a loss of your own (where a plain `jax.jit` would refuse them as not
 functionalized); to have them reported, call the step under your own
-``checkify.checkify(step)``, which traces it and so runs the version that keeps them.
+``checkify.checkify(step)``: inside any JAX transformation the step runs the version that
+keeps them.
 
 Data parallelism: ``mesh=`` (a `jax.sharding.Mesh` with a ``"data"`` axis, e.g.
 `jaxdl.data_mesh()`) jits the same step with the batch sharded over the devices and
@@ -157,10 +158,12 @@ class CheckedStep:
         enabled: False to pass the labels on unchecked (lists are still converted).
         float_binary: also check float labels of a one-column output (0 or 1): the step's loss
             is a classifier's; with another loss they are a regression's targets.
-        traced: the step called with traced arguments (inside the caller's own `jax.jit`):
-            the jitted step with the loss's `checkify` value checks, which the caller's
-            ``checkify`` can report (``function`` runs without them,
-            `jaxdl.validation.without_value_checks`); default ``function``.
+        traced: the step called inside a JAX transformation (with traced arguments, under
+            the caller's own `jax.jit`, or under ``checkify.checkify(step)``, which closes over
+            concrete ones): the jitted step with the loss's `checkify` value checks, which the
+            caller's ``checkify`` can report (``function`` runs without them,
+            `jaxdl.validation.without_value_checks`); default ``function``. Concrete labels
+            are checked on the host either way.
     """
 
     def __init__(self, function: Callable, output_shapes: dict, where: str, *, enabled: bool = True,
@@ -176,11 +179,13 @@ class CheckedStep:
     def __call__(self, train_state, x, labels, *, where: str | None = None):
         """Checks ``labels`` (errors name ``where``, default the step's own name), then steps."""
         labels = as_labels(labels)
-        if _traced(x) or _traced(labels) or _traced(getattr(train_state, "step", None)):
-            return self._traced(train_state, x, labels)  # the loss's checkify checks stay for the caller's checkify
+        if _traced(labels):  # left to the loss's checkify check
+            return self._traced(train_state, x, labels)
         if self.check_labels and isinstance(labels, (np.ndarray, jax.Array)):
             check_labels_for_outputs(labels, self.output_shape(train_state, x, labels), where or self._where,
                                      float_binary=self._float_binary)
+        if _traced(x) or _traced(getattr(train_state, "step", None)) or not _top_level():
+            return self._traced(train_state, x, labels)  # the loss's checkify checks stay for the caller's checkify
         return self.__wrapped__(train_state, x, labels)
 
     def output_shape(self, train_state, x, labels) -> tuple:
@@ -197,6 +202,21 @@ class CheckedStep:
 
     def __repr__(self):
         return f"CheckedStep({self.__wrapped__!r}, check_labels={self.check_labels})"
+
+
+def _top_level() -> bool:
+    """Whether no JAX transformation is tracing the caller. `checkify.checkify` traces a function
+    with its concrete arguments closed over, so the arguments alone cannot tell (0.2 us a call)."""
+    return _is_top_level()
+
+
+try:  # no public accessor in jax 0.10
+    from jax._src.core import trace_ctx as _trace_ctx
+
+    _is_top_level = _trace_ctx.is_top_level
+except (ImportError, AttributeError):  # another jax: traced arguments still choose the checked version
+    def _is_top_level() -> bool:
+        return True
 
 
 def _traced(value) -> bool:
