@@ -222,6 +222,31 @@ def test_evaluate_runs_its_jitted_helpers_without_effects():
         assert jaxpr.effects == set()
 
 
+def test_evaluate_enforces_a_metrics_own_checks_without_effects():
+    """A metric's checkify checks are functionalized in its jitted helper (no effects: JAX's
+    fast dispatch) and a failed one is raised by evaluate, naming the metric and the batch."""
+    from jaxdl.training import evaluation
+
+    def margin(outputs, labels):
+        checkify.check(jnp.all(outputs >= 0), "margin: outputs must be non-negative")
+        return jnp.max(outputs, axis=-1)
+
+    outputs, labels = jnp.full((4, 3), 1 / 3), jnp.array([0, 1, 2, 1])
+    assert jax.make_jaxpr(evaluation._summed_metric, static_argnums=(0, 1))("margin", margin, outputs,
+                                                                            labels).effects == set()
+    model = jaxdl.FullyConnected(3)
+    params, state = model.init(jax.random.key(0), (4, 2))
+    eval_step = jaxdl.make_eval_step(model)
+    good = [(jnp.zeros((4, 2)), labels)]  # outputs = bias = 0: the check holds
+    result = jaxdl.evaluate(eval_step, params, state, good, metrics={"margin": margin})
+    assert result["margin"] == 0.0
+    bad = good + [(-jnp.ones((4, 2)), labels)]
+    bad_params = jax.tree.map(lambda p: p + 1.0, params)  # weights 1 more: row sums of -x negative
+    with pytest.raises(ValueError, match=r"evaluate: metric 'margin' failed its check in batch 1: "
+                                         r"margin: outputs must be non-negative"):
+        jaxdl.evaluate(eval_step, bad_params, state, bad, metrics={"margin": margin})
+
+
 def _compiled_program(text: str) -> list[str]:
     """The compiled HLO's instructions without metadata and with names numbered away, sorted."""
     lines = text.splitlines()

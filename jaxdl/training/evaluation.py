@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 from jaxdl.layers.recurrent.memory import memory_for_batch, reset_memory
 from jaxdl.losses import binary_threshold, correct_predictions, is_classification_loss, per_example_losses
@@ -72,11 +73,23 @@ def check_metrics(metrics, where: str) -> dict[str, Callable]:
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _summed_metric(name: str, function: Callable, outputs, labels):
-    values = jnp.asarray(without_value_checks(function)(outputs, labels))
+    """The batch's sum of the metric's per-example values, and the `checkify` error of the
+    metric's own checks (functionalized: an output, not a JAX effect; `evaluate` raises it)."""
+    error, values = checkify.checkify(function, errors=checkify.user_checks)(outputs, labels)
+    values = jnp.asarray(values)
     if values.ndim == 0 or values.shape[0] != outputs.shape[0]:
         raise ValueError(f"evaluate: metric {name!r} must return one value per example (shape ({outputs.shape[0]}, "
                          f"...) for a batch of {outputs.shape[0]}), got shape {tuple(values.shape)}.")
-    return jnp.sum(jnp.mean(values.reshape(values.shape[0], -1).astype(jnp.float32), axis=1))
+    return error, jnp.sum(jnp.mean(values.reshape(values.shape[0], -1).astype(jnp.float32), axis=1))
+
+
+def _raise_failed_checks(checks: dict) -> None:
+    """Raises a ValueError for the first metric with a failed `checkify` check ({name: [error per batch]})."""
+    for name, errors in checks.items():
+        for batch, error in enumerate(errors):
+            message = error.get()
+            if message is not None:
+                raise ValueError(f"evaluate: metric {name!r} failed its check in batch {batch}: {message}")
 
 
 def classification_labels(labels, outputs_shape: tuple, loss_fn: Callable | None = None) -> bool:
@@ -161,7 +174,8 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
         threshold: the decision threshold of a one-column output (default: see above).
         metrics: name -> ``function(outputs, labels)`` returning one value per example (shape
             (batch,), or (batch, ...) averaged per example); jitted per batch. Each is reported
-            as its mean over all examples under its name.
+            as its mean over all examples under its name. Its `checkify.check`s (and those of
+            the jaxdl losses it calls) are enforced: a failed one raises after the last batch.
         model: the model, whose layers declare which state is memorized (`jaxdl.Layer.memory`);
             by default the ``model`` attribute of an eval step from `jaxdl.make_eval_step`.
             Needed only for a non-empty state.
@@ -175,7 +189,8 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
     Raises:
         ValueError: when ``batches`` is empty or all its batches have no rows; for labels out
             of range (naming the bad values) or of a wrong shape; for a metric that does not
-            return one value per example, or a bad metric name.
+            return one value per example, or a bad metric name; for a metric whose `checkify`
+            check failed (naming it, the batch and the check's message).
         TypeError: for ``metrics`` that are not a dict of names to functions.
     """
     metrics = check_metrics(metrics, "evaluate")
@@ -185,7 +200,7 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
     # Per-batch counts and loss sums stay on the device until the end: fetching each one would
     # wait for its batch before the next is dispatched. Summed on the host (in float64).
     corrects, losses, positions, count, seen = [], [], 0, 0, 0
-    sums, classifier = {name: [] for name in metrics}, True
+    sums, checks, classifier = {name: [] for name in metrics}, {name: [] for name in metrics}, True
     for item in batches:
         batch = as_batch(item)
         seen += 1
@@ -208,11 +223,14 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
         if loss_fn is not None:
             losses.append(_summed_example_losses(loss_fn, outputs, labels))
         for name, function in metrics.items():
-            sums[name].append(_summed_metric(name, function, outputs, labels))
+            error, summed = _summed_metric(name, function, outputs, labels)
+            checks[name].append(error)
+            sums[name].append(summed)
     if count == 0:
         raise ValueError("evaluate: batches was empty." if not seen else
                          f"evaluate: batches gave {seen} batch(es), all of 0 rows: expected at least one example.")
     corrects, losses, sums = jax.device_get((corrects, losses, sums))
+    _raise_failed_checks(checks)
     correct, total_loss = sum(int(c) for c in corrects), sum(float(v) for v in losses)
     return {"accuracy": correct / positions if positions and classifier else None,
             "loss": total_loss / count if loss_fn is not None else None, "count": count,
