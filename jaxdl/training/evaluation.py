@@ -229,7 +229,7 @@ def evaluate(eval_step: Callable, params, state, batches: Iterable, loss_fn: Cal
     if count == 0:
         raise ValueError("evaluate: batches was empty." if not seen else
                          f"evaluate: batches gave {seen} batch(es), all of 0 rows: expected at least one example.")
-    corrects, losses, sums = jax.device_get((corrects, losses, sums))
+    corrects, losses, sums, checks = jax.device_get((corrects, losses, sums, checks))
     _raise_failed_checks(checks)
     correct, total_loss = sum(int(c) for c in corrects), sum(float(v) for v in losses)
     return {"accuracy": correct / positions if positions and classifier else None,
