@@ -2,11 +2,13 @@
 
 * 64-bit floats are enabled so finite-difference checks are meaningful; float32 paths are
   tested by passing float32 arrays and ``dtype=jnp.float32`` explicitly.
-* XLA compiles without its backend optimizations (``--xla_backend_optimization_level=0``)
-  and without XLA:CPU's MLIR fusion emitters (``--xla_cpu_use_fusion_emitters=false``, where
-  the jaxlib knows the flag): the tests run thousands of tiny programs once each, where
+* XLA compiles without its backend optimizations (``--xla_backend_optimization_level=0``),
+  without XLA:CPU's MLIR fusion emitters (``--xla_cpu_use_fusion_emitters=false``) and in one
+  code generation module (``--xla_cpu_parallel_codegen_split_count=1``), the last two where
+  the jaxlib knows them: the tests run thousands of tiny programs once each, where
   compilation dominates; the first flag halves the suite's time, the second halves the
-  compilation that remains. Speed is measured by the scripts in benchmarks/, never here.
+  compilation that remains, the third saves a fifth of the rest. Speed is measured by the
+  scripts in benchmarks/, never here.
 
 What the flags change: how XLA's CPU backend turns each program into machine code, never
 which program runs; results are the same up to float rounding, with one exception
@@ -36,21 +38,22 @@ import subprocess
 import sys
 import tempfile
 
-#: Compiles without XLA:CPU's MLIR fusion emitters (the older elemental emitter writes each
-#: fusion's loops instead): the suite's backend compile time halves again (an autodiff +
-#: float32 subset: 104 -> 43 s of compilation, 144 -> 80 s of wall on one worker,
-#: 2026-12-07, jaxlib 0.10.2). Used only where this jaxlib knows the flag (an unknown flag in
-#: ``XLA_FLAGS`` aborts the process), probed once by the controller; the workers inherit the
-#: result through ``XLA_FLAGS``.
-_NO_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+#: Compile-time flags beside the backend level 0, used where this jaxlib knows them (an unknown
+#: flag in ``XLA_FLAGS`` aborts the process), probed once by the controller; the workers inherit
+#: the result through ``XLA_FLAGS``. Measured 2026-12-07, jaxlib 0.10.2, AMD EPYC Zen 4:
+#: without XLA:CPU's MLIR fusion emitters (the older elemental emitter writes each fusion's
+#: loops) an autodiff + float32 subset spent 43 s instead of 104 s in XLA's compilation (144 ->
+#: 80 s of wall on one worker); one code generation module instead of parallel splits then
+#: compiled the registry's gradients and HVPs in 11 s instead of 13.5-15 s.
+_COMPILE_SPEED_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_cpu_parallel_codegen_split_count=1")
 _PROBED_ENV = "JAXDL_TEST_XLA_FLAGS_PROBED"
 
 
-def _xla_accepts(flag: str) -> bool:
-    """Whether a plain interpreter with ``flag`` in ``XLA_FLAGS`` compiles and runs a program."""
+def _xla_accepts(flags: str) -> bool:
+    """Whether a plain interpreter with ``flags`` as ``XLA_FLAGS`` compiles and runs a program."""
     probe = "import jax; jax.jit(lambda x: x + 1)(1.0).block_until_ready()"
     try:
-        result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "XLA_FLAGS": flag},
+        result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "XLA_FLAGS": flags},
                                 capture_output=True, timeout=120)
     except subprocess.TimeoutExpired:
         return False
@@ -59,10 +62,10 @@ def _xla_accepts(flag: str) -> bool:
 
 if _PROBED_ENV not in os.environ:  # the controller (or a run without xdist)
     os.environ[_PROBED_ENV] = "1"
-    _flags = [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"]
-    if _xla_accepts(_NO_FUSION_EMITTERS):
-        _flags.append(_NO_FUSION_EMITTERS)
-    os.environ["XLA_FLAGS"] = " ".join(filter(None, _flags))
+    _accepted = (list(_COMPILE_SPEED_FLAGS) if _xla_accepts(" ".join(_COMPILE_SPEED_FLAGS))
+                 else [flag for flag in _COMPILE_SPEED_FLAGS if _xla_accepts(flag)])
+    os.environ["XLA_FLAGS"] = " ".join(
+        filter(None, [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0", *_accepted]))
 
 import jax  # noqa: E402  (after XLA_FLAGS is set)
 
