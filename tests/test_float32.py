@@ -34,6 +34,7 @@ import pytest
 
 import jaxdl
 from layer_registry import LAYER_CASES, TRAINING_CASES
+from plain_python import plain_env
 from test_layer_properties import (
     EPS32, FLOAT32_GRAD_TOL, assert_trees_close, describe_float64, float64_values_in, to_float64)
 
@@ -169,14 +170,6 @@ test_float32._x64_off_main(sys.argv[1])
 """
 
 
-def _x64_off_environment() -> dict:
-    """The subprocess's environment: x64 off and JAX's default compilation (without the suite's
-    ``XLA_FLAGS``, conftest.py), so every registry layer also runs, in float32, through the
-    code XLA generates for users."""
-    environment = {name: value for name, value in os.environ.items() if name != "XLA_FLAGS"}
-    return {**environment, "JAX_ENABLE_X64": "0"}
-
-
 class _X64OffRun:
     """The subprocess (started once per module): `ask` for a case, then `case` waits for its
     results."""
@@ -189,7 +182,10 @@ class _X64OffRun:
         self.deadline = time.monotonic() + self.TIMEOUT
         self.log = open(directory / "output.txt", "w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(directory)], env=_x64_off_environment(),
+            [sys.executable, "-c", _CHILD, str(directory)],
+            # x64 off and JAX's default compilation (without the suite's XLA_FLAGS, conftest.py):
+            # every registry layer also runs, in float32, through the code XLA generates for users.
+            env=plain_env(directory / "jaxdl_cache", JAX_ENABLE_X64="0"),
             stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, text=True)
 
     def ask(self, case: str) -> None:

@@ -19,8 +19,9 @@ from jaxdl.training.parallel import global_rows, shard_batch
 from jaxdl.validation import as_labels, check_labels_for_outputs, without_value_checks
 
 
-# The jitted helpers below run without the losses' checkify checks (labels are checked on the
-# host first): with them, each call would take JAX's slow dispatch (`without_value_checks`).
+# `_correct_count` and `_summed_example_losses` run without the losses' checkify checks (labels
+# are checked on the host first): with them, each call would take JAX's slow dispatch
+# (`without_value_checks`). A metric's checks are kept, functionalized (`_summed_metric`).
 @functools.partial(jax.jit, static_argnums=2)
 def _correct_count(outputs, labels, threshold: float):
     correct = without_value_checks(lambda o, l: correct_predictions(o, l, threshold=threshold))(outputs, labels)

@@ -77,11 +77,13 @@ def create_train_state(model, optimizer, key, input_shape, dtype=jnp.float32, *,
     compile on its own: seconds for LeNet on a CPU), compiled with XLA's backend optimization
     level 1 and without XLA:CPU's fusion emitters (`INIT_COMPILER_OPTIONS`; what ``XLA_FLAGS``
     sets is kept instead): it runs once, and these options compile LeNet's initializers about
-    5x faster than the default ones. The values are the default compilation's up to a rounding
-    or two in some elements (LLVM contracts multiply-adds of the normal distribution's inverse
-    error function differently; tests/test_training.py compares them). Called inside a trace (``jax.eval_shape(lambda: create_train_state(...))``
-    for a checkpoint template, or under the caller's `jax.jit`), the initialization is traced
-    into the caller's program without options of its own (`init_compiler_options`).
+    5x faster than the default ones. The optimizer's state is built in the same program. The
+    values are the default compilation's up to a rounding or two in some elements (LLVM
+    contracts multiply-adds of the normal distribution's inverse error function differently;
+    tests/test_training.py compares them). Called inside a trace
+    (``jax.eval_shape(lambda: create_train_state(...))`` for a checkpoint template, or under
+    the caller's `jax.jit`), the initialization is traced into the caller's program without
+    options of its own (`init_compiler_options`).
 
     Args:
         model: a layer (usually `jaxdl.Serial`).

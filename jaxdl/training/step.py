@@ -23,14 +23,13 @@ waits for them to be ready (not for the previous step, which they do not depend 
 of a multi-process global array are checked shard by shard, this process's shards.
 ``check_labels=False`` skips it (e.g. for labels produced on the device by an earlier
 computation, where the fetch would wait for it). Traced labels (the step called inside the
-caller's own `jax.jit`) are left to the loss's checkify check: called with tracers, the step
-runs the jitted function that keeps it; called with concrete arrays, one without it
+caller's own `jax.jit`) are left to the loss's checkify check: inside a JAX transformation, the
+step runs the jitted function that keeps it; otherwise one without it
 (`jaxdl.validation.without_value_checks`), so JAX dispatches it on its fast path (a check is a
 JAX effect: with it, each call took ~0.4 ms more). That version also drops the
 `checkify.check`s of a loss of your own (where a plain `jax.jit` would refuse them as not
 functionalized); to have them reported, call the step under your own
-``checkify.checkify(step)``: inside any JAX transformation the step runs the version that
-keeps them.
+``checkify.checkify(step)``.
 
 Data parallelism: ``mesh=`` (a `jax.sharding.Mesh` with a ``"data"`` axis, e.g.
 `jaxdl.data_mesh()`) jits the same step with the batch sharded over the devices and
@@ -204,18 +203,15 @@ class CheckedStep:
         return f"CheckedStep({self.__wrapped__!r}, check_labels={self.check_labels})"
 
 
-def _top_level() -> bool:
-    """Whether no JAX transformation is tracing the caller. `checkify.checkify` traces a function
-    with its concrete arguments closed over, so the arguments alone cannot tell (0.2 us a call)."""
-    return _is_top_level()
-
-
-try:  # no public accessor in jax 0.10
+# `_top_level()`: whether no JAX transformation is tracing the caller. `checkify.checkify` traces
+# a function with its concrete arguments closed over, so the arguments alone cannot tell (0.2 us
+# a call). No public accessor in jax 0.10; on another jax, traced arguments alone choose.
+try:
     from jax._src.core import trace_ctx as _trace_ctx
 
-    _is_top_level = _trace_ctx.is_top_level
-except (ImportError, AttributeError):  # another jax: traced arguments still choose the checked version
-    def _is_top_level() -> bool:
+    _top_level = _trace_ctx.is_top_level
+except (ImportError, AttributeError):
+    def _top_level() -> bool:
         return True
 
 
