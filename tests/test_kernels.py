@@ -7,9 +7,9 @@
   off; each comparison first checks that the two programs really differ.
 * `Conv`'s CPU branch is chosen from the shapes (`jaxdl.kernels.conv.cpu_path`); shapes on each
   side of the choice equal the plain path.
-* The conv weight gradient in row blocks: above `UNROLLED_BLOCKS` blocks one `lax.scan`, so
-  the program stops growing with the batch (issue 24); a mesh step computes it over the whole
-  batch instead.
+* The conv weight gradient in row blocks: at most `WEIGHT_GRAD_BLOCKS` of them, larger at large
+  batches, so the program stops growing with the batch (issue 24) and has no loop; a mesh step
+  computes it over the whole batch instead.
 """
 
 import jax
@@ -21,7 +21,7 @@ from test_layer_properties import DTYPES, FLOAT32_GRAD_TOL, FLOAT32_VALUE_TOL, a
 import jaxdl
 from jaxdl import kernels
 from jaxdl.kernels import recurrent as recurrent_kernels
-from jaxdl.kernels.conv import UNROLLED_BLOCKS, WEIGHT_GRAD_BLOCK, cpu_path
+from jaxdl.kernels.conv import WEIGHT_GRAD_BLOCK, WEIGHT_GRAD_BLOCKS, cpu_path, weight_gradient_block_rows
 
 #: Same math, differently ordered float operations: (rtol, atol relative to the largest entry).
 TOLERANCES = {jnp.float64: ((1e-10, 1e-12), (1e-10, 1e-12)), jnp.float32: (FLOAT32_VALUE_TOL, FLOAT32_GRAD_TOL)}
@@ -143,11 +143,11 @@ def test_bad_switch_values_are_clear_errors(monkeypatch):
 @pytest.mark.parametrize("channels,num_kernels,batch,kernel,stride,padding", [
     (1, 4, 3, (5, 5), 1, "same"),            # one channel: shifted slices
     (6, 16, 70, (5, 5), 1, "same"),           # kernels padded (float32); 2 whole blocks + 6 rows
-    (3, 4, (UNROLLED_BLOCKS + 2) * WEIGHT_GRAD_BLOCK, (3, 4), (2, 3), "same"),  # a scan over blocks
+    (3, 4, (WEIGHT_GRAD_BLOCKS + 2) * WEIGHT_GRAD_BLOCK + 3, (3, 4), (2, 3), "same"),  # 3 blocks of 49 + 48 rows
     (2, 5, 40, (3,), 2, "valid"),             # 1-D; 1 whole block + 8 rows
     (1, 16, 3, (3, 3), 2, "same"),            # one channel at stride 2: the library (cpu_path)
     (16, 16, 3, (3, 3), 1, "same"),           # 16 channels: kernels not padded (cpu_path)
-], ids=["one-channel", "padded-kernels", "scan-blocks", "1d", "one-channel-stride-2", "16-channels"])
+], ids=["one-channel", "padded-kernels", "large-blocks", "1d", "one-channel-stride-2", "16-channels"])
 def test_conv_fast_path_equals_lax_conv(channels, num_kernels, batch, kernel, stride, padding, dtype):
     shape = (batch, channels) + (9, 10)[:len(kernel)]
     assert_fast_equals_plain(lambda: jaxdl.Conv(num_kernels, kernel, stride=stride, padding=padding),
@@ -189,7 +189,7 @@ def test_recurrent_fused_derivative_equals_scan_autodiff(layer_type, blocks, dty
 
 def test_conv_forward_mode_and_hessian_vector_product_equal_the_plain_path():
     fast, plain = both(lambda: jaxdl.Conv(3, (3, 3)))
-    shape = ((UNROLLED_BLOCKS + 2) * WEIGHT_GRAD_BLOCK + 5, 2, 5, 5)  # the scan over blocks and a partial block
+    shape = ((WEIGHT_GRAD_BLOCKS + 2) * WEIGHT_GRAD_BLOCK + 5, 2, 5, 5)  # large blocks and a shorter last one
     params, _ = fast.init(jax.random.key(0), shape, jnp.float64)
     x = jax.random.normal(jax.random.key(1), shape, jnp.float64)
     direction = jax.tree.map(lambda a: jax.random.normal(jax.random.key(2), a.shape, a.dtype), params)
@@ -215,14 +215,27 @@ def _convolutions_in_gradient(model, batch: int) -> int:
     return text.count("stablehlo.convolution")
 
 
+@pytest.mark.parametrize("batch,rows", [(1, 32), (32, 32), (33, 32), (128, 32), (129, 33), (256, 64), (1000, 250)])
+def test_weight_gradient_blocks_grow_with_the_batch_instead_of_their_number(batch, rows):
+    assert weight_gradient_block_rows(batch) == rows
+    assert -(-batch // rows) <= WEIGHT_GRAD_BLOCKS
+
+
 def test_conv_gradient_program_does_not_grow_with_the_batch():
     model = jaxdl.Conv(4, (3, 3))
-    small, large = (UNROLLED_BLOCKS + 1) * WEIGHT_GRAD_BLOCK, 31 * WEIGHT_GRAD_BLOCK + 8
-    counts = {batch: _convolutions_in_gradient(model, batch) for batch in (small, large)}
-    assert counts[small] == 2, counts  # forward and one blocked weight gradient (no input gradient)
-    assert counts[large] == counts[small] + 1, counts  # + the partial block
-    # up to UNROLLED_BLOCKS blocks, one convolution each
-    assert _convolutions_in_gradient(model, UNROLLED_BLOCKS * WEIGHT_GRAD_BLOCK) == 1 + UNROLLED_BLOCKS
+    counts = {batch: _convolutions_in_gradient(model, batch) for batch in (WEIGHT_GRAD_BLOCK, 2 * WEIGHT_GRAD_BLOCK, 97, 128, 160, 1000)}
+    # the forward convolution and one weight-gradient convolution per block (no input gradient)
+    assert counts == {32: 2, 64: 3, 97: 5, 128: 5, 160: 5, 1000: 5}, counts
+    assert counts[1000] == 1 + WEIGHT_GRAD_BLOCKS
+
+
+def test_conv_gradient_has_no_loop_at_large_batches():
+    # a loop's body runs on one thread on XLA:CPU (a lax.scan over blocks made the step 1.4x slower)
+    model = jaxdl.Conv(4, (3, 3))
+    params, _ = model.init(jax.random.key(0), (1000, 2, 6, 6))
+    text = jax.jit(jax.grad(lambda p, x: jnp.sum(model.apply(p, {}, x)[0] ** 2))).lower(
+        params, jnp.ones((1000, 2, 6, 6))).as_text()
+    assert "stablehlo.while" not in text
 
 
 def test_mesh_step_computes_the_weight_gradient_over_the_whole_batch():

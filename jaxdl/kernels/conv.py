@@ -9,10 +9,10 @@ explicit padding per spatial axis. On CPU (chosen at lowering by `lax.platform_d
   outputs dropped;
 * any other shape: `lax.conv` itself (`cpu_path` says which, from the shapes alone);
 * bfloat16 and float16: computed in float32, rounded once;
-* the weight gradient summed over blocks of ``WEIGHT_GRAD_BLOCK`` batch rows (above
-  ``UNROLLED_BLOCKS`` blocks a `lax.scan` over them, so the program and its compile time stop
-  growing with the batch), unless
-  the caller asks for the whole batch (a batch sharded over a device mesh).
+* the weight gradient summed over blocks of ``WEIGHT_GRAD_BLOCK`` batch rows, at most
+  ``WEIGHT_GRAD_BLOCKS`` of them (larger blocks at large batches, so the program and its
+  compile time stop growing with the batch), unless the caller asks for the whole batch (a
+  batch sharded over a device mesh).
 
 Why these help, and by how much, is in benchmarks/RESULTS.md ("Where the time goes", "Speed,
 second round") and benchmarks/RESULTS_compile.md.
@@ -33,11 +33,12 @@ from jax.custom_derivatives import SymbolicZero
 #: benchmarks/RESULTS.md, "Speed, second round". Not yet measured on Intel Xeon.
 WEIGHT_GRAD_BLOCK = 32
 
-#: Up to this many whole blocks are written out one convolution each (LeNet's step at batch
-#: 128: the scan's loop made it slower, 26.7 -> 36.6 ms CPU time per step, AMD EPYC Zen 4,
-#: jaxlib 0.10.2, benchmarks/RESULTS_compile.md); more go through one `lax.scan`, so the
-#: program stops growing there.
-UNROLLED_BLOCKS = 4
+#: At most this many blocks: above ``WEIGHT_GRAD_BLOCKS * WEIGHT_GRAD_BLOCK`` rows the blocks
+#: grow with the batch instead of their number, so the program (and its compile time) stops
+#: growing. A `lax.scan` over blocks of 32 rows, the alternative, runs on one thread: LeNet's
+#: step at batch 256 took 34.4 ms with it and 24.0 ms with 4 blocks of 64 (AMD EPYC Zen 4,
+#: jaxlib 0.10.2, 2 threads; benchmarks/RESULTS_compile.md).
+WEIGHT_GRAD_BLOCKS = 4
 
 #: XLA:CPU (jaxlib 0.10.2) runs a convolution with at least this many kernels through
 #: YNNPACK, smaller ones through Eigen; measured on AMD EPYC Zen 4/5 (family 25 model 17,
@@ -171,31 +172,40 @@ def _fast_conv_jvp(stride, padding, blocked_weight_gradient, primals, tangents):
     return out, sum(terms[1:], terms[0])
 
 
+def weight_gradient_block_rows(batch: int) -> int:
+    """Batch rows per block of the CPU weight gradient: `WEIGHT_GRAD_BLOCK`, or more at large batches.
+
+    At most `WEIGHT_GRAD_BLOCKS` blocks: up to ``WEIGHT_GRAD_BLOCKS * WEIGHT_GRAD_BLOCK`` rows the
+    blocks have `WEIGHT_GRAD_BLOCK` rows, above it ``ceil(batch / WEIGHT_GRAD_BLOCKS)``; the last
+    block may be shorter. So the program has at most `WEIGHT_GRAD_BLOCKS` weight-gradient
+    convolutions per layer at any batch (its compile time does not grow with the batch) and no
+    loop, which XLA:CPU would run on one thread.
+
+    Args:
+        batch: the batch size (rows of the layer's input).
+
+    Returns:
+        The rows per block; ``>= batch`` means one block (the whole batch).
+    """
+    return max(WEIGHT_GRAD_BLOCK, -(-batch // WEIGHT_GRAD_BLOCKS))
+
+
 def _weight_tangent(x, dweights, stride, padding, blocked: bool):
-    """``conv_reference(x, dweights)``; on CPU with ``blocked``, in blocks of `WEIGHT_GRAD_BLOCK` rows.
+    """``conv_reference(x, dweights)``; on CPU with ``blocked``, in blocks of batch rows.
 
     Linear in ``dweights``; its transpose, the weight gradient, is then a sum of block-wise
-    weight gradients. Up to `UNROLLED_BLOCKS` whole blocks are one convolution each; more go
-    through one `lax.scan` (one convolution in the program, whatever the batch); a last
-    partial block is one more convolution.
+    weight gradients, one convolution per block (`weight_gradient_block_rows`).
     """
     def whole(x, dweights):
         return conv_reference(x, dweights, stride, padding)
 
     def in_blocks(x, dweights):
-        count, rest = divmod(x.shape[0], WEIGHT_GRAD_BLOCK)
-        if count == 0 or (count == 1 and rest == 0):
+        batch = x.shape[0]
+        rows = weight_gradient_block_rows(batch)
+        if rows >= batch:
             return whole(x, dweights)
-        split = count * WEIGHT_GRAD_BLOCK
-        if count <= UNROLLED_BLOCKS:
-            parts = [whole(x[start:start + WEIGHT_GRAD_BLOCK], dweights) for start in range(0, split, WEIGHT_GRAD_BLOCK)]
-        else:
-            blocks = x[:split].reshape((count, WEIGHT_GRAD_BLOCK) + x.shape[1:])
-            _, outputs = lax.scan(lambda carry, block: (carry, whole(block, dweights)), None, blocks)
-            parts = [outputs.reshape((split,) + outputs.shape[2:])]
-        if rest:
-            parts.append(whole(x[split:], dweights))
-        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+        parts = [whole(x[start:start + rows], dweights) for start in range(0, batch, rows)]
+        return jnp.concatenate(parts, axis=0)
 
     if not blocked:
         return whole(x, dweights)
