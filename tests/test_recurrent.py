@@ -127,7 +127,8 @@ def test_matches_python_loop_reference(kind):
 @pytest.mark.parametrize("kind", CELLS, ids=lambda k: k.__name__)
 def test_fused_blocks_match_python_loop_reference(kind, monkeypatch):
     """The fused rule's tangent loop in blocks (forced here; real sizes take it when the stacked
-    gradients are large): T = 4 in two blocks of 2 steps, T = 5 (prime) in blocks of 1 step.
+    gradients are large), blocks of 3 steps: T = 6 in two blocks, T = 4 and 5 in one block and a
+    shorter last one (1 and 2 steps, its own forward scan), T = 2 in one block.
     Forward and reverse: outputs, final state and every gradient. (One block of all steps is
     what every other test here runs.)"""
     monkeypatch.setattr(recurrent_kernels, "STACKED_GRADIENT_BYTES", 0)
@@ -143,7 +144,7 @@ def test_fused_blocks_match_python_loop_reference(kind, monkeypatch):
         return [[(run(p, x, s), jax.grad(loss, argnums=(1, 2, 3))(run, p, x, s)) for run in runs] for x in xs]
 
     for fused, fused_reverse, expected, expected_reverse in quick_jit(evaluate)(
-            params, [random_input((B, 4, F)), random_input((B, 5, F))], initial):
+            params, [random_input((B, t, F)) for t in (6, 4, 5, 2)], initial):
         for result, reference in ((fused, expected), (fused_reverse, expected_reverse)):
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), result, reference)
 

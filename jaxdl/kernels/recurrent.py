@@ -128,22 +128,23 @@ def _projection_tangents(cell, params, dparams, shape, dtype, dx, x, h_prev):
 #: KVM guest with glibc's malloc: benchmarks/RESULTS_rnn.md, "2026-12-02: the LSTM and GRU
 #: step's page faults, and the tangent loop in blocks". Not yet measured on Intel Xeon.
 STACKED_GRADIENT_BYTES = 8 * 2**20
-#: The most time steps per block above it (a divisor of T; 1 for a prime T > 10). Same
-#: jaxlib, CPUs and measurements.
+#: Time steps per block above it (the last ``T % BLOCK_STEPS`` steps are one shorter block).
+#: Same jaxlib, CPUs and measurements.
 BLOCK_STEPS = 10
 
 
 def _block_length(steps: int, batch: int, width: int, itemsize: int) -> int:
-    """Time steps per block of the tangent loop: ``steps`` (one block) or a divisor of it.
+    """Time steps per block of the tangent loop: ``steps`` (one block) or ``BLOCK_STEPS``.
 
     One block is the layout of the module docstring: the products over all T*B rows outside
     the loop, dZ* stacked whole. Above ``STACKED_GRADIENT_BYTES`` of stacked gradients, blocks
-    of up to ``BLOCK_STEPS`` steps keep the step's temporaries small (memory and its traffic,
-    not arithmetic); below it the per-block loop and sums cost more than they save.
+    of ``BLOCK_STEPS`` steps (and one shorter block for the last ``T % BLOCK_STEPS`` steps)
+    keep the step's temporaries small (memory and its traffic, not arithmetic); below it the
+    per-block loop and sums cost more than they save.
     """
     if steps * batch * width * itemsize <= STACKED_GRADIENT_BYTES:
         return steps
-    return max(d for d in range(1, min(steps, BLOCK_STEPS) + 1) if steps % d == 0)
+    return min(steps, BLOCK_STEPS)
 
 
 def _blocks(a, count: int, rows: bool):
@@ -155,21 +156,22 @@ def _blocks(a, count: int, rows: bool):
     return a.reshape(((count,) if count > 1 else ()) + shape + a.shape[2:])
 
 
-def _fused_jvp(cell, reverse, unroll, k, primals, tangents):
-    """The rule; ``k`` time steps per block of the tangent loop (`_block_length`)."""
-    params, xs, carry0 = primals
-    dparams, dxs, dcarry0 = tangents
-    carry, (hs, *coefficients) = lax.scan(
-        functools.partial(cell.forward, params), carry0, xs, reverse=reverse, unroll=unroll)
-    dcarry0 = tuple(jnp.zeros_like(c) if _is_zero(d) else d for c, d in zip(carry0, dcarry0))
-    if cell.tangent_reads_outputs:
-        coefficients = (hs, *coefficients)
-    projection_inputs = (
-        None if _is_zero(dxs) else dxs,
-        None if _is_zero(dparams["w_ih"]) else xs,
-        None if _is_zero(dparams["w_hh"]) else _previous(hs, carry0[0], reverse),
-    )
-    steps, batch = xs.shape[:2]
+def _parts(steps: int, k: int) -> list[tuple[int, int, int]]:
+    """The sequence's parts in time order, ``(start, stop, steps per block)``: the first
+    ``steps - steps % k`` steps in blocks of ``k``, then the rest as one shorter block."""
+    full = steps - steps % k if k else steps
+    if full in (0, steps):
+        return [(0, steps, k if full else steps)]
+    return [(0, full, k), (full, steps, steps - full)]
+
+
+def _tangent_loop(cell, params, dparams, k, reverse, unroll, dcarry, projection_inputs, coefficients, dtype):
+    """The tangent loop over one part of the sequence in blocks of ``k`` steps; ``(dcarry, dhs)``.
+
+    ``projection_inputs`` (dxs, xs, h_prev; None where skipped) and ``coefficients`` are the
+    part's, time-major; ``dtype`` is the inputs' (of an all-zero projection tangent).
+    """
+    steps, batch = coefficients[0].shape[:2]
     width = params["w_ih"].shape[1]
     count = steps // k if k else 1  # an empty sequence is one (empty) block
     # The step multiplies by w_hh written as (w_hh^T)^T: its transpose, the reverse pass, then
@@ -181,7 +183,7 @@ def _fused_jvp(cell, reverse, unroll, k, primals, tangents):
 
     def block(dcarry, inputs):
         projection, block_coefficients = inputs
-        dz = _projection_tangents(cell, params, dparams, (k * batch, width), xs.dtype, *projection)
+        dz = _projection_tangents(cell, params, dparams, (k * batch, width), dtype, *projection)
         dz = tuple(d.reshape((batch, width) if k == 1 else (k, batch, width)) for d in dz if d is not None)
         if k == 1:  # one step per block: no inner loop (its inputs have no time axis)
             return step(dcarry, dz + block_coefficients)
@@ -192,10 +194,54 @@ def _fused_jvp(cell, reverse, unroll, k, primals, tangents):
     inputs = (tuple(_blocks(a, count, rows=True) for a in projection_inputs),
               tuple(_blocks(c, count, rows=k == 1) for c in coefficients))
     if count == 1:
-        dcarry, dhs = block(dcarry0, inputs)
+        dcarry, dhs = block(dcarry, inputs)
     else:
-        dcarry, dhs = lax.scan(block, dcarry0, inputs, reverse=reverse)
-    return (hs, carry), (dhs.reshape(hs.shape), dcarry)
+        dcarry, dhs = lax.scan(block, dcarry, inputs, reverse=reverse)
+    return dcarry, dhs.reshape((steps,) + dhs.shape[-2:])
+
+
+def _fused_jvp(cell, reverse, unroll, k, primals, tangents):
+    """The rule; ``k`` time steps per block of the tangent loop (`_block_length`).
+
+    When ``k`` does not divide T, the last ``T % k`` steps are a part of their own, one shorter
+    block: the forward scan runs over the two parts one after the other (in the scan's
+    direction), so that each part's coefficients come out as arrays of their own (slicing them
+    afterwards would copy them).
+    """
+    params, xs, carry0 = primals
+    dparams, dxs, dcarry0 = tangents
+    parts = _parts(xs.shape[0], k)
+    order = parts[::-1] if reverse else parts
+
+    def piece(a, part):
+        return a if len(parts) == 1 or a is None else a[part[0]:part[1]]
+
+    carry, forward = carry0, {}
+    for part in order:
+        before = carry[0]  # h before the part's first step, in the scan's direction
+        carry, (hs, *coefficients) = lax.scan(
+            functools.partial(cell.forward, params), carry, piece(xs, part), reverse=reverse, unroll=unroll)
+        forward[part] = (hs, coefficients, before)
+
+    dcarry = tuple(jnp.zeros_like(c) if _is_zero(d) else d for c, d in zip(carry0, dcarry0))
+    dhs = {}
+    for part in order:
+        hs, coefficients, before = forward[part]
+        if cell.tangent_reads_outputs:
+            coefficients = (hs, *coefficients)
+        projection_inputs = (
+            None if _is_zero(dxs) else piece(dxs, part),
+            None if _is_zero(dparams["w_ih"]) else piece(xs, part),
+            None if _is_zero(dparams["w_hh"]) else _previous(hs, before, reverse),
+        )
+        dcarry, dhs[part] = _tangent_loop(cell, params, dparams, part[2], reverse, unroll, dcarry,
+                                          projection_inputs, tuple(coefficients), xs.dtype)
+
+    def joined(arrays):
+        return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis=0)
+
+    hs = joined([forward[part][0] for part in parts])
+    return (hs, carry), (joined([dhs[part] for part in parts]), dcarry)
 
 
 _fused.defjvp(_fused_jvp, symbolic_zeros=True)
