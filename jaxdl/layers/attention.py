@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxdl.core import Layer, check_floating, check_rank
 from jaxdl.initializers import Constant, Xavier
+from jaxdl.layers.dense import dense_product
 from jaxdl.layers.recurrent.lengths import split_input, step_mask
 from jaxdl.validation import nonempty_training_batch, positive_int
 
@@ -154,7 +155,7 @@ class MultiHeadAttention(Layer):
         batch, time = x.shape[:2]
 
         def project(name, h):
-            return h @ params[f"{name}_weights"].astype(dtype) + params[f"{name}_bias"].astype(dtype)
+            return dense_product(h, params[f"{name}_weights"].astype(dtype)) + params[f"{name}_bias"].astype(dtype)
 
         q, k, v = (project(name, x).reshape(batch, time, self.num_heads, head_size) for name in PROJECTIONS[:3])
         if dtype == jnp.float64:

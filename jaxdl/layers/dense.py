@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,23 @@ import jax.numpy as jnp
 from jaxdl.core import Layer, check_floating
 from jaxdl.initializers import Constant, Xavier
 from jaxdl.validation import nonempty_training_batch, positive_int
+
+
+def dense_product(x: jax.Array, weights: jax.Array) -> jax.Array:
+    """``x @ weights`` over the last axis of ``x``, as one 2-D matrix product.
+
+    ``x`` (..., in) and ``weights`` (in, out) give (..., out). An ``x`` of rank > 2 is viewed as
+    (rows, in) first (a reshape): the same sums, but reverse mode then computes the weight
+    gradient as one 2-D product contracting the rows, which XLA:CPU (jaxlib 0.10.2) sends to
+    its YNNPACK matrix kernels, where the N-D form contracts two axes in an Eigen dot after
+    layout copies. Measured on the character transformer's training step (AMD EPYC Zen 4):
+    39.8 -> 33.0 ms (benchmarks/RESULTS_models.md). Not platform-dependent: a reshape is free
+    on every backend.
+    """
+    if x.ndim <= 2:
+        return x @ weights
+    rows = x.reshape((math.prod(x.shape[:-1]), x.shape[-1]))
+    return (rows @ weights).reshape(x.shape[:-1] + (weights.shape[-1],))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,4 +89,4 @@ class FullyConnected(Layer):
             )
         nonempty_training_batch(self, x, train)
         dtype = jnp.result_type(x)  # computes in the input's dtype (jaxdl.precision)
-        return x @ params["weights"].astype(dtype) + params["bias"].astype(dtype), state
+        return dense_product(x, params["weights"].astype(dtype)) + params["bias"].astype(dtype), state
