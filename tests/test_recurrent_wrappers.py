@@ -16,6 +16,7 @@ from jax.test_util import check_grads
 
 import jaxdl
 from jaxdl.core import memory_mask, regularized_mask
+from jaxdl.kernels import recurrent as recurrent_kernels
 from jaxdl.layers.recurrent import GRU, LSTM, RNN, Bidirectional, SequenceBatch, Stacked, stepping
 
 B, T, F, H = 3, 5, 2, 3
@@ -85,6 +86,49 @@ def test_lengths_equal_each_example_run_alone(layer):
     jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12), padded_grads, alone_grads)
     for b, length in enumerate(LENGTHS):  # the padded inputs get no gradient
         np.testing.assert_array_equal(padded_grads[1][b, length:], 0.0)
+
+
+@pytest.mark.parametrize("kind", CELLS, ids=lambda k: k.__name__)
+@pytest.mark.parametrize("blocks", [False, True], ids=["one-block", "blocks-of-3"])
+def test_fused_lengths_equal_the_masked_scan(kind, blocks, monkeypatch):
+    """The fused derivative over a padded batch against the masked `lax.scan` with plain autodiff:
+    outputs, final state, gradients (params, input, initial state), forward mode and
+    Hessian-vector products; forward and reverse, a non-zero initial state, lengths 0 to T.
+    With blocks of 3 steps over T = 7 (two blocks and a shorter last one, lengths ending inside
+    each), the reverse scan's padded steps span a whole part."""
+    if blocks:
+        monkeypatch.setattr(recurrent_kernels, "STACKED_GRADIENT_BYTES", 0)
+        monkeypatch.setattr(recurrent_kernels, "BLOCK_STEPS", 3)
+    steps = 7
+    lengths = jnp.array([7, 0, 2, 4, 6])
+    shape = (len(lengths), steps, F)
+    x = random_input(shape)
+    directions = (random_params(kind(H), shape, key=5), random_input(shape, key=9))
+    results = {}
+    for implementation in ("fused", "scan"):
+        for reverse in (False, True):
+            layer = kind(H, reverse=reverse, implementation=implementation)
+            params = random_params(layer, shape)
+            initial = {name: random_input((len(lengths), H), key=11 + i) for i, name in enumerate(layer.cell.carry_names)}
+            weights = random_input(shape[:2] + (H,), key=3)
+
+            def scalar(p, x, s, layer=layer, weights=weights):
+                y, final = layer.run(p, x, s, lengths=lengths)
+                return jnp.sum(jnp.sin(y) * weights) + sum(jnp.sum(v ** 2) for v in final.values())
+
+            def derivatives(p, x, s, layer=layer, scalar=scalar):
+                outputs = layer.run(p, x, s, lengths=lengths)
+                grads = jax.grad(scalar, argnums=(0, 1, 2))(p, x, s)
+                tangent = jax.jvp(lambda p, x: layer.run(p, x, s, lengths=lengths), (p, x), directions)[1]
+                hvp = jax.jvp(lambda p, x: jax.grad(scalar, argnums=(0, 1))(p, x, s), (p, x), directions)[1]
+                return outputs, grads, tangent, hvp
+
+            results[implementation, reverse] = quick_jit(derivatives)(params, x, initial)
+            if implementation == "fused":  # the fused rule really runs
+                assert "_fused" in str(jax.make_jaxpr(lambda p, x: layer.run(p, x, initial, lengths=lengths))(params, x))
+    for reverse in (False, True):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"{reverse=}"),
+                     results["fused", reverse], results["scan", reverse])
 
 
 def test_zero_length_keeps_the_initial_state_and_gives_zeros():

@@ -33,6 +33,12 @@ Both take time-major inputs ``xs`` (T, B, F) and a carry tuple of (B, H) arrays,
   rounding (tests/test_recurrent.py, tests/test_kernels.py). Not platform-dependent: the
   rule is the same program on every backend.
 
+  Padded batches (``valid``, from the layers' sequence lengths): the forward step keeps the
+  carry and gives a zero output at a padded step, and so does the tangent step with the
+  carry's tangent; h_{t-1} in the projection terms is the carry's h, which after padding is
+  not the (zero) output before it. Equal to `jaxdl.layers.recurrent.lengths.masked_sequence`
+  in values and derivatives (tests/test_recurrent_wrappers.py).
+
 The cell is an object with ``forward``, ``tangent_step``, ``hidden_bias_tangents``,
 ``separate_hidden_projection`` and ``tangent_reads_outputs``
 (`jaxdl.layers.recurrent.cells`).
@@ -57,15 +63,47 @@ def _previous(seq, first, reverse: bool):
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def _fused(cell, reverse, unroll, block_steps, params, xs, carry0):
-    del block_steps  # only the derivative uses it
+def _forward_step(cell, params, masked: bool):
+    """The scan's step: the cell's ``forward``; with ``masked``, over ``(x_t, valid_t)``, keeping
+    the carry and giving a zero output where ``valid_t`` (B, 1) is False (padding)."""
+    if not masked:
+        return functools.partial(cell.forward, params)
 
-    def step(carry, x_t):
-        carry, outputs = cell.forward(params, carry, x_t)
+    def step(carry, inputs):
+        x_t, valid_t = inputs
+        new, (h, *coefficients) = cell.forward(params, carry, x_t)
+        carry = tuple(jnp.where(valid_t, n, c) for n, c in zip(new, carry))
+        return carry, (jnp.where(valid_t, h, jnp.zeros_like(h)), *coefficients)
+
+    return step
+
+
+def _scan_inputs(xs, valid):
+    return xs if valid is None else (xs, valid)
+
+
+def _hidden_before(hs, first, valid, reverse: bool):
+    """The carry's h before each step: the previous step's output, ``first`` before the first
+    step (in the scan's direction). With ``valid`` (padding at each sequence's end), where the
+    previous step was padding its output is zero but the carry is still ``first``: a reverse
+    scan reaches a sequence's last valid step with the carry it started from."""
+    before = _previous(hs, first, reverse)
+    if valid is None:
+        return before
+    previous_valid = _previous(valid, jnp.ones_like(valid[0]) if valid.shape[0] else valid, reverse)
+    return jnp.where(previous_valid, before, first)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _fused(cell, reverse, unroll, block_steps, params, xs, carry0, valid):
+    del block_steps  # only the derivative uses it
+    forward = _forward_step(cell, params, valid is not None)
+
+    def step(carry, inputs):
+        carry, outputs = forward(carry, inputs)
         return carry, outputs[0]
 
-    carry, hs = lax.scan(step, tuple(carry0), xs, reverse=reverse, unroll=unroll)
+    carry, hs = lax.scan(step, tuple(carry0), _scan_inputs(xs, valid), reverse=reverse, unroll=unroll)
     return hs, carry
 
 
@@ -165,11 +203,14 @@ def _parts(steps: int, k: int) -> list[tuple[int, int, int]]:
     return [(0, full, k), (full, steps, steps - full)]
 
 
-def _tangent_loop(cell, params, dparams, k, reverse, unroll, dcarry, projection_inputs, coefficients, dtype):
+def _tangent_loop(cell, params, dparams, k, reverse, unroll, dcarry, projection_inputs, coefficients, dtype,
+                  masked: bool):
     """The tangent loop over one part of the sequence in blocks of ``k`` steps; ``(dcarry, dhs)``.
 
     ``projection_inputs`` (dxs, xs, h_prev; None where skipped) and ``coefficients`` are the
-    part's, time-major; ``dtype`` is the inputs' (of an all-zero projection tangent).
+    part's, time-major; ``dtype`` is the inputs' (of an all-zero projection tangent). With
+    ``masked`` the last coefficient is the steps' validity (T, B, 1): a padded step keeps the
+    carry's tangent and gives a zero output tangent, as the masked forward step.
     """
     steps, batch = coefficients[0].shape[:2]
     width = params["w_ih"].shape[1]
@@ -179,7 +220,12 @@ def _tangent_loop(cell, params, dparams, k, reverse, unroll, dcarry, projection_
     w_hh = _weights(params["w_hh"])
 
     def step(dcarry, inputs):
-        return cell.tangent_step(w_hh, dcarry, inputs)
+        if not masked:
+            return cell.tangent_step(w_hh, dcarry, inputs)
+        *inputs, valid_t = inputs
+        new, dh = cell.tangent_step(w_hh, dcarry, tuple(inputs))
+        new = tuple(jnp.where(valid_t, n, d) for n, d in zip(new, dcarry))
+        return new, jnp.where(valid_t, dh, jnp.zeros_like(dh))
 
     def block(dcarry, inputs):
         projection, block_coefficients = inputs
@@ -208,9 +254,11 @@ def _fused_jvp(cell, reverse, unroll, k, primals, tangents):
     direction), so that each part's coefficients come out as arrays of their own (slicing them
     afterwards would copy them).
     """
-    params, xs, carry0 = primals
-    dparams, dxs, dcarry0 = tangents
+    params, xs, carry0, valid = primals
+    dparams, dxs, dcarry0, _ = tangents
     parts = _parts(xs.shape[0], k)
+    masked = valid is not None
+    forward_step = _forward_step(cell, params, masked)
     order = parts[::-1] if reverse else parts
 
     def piece(a, part):
@@ -220,7 +268,7 @@ def _fused_jvp(cell, reverse, unroll, k, primals, tangents):
     for part in order:
         before = carry[0]  # h before the part's first step, in the scan's direction
         carry, (hs, *coefficients) = lax.scan(
-            functools.partial(cell.forward, params), carry, piece(xs, part), reverse=reverse, unroll=unroll)
+            forward_step, carry, _scan_inputs(piece(xs, part), piece(valid, part)), reverse=reverse, unroll=unroll)
         forward[part] = (hs, coefficients, before)
 
     dcarry = tuple(jnp.zeros_like(c) if _is_zero(d) else d for c, d in zip(carry0, dcarry0))
@@ -229,13 +277,15 @@ def _fused_jvp(cell, reverse, unroll, k, primals, tangents):
         hs, coefficients, before = forward[part]
         if cell.tangent_reads_outputs:
             coefficients = (hs, *coefficients)
+        if masked:
+            coefficients = (*coefficients, piece(valid, part))
         projection_inputs = (
             None if _is_zero(dxs) else piece(dxs, part),
             None if _is_zero(dparams["w_ih"]) else piece(xs, part),
-            None if _is_zero(dparams["w_hh"]) else _previous(hs, before, reverse),
+            None if _is_zero(dparams["w_hh"]) else _hidden_before(hs, before, piece(valid, part), reverse),
         )
         dcarry, dhs[part] = _tangent_loop(cell, params, dparams, part[2], reverse, unroll, dcarry,
-                                          projection_inputs, tuple(coefficients), xs.dtype)
+                                          projection_inputs, tuple(coefficients), xs.dtype, masked)
 
     def joined(arrays):
         return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis=0)
@@ -247,11 +297,15 @@ def _fused_jvp(cell, reverse, unroll, k, primals, tangents):
 _fused.defjvp(_fused_jvp, symbolic_zeros=True)
 
 
-def fused_sequence(cell, params, xs, carry0, *, reverse: bool = False, unroll: int = 1):
+def fused_sequence(cell, params, xs, carry0, *, reverse: bool = False, unroll: int = 1, valid=None):
     """`scan_sequence` with the fused derivative (see the module docstring).
 
-    ``params`` must hold exactly the cell's parameters.
+    ``params`` must hold exactly the cell's parameters. ``valid``: None (every step valid), or
+    (T, B, 1) booleans, True at the valid steps of each sequence, a prefix of its steps
+    (sequences padded at the end): the recurrence of
+    `jaxdl.layers.recurrent.lengths.masked_sequence` (padded steps keep the carry and give
+    zero outputs) with this derivative.
     """
     steps, batch = xs.shape[:2]
     block_steps = _block_length(steps, batch, params["w_ih"].shape[1], jnp.dtype(xs.dtype).itemsize)
-    return _fused(cell, reverse, unroll, block_steps, params, xs, tuple(carry0))
+    return _fused(cell, reverse, unroll, block_steps, params, xs, tuple(carry0), valid)

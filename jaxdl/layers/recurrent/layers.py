@@ -20,7 +20,7 @@ from jaxdl.initializers import Constant, Xavier
 from jaxdl.layers.activations import Sigmoid
 from jaxdl.layers.dense import FullyConnected
 from jaxdl.layers.recurrent.cells import ElmanCell, GRUCell, LSTMCell
-from jaxdl.layers.recurrent.lengths import check_lengths, masked_sequence, split_input
+from jaxdl.layers.recurrent.lengths import check_lengths, masked_sequence, split_input, step_mask
 from jaxdl.layers.recurrent.sequence import fused_sequence, scan_sequence
 from jaxdl.validation import nonempty_training_batch, positive_int
 
@@ -227,8 +227,9 @@ class Recurrent(Layer):
             x: (batch, time, features) or (time, features).
             initial_state: None for zeros, or ``{"h": (batch, H)}`` (+ ``"c"`` for the LSTM).
             lengths: None (every step valid), or (batch,) integers: padded steps give zero
-                outputs and leave the state unchanged (`jaxdl.layers.recurrent.lengths`). With
-                lengths, both implementations run the masked `lax.scan` (plain autodiff).
+                outputs and leave the state unchanged (`jaxdl.layers.recurrent.lengths`). Both
+                implementations take them: ``"fused"`` masks its forward and tangent steps,
+                ``"scan"`` runs the masked `lax.scan` (plain autodiff).
 
         Returns:
             ``(outputs, final_state)``: outputs as described in the class docstring, and
@@ -245,8 +246,13 @@ class Recurrent(Layer):
         xs_time_major = jnp.swapaxes(xs.astype(dtype), 0, 1)
         if lengths is not None:
             check_lengths(self, lengths, x.shape)
-            hs, carry = masked_sequence(self.cell, params, xs_time_major, lengths, carry0,
-                                        reverse=self.reverse, unroll=self.unroll)
+            if self.implementation == "fused":
+                valid = jnp.swapaxes(step_mask(lengths, xs.shape[1]), 0, 1)[..., None]  # (T, B, 1)
+                hs, carry = fused_sequence(self.cell, params, xs_time_major, carry0, reverse=self.reverse,
+                                           unroll=self.unroll, valid=valid)
+            else:
+                hs, carry = masked_sequence(self.cell, params, xs_time_major, lengths, carry0,
+                                            reverse=self.reverse, unroll=self.unroll)
         else:
             run_sequence = _IMPLEMENTATIONS[self.implementation]
             hs, carry = run_sequence(self.cell, params, xs_time_major, carry0,

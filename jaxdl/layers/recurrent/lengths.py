@@ -13,7 +13,9 @@ accept ``x``, within the layer contract ``apply(params, state, x, *, key, train)
 * the result equals running every example alone, unpadded, at its own length.
 
 `masked_sequence` is the recurrence over a mask: a `lax.scan` whose step keeps the previous
-carry where the step is padding (plain autodiff: every transformation works).
+carry where the step is padding (plain autodiff: every transformation works); the layers'
+``implementation="scan"`` runs it. The default ``"fused"`` runs the same recurrence with its
+fused derivative (`jaxdl.kernels.recurrent.fused_sequence` with ``valid``), tested equal to it.
 """
 
 from __future__ import annotations
