@@ -13,10 +13,15 @@ PyTorch runs on the CPU unless ``--torch-device cuda``: then ``torch.nn.LSTM/RNN
 GPU are cuDNN's kernels, and the timer is read after ``torch.cuda.synchronize()`` (jaxdl's
 calls end in ``jax.block_until_ready``). The table's comment line names both devices.
 
+``--padded``: padded batches, each sequence's length uniform in [T/2, T] (`padded_lengths`):
+jaxdl takes the batch as a `SequenceBatch`, PyTorch as a ``pack_padded_sequence`` whose
+outputs are padded again (``pad_packed_sequence``), the way each library runs such a batch.
+
 Usage:
     python benchmarks/bench_rnn.py                        # all cells, sizes small/default/large
     python benchmarks/bench_rnn.py --cells lstm --sizes default --rounds 30
     python benchmarks/bench_rnn.py --implementations fused,scan --markdown results.md
+    python benchmarks/bench_rnn.py --cells lstm,gru --sizes default --padded
     python benchmarks/bench_rnn.py --torch-device cuda --sizes default,large --calls 10   # on a GPU machine
 """
 
@@ -34,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from jaxdl.layers.recurrent import GRU, LSTM, RNN  # noqa: E402
+from jaxdl.layers.recurrent import GRU, LSTM, RNN, SequenceBatch  # noqa: E402
 from bench_lenet import cpu_model  # noqa: E402  (the same CPU description)
 
 #: name -> (batch, time, features, hidden)
@@ -46,15 +51,26 @@ SIZES = {
 CELLS = {"rnn": (RNN, "RNN"), "lstm": (LSTM, "LSTM"), "gru": (GRU, "GRU")}
 
 
-def jax_contender(cell: str, implementation: str, size):
-    """A zero-argument callable running one jitted forward+backward, and its first-call time."""
+def padded_lengths(size) -> np.ndarray:
+    """``--padded``'s sequence lengths: (batch,) integers uniform in [T/2, T], fixed seed."""
+    batch, steps = size[:2]
+    return np.random.default_rng(2).integers(steps // 2, steps + 1, size=batch)
+
+
+def jax_contender(cell: str, implementation: str, size, padded: bool = False):
+    """A zero-argument callable running one jitted forward+backward, and its first-call time.
+
+    ``padded``: the batch as a `SequenceBatch` with `padded_lengths` (zero outputs past each
+    sequence's length, its state kept there)."""
     batch, steps, features, hidden = size
     layer = CELLS[cell][0](hidden, implementation=implementation)
     params, state = layer.init(jax.random.key(0), (batch, steps, features))
     x = jax.random.normal(jax.random.key(1), (batch, steps, features), jnp.float32)
+    lengths = jnp.asarray(padded_lengths(size)) if padded else None
 
     def loss(params, x):
-        return jnp.sum(layer.apply(params, state, x)[0])
+        inputs = SequenceBatch(x, lengths) if padded else x
+        return jnp.sum(layer.apply(params, state, inputs)[0])
 
     step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
     start = time.perf_counter()
@@ -91,8 +107,8 @@ class TorchWorker:
             raise SystemExit(f"bench_rnn: {self.version}")
         self.available = status == "ok"
 
-    def setup(self, cell: str, size):
-        self._connection.send(("setup", CELLS[cell][1], size))
+    def setup(self, cell: str, size, lengths=None):
+        self._connection.send(("setup", CELLS[cell][1], size, None if lengths is None else list(map(int, lengths))))
         self._connection.recv()
 
     def run(self, calls: int) -> float:
@@ -137,15 +153,21 @@ def _torch_worker(connection, threads, device="cpu"):
         if message[0] == "stop":
             return
         if message[0] == "setup":
-            _, class_name, (batch, steps, features, hidden) = message
+            _, class_name, (batch, steps, features, hidden), lengths = message
             torch.manual_seed(0)
             module = getattr(torch.nn, class_name)(features, hidden, batch_first=True).to(device)
             x = torch.randn(batch, steps, features, device=device, requires_grad=True)
+            lengths = None if lengths is None else torch.tensor(lengths)
 
-            def step(module=module, x=x):
+            def step(module=module, x=x, lengths=lengths):
                 module.zero_grad(set_to_none=True)
                 x.grad = None
-                outputs, _ = module(x)
+                if lengths is None:
+                    outputs, _ = module(x)
+                else:  # PyTorch's way to run a padded batch: packed, then padded again with zeros
+                    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+                    outputs, _ = torch.nn.utils.rnn.pad_packed_sequence(module(packed)[0], batch_first=True,
+                                                                        total_length=steps)
                 outputs.sum().backward()
 
             step()
@@ -199,6 +221,9 @@ def main(argv=None):
                         help="where PyTorch runs (cuda: cuDNN's RNN/LSTM/GRU); jaxdl runs on JAX's default device")
     parser.add_argument("--calls", type=int, default=0,
                         help="calls per contender and round (default: by size, 1 to 10, sized for a CPU)")
+    parser.add_argument("--padded", action="store_true",
+                        help="padded batches: lengths uniform in [T/2, T] (jaxdl: SequenceBatch; PyTorch: "
+                             "pack_padded_sequence)")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     implementations = args.implementations.split(",")
@@ -218,10 +243,10 @@ def main(argv=None):
         for cell in args.cells.split(","):
             contenders, first_calls = {}, {}
             for implementation in implementations:
-                run, first_calls[implementation] = jax_contender(cell, implementation, size)
+                run, first_calls[implementation] = jax_contender(cell, implementation, size, args.padded)
                 contenders[implementation] = run
             if torch_worker is not None:
-                torch_worker.setup(cell, size)
+                torch_worker.setup(cell, size, padded_lengths(size) if args.padded else None)
             seconds = measure(contenders, torch_worker, args.rounds, calls_per_round(size, args.calls))
             throughput = {name: size[0] / s for name, s in seconds.items()}
             row = (size_name, size, cell, throughput, first_calls)
@@ -264,7 +289,8 @@ def describe(torch_version, args, torch_device=None) -> str:
     calls = f"{args.calls} calls per round, " if args.calls else ""
     return (f"jax {jax.__version__}, torch {torch_version or 'not installed'} "
             f"({args.threads} threads), {devices}{os.cpu_count()} CPUs, {cpu_model()}, "
-            f"median of {args.rounds} interleaved rounds, {calls}{datetime.date.today()}")
+            f"median of {args.rounds} interleaved rounds, {calls}"
+            f"{'padded batches, ' if args.padded else ''}{datetime.date.today()}")
 
 
 def markdown(rows, implementations, header) -> str:
