@@ -14,8 +14,15 @@ compile), contenders alternating so that both see the same machine load.
 Also: the first LeNet train step (``make_train_step`` + first call, trace + compile, cold) at
 batch 128, fast paths on and off.
 
+``--equinox-python PY`` adds Equinox (an interpreter with equinox and the same jax, kept out of
+the project's environment) as a third contender for grad, hvp and jacfwd: the same LeNet
+(``eqx.nn.Conv2d``/``MaxPool2d``/``Linear``, vmapped over the batch) and the same
+Conv+Pooling+LSTM model (``eqx.nn.LSTMCell`` in a ``lax.scan``), the same loss, timed the same
+way in fresh processes.
+
 Usage:
     python benchmarks/bench_compile.py                        # everything, 3 processes each
+    python benchmarks/bench_compile.py --only grad hvp jacfwd --batch 128 1000 --equinox-python /tmp/eqxenv/bin/python
     python benchmarks/bench_compile.py --only grad hvp --batch 128 1000 --repeats 1
 Prints a Markdown table and the CPU, jaxlib and date line for benchmarks/RESULTS_compile.md.
 """
@@ -94,6 +101,89 @@ def worker(kind: str, batch: int, fast: bool) -> dict:
             "compile": end - traced}
 
 
+EQUINOX_WORKER = r'''
+import json, sys, time
+import jax, jax.numpy as jnp
+import equinox as eqx
+kind, batch = sys.argv[1], int(sys.argv[2])
+key = jax.random.key(0)
+keys = jax.random.split(key, 8)
+
+
+class LeNet(eqx.Module):
+    layers: list
+
+    def __init__(self, keys):
+        self.layers = [eqx.nn.Conv2d(1, 6, 5, padding=2, key=keys[0]), jax.nn.relu, eqx.nn.MaxPool2d(2, 2),
+                       eqx.nn.Conv2d(6, 16, 5, padding=2, key=keys[1]), jax.nn.relu, eqx.nn.MaxPool2d(2, 2),
+                       jnp.ravel, eqx.nn.Linear(784, 120, key=keys[2]), jax.nn.relu,
+                       eqx.nn.Linear(120, 84, key=keys[3]), jax.nn.relu, eqx.nn.Linear(84, 10, key=keys[4])]
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class ConvLSTM(eqx.Module):
+    conv: eqx.nn.Conv2d
+    pool: eqx.nn.MaxPool2d
+    cell: eqx.nn.LSTMCell
+    head: eqx.nn.Linear
+
+    def __init__(self, keys):
+        self.conv = eqx.nn.Conv2d(1, 4, 3, padding=1, key=keys[0])
+        self.pool = eqx.nn.MaxPool2d(2, 2)
+        self.cell = eqx.nn.LSTMCell(24, 16, key=keys[1])
+        self.head = eqx.nn.Linear(16, 10, key=keys[2])
+
+    def __call__(self, x):
+        features = self.pool(jax.nn.relu(self.conv(x)))            # (4, 6, 6)
+        sequence = features.transpose(1, 0, 2).reshape(6, 24)       # rows as time steps
+        def step(carry, x_t):
+            return self.cell(x_t, carry), None
+        (h, _), _ = jax.lax.scan(step, (jnp.zeros(16), jnp.zeros(16)), sequence)
+        return self.head(h)
+
+
+if kind == "jacfwd":
+    model, x = ConvLSTM(keys), jax.random.normal(key, (batch, 1, 12, 12))
+else:
+    model, x = LeNet(keys), jax.random.uniform(key, (batch, 1, 28, 28))
+params, static = eqx.partition(model, eqx.is_array)
+labels = jnp.arange(batch) % 10
+
+
+def loss(params, x, labels):
+    logits = jax.vmap(eqx.combine(params, static))(x)
+    return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+
+
+start, cpu_start = time.perf_counter(), time.process_time()
+if kind == "grad":
+    function, args = jax.grad(loss), (params, x, labels)
+elif kind == "hvp":
+    def function(params, tangent, x, labels):
+        return jax.jvp(lambda p: jax.grad(loss)(p, x, labels), (params,), (tangent,))[1]
+    args = (params, params, x, labels)
+else:
+    function, args = jax.jacfwd(loss), (params, x, labels)
+jax.jit(function).lower(*args).compile()
+print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}))
+'''
+
+
+def measure_equinox(python: str, kind: str, batch: int) -> dict:
+    """One fresh Equinox process's figures for ``kind`` at ``batch`` (see `EQUINOX_WORKER`)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    done = subprocess.run([python, "-c", EQUINOX_WORKER, kind, str(batch)], capture_output=True, text=True,
+                          env=env, check=False)
+    if done.returncode:
+        raise RuntimeError(f"Equinox worker {kind} batch {batch} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def measure(kind: str, batch: int, fast: bool) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--batch", str(batch), "--fast", str(int(fast))]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -123,6 +213,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 128, 1000],
                         help="batch sizes for grad and hvp (jacfwd: 16, first_step: 128)")
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per figure (median)")
+    parser.add_argument("--equinox-python", default=None,
+                        help="an interpreter with equinox and the same jax: adds Equinox to grad, hvp and jacfwd")
     parser.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--fast", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -132,19 +224,27 @@ def main() -> None:
     rows = [(kind, batch) for kind in args.only
             for batch in (args.batch if kind in ("grad", "hvp") else [16 if kind == "jacfwd" else 128])]
     print(environment())
-    print("| function | batch | fast paths on: wall s (CPU s) | off, plain lax: wall s (CPU s) | on / off (CPU) |")
-    print("|---|---|---|---|---|")
+    equinox = ["equinox: wall s (CPU s)", "on / equinox (CPU)"] if args.equinox_python else []
+    columns = ["function", "batch", "fast paths on: wall s (CPU s)", "off, plain lax: wall s (CPU s)",
+               "on / off (CPU)", *equinox]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for kind, batch in rows:
-        wall, cpu = {True: [], False: []}, {True: [], False: []}
-        for _ in range(args.repeats):
-            for fast in (True, False):
-                figures = measure(kind, batch, fast)
-                wall[fast].append(figures["seconds"])
-                cpu[fast].append(figures["cpu_seconds"])
-        on, off = (statistics.median(wall[f]) for f in (True, False))
-        cpu_on, cpu_off = (statistics.median(cpu[f]) for f in (True, False))
-        print(f"| {kind} | {batch} | {on:.2f} ({cpu_on:.2f}) | {off:.2f} ({cpu_off:.2f}) | {cpu_on / cpu_off:.2f} |",
-              flush=True)
+        contenders = [True, False] + (["equinox"] if args.equinox_python and kind != "first_step" else [])
+        wall, cpu = {c: [] for c in contenders}, {c: [] for c in contenders}
+        for _ in range(args.repeats):  # the contenders alternate, so that they see the same load
+            for contender in contenders:
+                figures = (measure_equinox(args.equinox_python, kind, batch) if contender == "equinox"
+                           else measure(kind, batch, contender))
+                wall[contender].append(figures["seconds"])
+                cpu[contender].append(figures["cpu_seconds"])
+        medians = {c: (statistics.median(wall[c]), statistics.median(cpu[c])) for c in contenders}
+        cells = [kind, str(batch)] + [f"{medians[c][0]:.2f} ({medians[c][1]:.2f})" for c in (True, False)]
+        cells.append(f"{medians[True][1] / medians[False][1]:.2f}")
+        if equinox:
+            cells += ([f"{medians['equinox'][0]:.2f} ({medians['equinox'][1]:.2f})",
+                       f"{medians[True][1] / medians['equinox'][1]:.2f}"] if "equinox" in medians else ["", ""])
+        print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
