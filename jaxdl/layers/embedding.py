@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.core import Layer, check_floating, check_rank
+from jaxdl.layers.dense import dense_product
 from jaxdl.validation import positive_int
 
 
@@ -131,7 +132,7 @@ class Embedding(Layer):
         if x.ndim < 1 or x.shape[-1] != table.shape[1]:
             raise ValueError(
                 f"{self!r}.attend expects vectors of layout (..., {table.shape[1]}), got shape {tuple(x.shape)}.")
-        return x @ table.astype(x.dtype).T
+        return dense_product(x, table.astype(x.dtype).T)
 
 
 @dataclasses.dataclass(frozen=True)
