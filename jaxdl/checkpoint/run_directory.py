@@ -36,6 +36,11 @@ _RUN_ENTRY = re.compile(rf"{CHECKPOINTS}|metrics\.(csv|png)|\.metrics\.(csv|png)
 _CHECKPOINT_ENTRY = re.compile(r"step_[0-9]{8,}(\.orbax-checkpoint-tmp.*)?")
 
 
+def checkpoints_dir(output_dir) -> pathlib.Path:
+    """The checkpoint directory of the run directory ``output_dir``."""
+    return pathlib.Path(output_dir) / CHECKPOINTS
+
+
 def check_not_file(output_dir: pathlib.Path, caller: str = "fit") -> None:
     """Raises RunDirectoryError when ``output_dir`` or its ``checkpoints`` is a file (or another non-directory)."""
     for path in (output_dir, output_dir / CHECKPOINTS):

@@ -90,7 +90,7 @@ def _hidden_before(hs, first, valid, reverse: bool):
     before = _previous(hs, first, reverse)
     if valid is None:
         return before
-    previous_valid = _previous(valid, jnp.ones_like(valid[0]) if valid.shape[0] else valid, reverse)
+    previous_valid = _previous(valid, jnp.ones(valid.shape[1:], bool), reverse)
     return jnp.where(previous_valid, before, first)
 
 

@@ -289,7 +289,7 @@ def checkpoint_to_evaluate(path) -> pathlib.Path:
                           f"scripts/train_lenet.py).")
     if any((path / name).exists() for name in ("jaxdl_digest.json", "manifest", "manifest.json")):
         return path
-    run_checkpoints = path / checkpoint.run_directory.CHECKPOINTS
+    run_checkpoints = checkpoint.run_directory.checkpoints_dir(path)
     checkpoints = run_checkpoints if run_checkpoints.is_dir() else path
     if checkpoints != path or any(child.name.startswith("step_") for child in path.iterdir()):
         best = checkpoint.find_step_dir(checkpoints, "best")

@@ -75,13 +75,13 @@ class Run:
     @property
     def checkpoints(self) -> pathlib.Path:
         """The run's checkpoint directory, ``output_dir / "checkpoints"``."""
-        return self.output_dir / run_directory.CHECKPOINTS
+        return run_directory.checkpoints_dir(self.output_dir)
 
 
 def run_step_dir(output_dir, which: str = "last") -> pathlib.Path | None:
     """The step directory of the ``"last"`` or ``"best"`` checkpoint in the run directory
     ``output_dir`` (None without one)."""
-    return find_step_dir(pathlib.Path(output_dir) / run_directory.CHECKPOINTS, which)
+    return find_step_dir(run_directory.checkpoints_dir(output_dir), which)
 
 
 def resume_checkpoint_dir(output_dir) -> pathlib.Path | None:

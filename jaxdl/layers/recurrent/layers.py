@@ -20,7 +20,7 @@ from jaxdl.initializers import Constant, Xavier
 from jaxdl.layers.activations import Sigmoid
 from jaxdl.layers.dense import FullyConnected
 from jaxdl.layers.recurrent.cells import ElmanCell, GRUCell, LSTMCell
-from jaxdl.layers.recurrent.lengths import check_lengths, masked_sequence, split_input, step_mask
+from jaxdl.layers.recurrent.lengths import check_lengths, masked_sequence, split_input, time_major_mask
 from jaxdl.layers.recurrent.sequence import fused_sequence, scan_sequence
 from jaxdl.validation import nonempty_training_batch, positive_int
 
@@ -247,9 +247,8 @@ class Recurrent(Layer):
         if lengths is not None:
             check_lengths(self, lengths, x.shape)
             if self.implementation == "fused":
-                valid = jnp.swapaxes(step_mask(lengths, xs.shape[1]), 0, 1)[..., None]  # (T, B, 1)
                 hs, carry = fused_sequence(self.cell, params, xs_time_major, carry0, reverse=self.reverse,
-                                           unroll=self.unroll, valid=valid)
+                                           unroll=self.unroll, valid=time_major_mask(lengths, xs.shape[1]))
             else:
                 hs, carry = masked_sequence(self.cell, params, xs_time_major, lengths, carry0,
                                             reverse=self.reverse, unroll=self.unroll)

@@ -73,6 +73,11 @@ def step_mask(lengths, steps: int) -> jax.Array:
     return jnp.arange(steps)[None, :] < jnp.asarray(lengths)[:, None]
 
 
+def time_major_mask(lengths, steps: int) -> jax.Array:
+    """(steps, batch, 1) booleans: `step_mask` laid out as the recurrences' time-major inputs."""
+    return jnp.swapaxes(step_mask(lengths, steps), 0, 1)[..., None]
+
+
 def masked_sequence(cell, params, xs, lengths, carry0, *, reverse: bool = False, unroll: int = 1):
     """Runs ``cell`` over ``xs`` (T, B, F) with lengths (B,); returns ``(hs, final_carry)``.
 
@@ -81,7 +86,7 @@ def masked_sequence(cell, params, xs, lengths, carry0, *, reverse: bool = False,
     reverse scan (steps T-1, ..., 0) starts from ``carry0`` at each example's step
     ``lengths - 1``.
     """
-    mask = jnp.swapaxes(step_mask(lengths, xs.shape[0]), 0, 1)[..., None]  # (T, B, 1)
+    mask = time_major_mask(lengths, xs.shape[0])
 
     def step(carry, inputs):
         x_t, valid = inputs
